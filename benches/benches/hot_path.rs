@@ -1,0 +1,51 @@
+//! Criterion benchmarks of the per-request hot path: variant pick, request-head parse and
+//! rewrite, upstream response-head parse, histogram record.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gateway::metrics::AtomicHistogram;
+use gateway::proxy::head::{Forwarding, parse_request};
+use gateway::proxy::response::parse_response;
+use gateway::select::{Picker, Split};
+
+fn pick(c: &mut Criterion) {
+    let split = Split::new(50_000);
+    let mut picker = Picker::new(42);
+    c.bench_function("pick_random_5pct", |b| b.iter(|| black_box(picker.pick(black_box(&split)))));
+}
+
+fn parse(c: &mut Criterion) {
+    let fwd = Forwarding { client_ip: "10.1.2.3".parse().expect("valid ip") };
+    let mut out = Vec::with_capacity(8192);
+    for extra in [0, 16, 60] {
+        let head = benches::request_head(extra);
+        c.bench_function(&format!("parse_rewrite_request_{}_headers", extra + 5), |b| {
+            b.iter(|| black_box(parse_request(black_box(&head), 16 * 1024, fwd, &mut out).is_ok()));
+        });
+    }
+    let mut out2 = Vec::with_capacity(8192);
+    let head = benches::request_head(0);
+    let Ok(gateway::proxy::head::Parsed::Complete(req)) = parse_request(&head, 16 * 1024, fwd, &mut out)
+    else {
+        panic!("benchmark head must parse")
+    };
+    let resp = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n";
+    c.bench_function("parse_rewrite_response", |b| {
+        b.iter(|| black_box(parse_response(black_box(resp), &req, Some(("x-variant", "stable")), &mut out2).is_ok()));
+    });
+}
+
+fn histogram(c: &mut Criterion) {
+    let h = AtomicHistogram::default();
+    let mut v = 1u64;
+    c.bench_function("histogram_record", |b| {
+        b.iter(|| {
+            v = v.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1) % 100_000;
+            h.record(black_box(v));
+        });
+    });
+}
+
+criterion_group!(benches, pick, parse, histogram);
+criterion_main!(benches);

@@ -1,0 +1,291 @@
+//! Command line: `canarygate run` (the gateway) and `canarygate demo` (a self-contained
+//! tour). Every flag is validated here; a bad one ends the process with exit code 2 and
+//! one line on stderr that names it.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Limits, Timeouts};
+use crate::select::{format_percent, parse_percent};
+
+/// canarygate: an io_uring L7 load balancer that sends an exact share of traffic to a
+/// canary deployment and keeps everything about that share separate.
+#[derive(Debug, Parser)]
+#[command(name = "canarygate", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway in front of a stable and a canary deployment.
+    Run(RunArgs),
+    /// Start two built-in upstreams ("v1" stable, "v2" canary) and the gateway in front
+    /// at 5% canary, send a burst of requests, print the split and latencies, keep serving.
+    Demo(DemoArgs),
+}
+
+/// Flags of `canarygate run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address to listen on, e.g. 0.0.0.0:8080 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub listen: SocketAddr,
+    /// Stable deployment endpoints, comma-separated host:port (round-robin).
+    #[arg(long, value_name = "ADDR[,ADDR..]", value_parser = parse_addr, value_delimiter = ',', required = true)]
+    pub stable: Vec<SocketAddr>,
+    /// Canary deployment endpoints, comma-separated host:port (round-robin).
+    #[arg(long, value_name = "ADDR[,ADDR..]", value_parser = parse_addr, value_delimiter = ',')]
+    pub canary: Vec<SocketAddr>,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Flags of `canarygate demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address the demo gateway listens on.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Requests in the demo's opening burst.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub requests: u64,
+    /// Exit after the burst instead of serving until interrupted.
+    #[arg(long)]
+    pub exit: bool,
+}
+
+/// Split, worker and limit flags shared by `run` and the demo.
+#[derive(Debug, Args)]
+pub struct Tuning {
+    /// Share of requests sent to the canary, in percent (0..=100, up to 4 decimals: 5, 0.5, 12.25).
+    #[arg(long, value_name = "P", value_parser = parse_percent_flag, default_value = "0")]
+    pub canary_percent: u32,
+    /// Worker threads, one pinned per core (default: number of cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+    /// Add this response header naming the variant that served the request (off by default).
+    #[arg(long, value_name = "NAME", value_parser = parse_header_name)]
+    pub variant_header: Option<String>,
+    /// Time a client has to send a complete request head (408 after).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
+    pub header_timeout: Duration,
+    /// Time an idle keep-alive client connection is kept open.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "60s")]
+    pub keepalive_timeout: Duration,
+    /// Time allowed to connect to an upstream endpoint (504 after).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "3s")]
+    pub connect_timeout: Duration,
+    /// Time the upstream may take to answer, and between reads of a body (504 after).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
+    pub response_timeout: Duration,
+    /// Idle upstream connections older than this are closed.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
+    pub pool_idle_timeout: Duration,
+    /// Idle upstream connections kept per endpoint and per worker.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub pool_max_idle: usize,
+    /// Largest request head in bytes (431 above).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..=1_048_576), default_value = "16384")]
+    pub max_header_bytes: u32,
+    /// Largest request body in bytes, 0 for unlimited (413 above).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    pub max_body_bytes: u64,
+}
+
+impl Tuning {
+    /// A configuration for `listen` and the given deployments with these settings.
+    pub fn config(&self, listen: SocketAddr, stable: Vec<SocketAddr>, canary: Vec<SocketAddr>) -> Config {
+        Config {
+            listen,
+            stable,
+            canary,
+            canary_ppm: self.canary_percent,
+            workers: self.workers.map_or(0, usize::from),
+            variant_header: self.variant_header.clone(),
+            timeouts: Timeouts {
+                header: self.header_timeout,
+                keepalive: self.keepalive_timeout,
+                connect: self.connect_timeout,
+                response: self.response_timeout,
+                pool_idle: self.pool_idle_timeout,
+            },
+            limits: Limits {
+                max_header_bytes: self.max_header_bytes as usize,
+                max_body_bytes: self.max_body_bytes,
+                pool_max_idle: self.pool_max_idle,
+            },
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", one_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run(&args),
+        Command::Demo(args) => crate::demo::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<()> {
+    if args.tuning.canary_percent > 0 && args.canary.is_empty() {
+        anyhow::bail!("--canary: a --canary-percent above 0 needs at least one canary endpoint");
+    }
+    let config = args.tuning.config(args.listen, args.stable.clone(), args.canary.clone());
+    let gateway = crate::runtime::start(config).map_err(|e| anyhow::anyhow!("--listen: {e}"))?;
+    log::info!(
+        "{} workers on {}, canary {}%, stable {:?}, canary {:?}",
+        gateway.workers(),
+        gateway.driver(),
+        format_percent(gateway.split().ppm()),
+        args.stable,
+        args.canary
+    );
+    if gateway.driver() == crate::Driver::Epoll {
+        log::warn!("io_uring is unavailable here; running on epoll");
+    }
+    println!("listening on {}", gateway.local_addr());
+    wait_for_signal();
+    log::info!("stopping");
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM.
+pub fn wait_for_signal() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .is_err()
+    {
+        log::warn!("cannot install a signal handler; stop the process with SIGKILL");
+    }
+    let _ = rx.recv();
+}
+
+/// Collapses clap's multi-line message into one line that still names the flag.
+fn one_line(rendered: &str) -> String {
+    let mut parts = Vec::new();
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line);
+        }
+    }
+    parts.join(" ")
+}
+
+/// `host:port`, resolved once at startup.
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = text.to_socket_addrs().map_err(|_| format!("'{text}' is not a host:port address"))?;
+    addrs.next().ok_or_else(|| format!("'{text}' resolves to no address"))
+}
+
+fn parse_percent_flag(text: &str) -> Result<u32, String> {
+    parse_percent(text)
+}
+
+/// A header field name (RFC 9110 token), stored lower-case.
+fn parse_header_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok { Ok(text.to_ascii_lowercase()) } else { Err(format!("'{text}' is not a valid header name")) }
+}
+
+/// `500ms`, `2s`, `1m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("'{text}' is not a duration like 500ms, 2s or 1m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("'{text}' is not a duration like 500ms, 2s or 1m")),
+    };
+    if d.is_zero() {
+        return Err(format!("'{text}' must be greater than zero"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn errors_fit_on_one_line_and_name_the_flag() {
+        for args in [
+            &["canarygate", "run", "--listen", "127.0.0.1:0", "--stable", "127.0.0.1:1", "--canary-percent", "150"][..],
+            &["canarygate", "run", "--listen", "127.0.0.1:0", "--stable", "nope"],
+            &["canarygate", "run", "--listen", "127.0.0.1:0"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            let line = one_line(&err.render().to_string());
+            assert!(!line.contains('\n'));
+            assert!(line.contains("--canary-percent") || line.contains("--stable"), "{line}");
+        }
+    }
+}
+
+impl Tuning {
+    /// The defaults every flag documents.
+    pub fn defaults() -> Tuning {
+        let cli = Cli::try_parse_from(["canarygate", "run", "--listen", "127.0.0.1:0", "--stable", "127.0.0.1:1"]);
+        match cli {
+            Ok(Cli { command: Command::Run(args) }) => args.tuning,
+            _ => unreachable!("the default flags always parse"),
+        }
+    }
+}

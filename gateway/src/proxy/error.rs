@@ -1,0 +1,200 @@
+//! Every way a request can fail, which side caused it, and what the client is told.
+//!
+//! Each error knows its side (downstream client, upstream, internal), the status the
+//! gateway answers with (if the response has not started yet) and the metric it counts in.
+
+use std::io;
+
+use crate::metrics::{Reject, UpstreamFailure};
+
+/// Which party a failure is attributed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something wrong, too slowly or went away.
+    Downstream,
+    /// The upstream endpoint failed.
+    Upstream,
+}
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// 400: the request is malformed or ambiguous.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// 408: the head did not arrive in time.
+    #[error("request head timeout")]
+    HeadTimeout,
+    /// 413: the body is over the limit.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// 414: the request line is over the head limit.
+    #[error("request line too long")]
+    UriTooLong,
+    /// 431: the head is over the limit.
+    #[error("request header section too large")]
+    HeadTooLarge,
+    /// 417: an `Expect` value other than `100-continue`.
+    #[error("unsupported expectation")]
+    ExpectationFailed,
+    /// 501: a method or coding the gateway does not relay.
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
+    /// 505: an HTTP version other than 1.0 or 1.1.
+    #[error("HTTP version not supported")]
+    VersionNotSupported,
+    /// The client closed or reset its connection; nobody to answer.
+    #[error("client went away: {0}")]
+    ClientGone(io::Error),
+    /// The client stopped sending its body.
+    #[error("client body timeout")]
+    ClientBodyTimeout,
+    /// 502: connecting to the upstream failed.
+    #[error("upstream connect failed: {0}")]
+    Connect(io::Error),
+    /// 504: connecting to the upstream took too long.
+    #[error("upstream connect timeout")]
+    ConnectTimeout,
+    /// 502: the upstream closed or reset the connection before a complete response.
+    #[error("upstream closed the connection: {0}")]
+    UpstreamClosed(&'static str),
+    /// 504: the upstream did not answer in time.
+    #[error("upstream response timeout")]
+    ResponseTimeout,
+    /// 502: the upstream's response is not valid HTTP/1.x.
+    #[error("invalid upstream response: {0}")]
+    BadResponse(&'static str),
+}
+
+impl ProxyError {
+    /// Who caused it.
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::Connect(_)
+            | ProxyError::ConnectTimeout
+            | ProxyError::UpstreamClosed(_)
+            | ProxyError::ResponseTimeout
+            | ProxyError::BadResponse(_) => Side::Upstream,
+            _ => Side::Downstream,
+        }
+    }
+
+    /// Status and reason phrase to answer with, or `None` when nobody can be answered.
+    pub fn status(&self) -> Option<(u16, &'static str)> {
+        Some(match self {
+            ProxyError::BadRequest(_) => (400, "Bad Request"),
+            ProxyError::HeadTimeout | ProxyError::ClientBodyTimeout => (408, "Request Timeout"),
+            ProxyError::BodyTooLarge => (413, "Content Too Large"),
+            ProxyError::UriTooLong => (414, "URI Too Long"),
+            ProxyError::HeadTooLarge => (431, "Request Header Fields Too Large"),
+            ProxyError::ExpectationFailed => (417, "Expectation Failed"),
+            ProxyError::NotImplemented(_) => (501, "Not Implemented"),
+            ProxyError::VersionNotSupported => (505, "HTTP Version Not Supported"),
+            ProxyError::Connect(_) | ProxyError::UpstreamClosed(_) | ProxyError::BadResponse(_) => {
+                (502, "Bad Gateway")
+            }
+            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => (504, "Gateway Timeout"),
+            ProxyError::ClientGone(_) => return None,
+        })
+    }
+
+    /// Short machine-friendly reason, sent in the error body and logs.
+    pub fn detail(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(why)
+            | ProxyError::NotImplemented(why)
+            | ProxyError::UpstreamClosed(why)
+            | ProxyError::BadResponse(why) => why,
+            ProxyError::HeadTimeout => "request head not received in time",
+            ProxyError::ClientBodyTimeout => "request body not received in time",
+            ProxyError::BodyTooLarge => "request body exceeds the configured limit",
+            ProxyError::UriTooLong => "request line exceeds the header size limit",
+            ProxyError::HeadTooLarge => "request header section exceeds the limit",
+            ProxyError::ExpectationFailed => "only 100-continue is supported in Expect",
+            ProxyError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
+            ProxyError::ClientGone(_) => "client closed the connection",
+            ProxyError::Connect(_) => "upstream refused or failed the connection",
+            ProxyError::ConnectTimeout => "upstream connect timed out",
+            ProxyError::ResponseTimeout => "upstream did not answer in time",
+        }
+    }
+
+    /// The rejection counter this error increments, for client-side errors.
+    pub fn reject_kind(&self) -> Option<Reject> {
+        Some(match self {
+            ProxyError::BadRequest(_) => Reject::BadRequest,
+            ProxyError::HeadTimeout | ProxyError::ClientBodyTimeout => Reject::Timeout,
+            ProxyError::BodyTooLarge => Reject::BodyTooLarge,
+            ProxyError::UriTooLong | ProxyError::HeadTooLarge => Reject::HeadTooLarge,
+            ProxyError::ExpectationFailed
+            | ProxyError::NotImplemented(_)
+            | ProxyError::VersionNotSupported => Reject::Unsupported,
+            _ => return None,
+        })
+    }
+
+    /// The upstream failure counter this error increments.
+    pub fn upstream_failure(&self) -> Option<UpstreamFailure> {
+        Some(match self {
+            ProxyError::Connect(_) => UpstreamFailure::Connect,
+            ProxyError::ConnectTimeout => UpstreamFailure::ConnectTimeout,
+            ProxyError::UpstreamClosed(_) => UpstreamFailure::Closed,
+            ProxyError::ResponseTimeout => UpstreamFailure::ResponseTimeout,
+            ProxyError::BadResponse(_) => UpstreamFailure::BadResponse,
+            _ => return None,
+        })
+    }
+
+    /// Whether the client connection can stay open after answering with this error:
+    /// only when the request was read completely, which the caller also checks.
+    pub fn keeps_client(&self) -> bool {
+        self.side() == Side::Upstream
+    }
+}
+
+/// Appends a complete gateway-generated response for `err` to `out`.
+pub fn write_error_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    reason: &str,
+    detail: &str,
+    close: bool,
+    variant_header: Option<(&str, &str)>,
+) {
+    use std::io::Write as _;
+    // Writes into a Vec cannot fail.
+    let body_len = 3 + 1 + reason.len() + 2 + detail.len() + 1;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {body_len}\r\n"
+    );
+    if let Some((name, value)) = variant_header {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    let _ = write!(out, "\r\n{status} {reason}: {detail}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_response_is_well_formed() {
+        let mut out = Vec::new();
+        write_error_response(&mut out, 502, "Bad Gateway", "upstream refused", true, None);
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
+        assert!(head.contains("connection: close"));
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), len);
+    }
+}

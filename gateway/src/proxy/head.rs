@@ -1,0 +1,331 @@
+//! Request heads: parsed with `httparse` straight from the connection's read buffer,
+//! checked against the framing rules of RFC 9112 (§6.1, §6.3, §11.2), and rewritten for
+//! the upstream into a reused output buffer. Pure functions over `&[u8]`: no sockets, no
+//! allocation, no per-header `String`.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use super::error::ProxyError;
+
+/// Most header lines accepted in one head (431 above).
+pub const MAX_HEADERS: usize = 128;
+
+/// How a message body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the sender closes the connection (responses only).
+    UntilClose,
+}
+
+/// HTTP version of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0.
+    Http10,
+    /// HTTP/1.1.
+    Http11,
+}
+
+/// What the proxy needs to know about a request once its head is parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Bytes of the head, including the final empty line.
+    pub head_len: usize,
+    /// Client's HTTP version.
+    pub version: Version,
+    /// How the request body is delimited.
+    pub body: BodyKind,
+    /// The request is HEAD (its response has no body).
+    pub is_head: bool,
+    /// The method is idempotent (RFC 9110 §9.2.2), so it may be retried.
+    pub idempotent: bool,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    /// The client sent `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// The client asks to switch protocols (`Connection: upgrade` + `Upgrade`).
+    pub upgrade: bool,
+}
+
+/// Where the gateway runs and whom it serves, for the forwarding headers.
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarding {
+    /// The client's address, appended to `X-Forwarded-For`.
+    pub client_ip: IpAddr,
+}
+
+/// Result of looking at the bytes received so far.
+#[derive(Debug)]
+pub enum Parsed {
+    /// The head is not complete yet.
+    Partial,
+    /// The head is complete; `out` holds the head to send upstream.
+    Complete(RequestHead),
+}
+
+/// Parses the request head at the start of `buf` and, when it is complete and valid,
+/// writes the head to send upstream into `out` (cleared first).
+pub fn parse_request(
+    buf: &[u8],
+    max_head: usize,
+    fwd: Forwarding,
+    out: &mut Vec<u8>,
+) -> Result<Parsed, ProxyError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= max_head {
+                return Err(if memchr_nl(buf) {
+                    ProxyError::HeadTooLarge
+                } else {
+                    ProxyError::UriTooLong
+                });
+            }
+            return Ok(Parsed::Partial);
+        }
+        Err(e) => return Err(map_parse_error(e)),
+    };
+    if head_len > max_head {
+        return Err(ProxyError::HeadTooLarge);
+    }
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(ProxyError::BadRequest("incomplete request line"));
+    };
+    let version = if minor == 1 { Version::Http11 } else { Version::Http10 };
+    if method == "CONNECT" {
+        return Err(ProxyError::NotImplemented("CONNECT is not supported"));
+    }
+    if !(path.starts_with('/')
+        || path.starts_with("http://")
+        || path.starts_with("https://")
+        || (path == "*" && method == "OPTIONS"))
+    {
+        return Err(ProxyError::BadRequest("invalid request target"));
+    }
+
+    let facts = RequestFacts::gather(req.headers, version)?;
+    let body = facts.body()?;
+    let keep_alive = match version {
+        Version::Http11 => !facts.conn_close,
+        Version::Http10 => facts.conn_keep_alive && !facts.conn_close,
+    };
+    let upgrade = facts.upgrade.is_some() && facts.conn_upgrade && version == Version::Http11;
+
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in req.headers.iter() {
+        if is_hop_by_hop(h.name, &facts.connection) || is_rewritten(h.name) {
+            continue;
+        }
+        write_header(out, h.name.as_bytes(), h.value);
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    let mut any = false;
+    for h in req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")) {
+        if any {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(h.value);
+        any = true;
+    }
+    if any {
+        out.extend_from_slice(b", ");
+    }
+    // Writes into a Vec cannot fail.
+    let _ = write!(out, "{}\r\nx-forwarded-proto: http\r\n", fwd.client_ip);
+    if let (true, Some(proto)) = (upgrade, facts.upgrade) {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        write_header(out, b"upgrade", proto);
+    }
+    out.extend_from_slice(b"\r\n");
+
+    Ok(Parsed::Complete(RequestHead {
+        head_len,
+        version,
+        body,
+        is_head: method == "HEAD",
+        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
+        keep_alive,
+        expect_continue: facts.expect_continue,
+        upgrade,
+    }))
+}
+
+/// Facts collected from the header lines in one pass, before anything is written.
+struct RequestFacts<'h> {
+    content_length: Option<u64>,
+    chunked: bool,
+    transfer_encoding: bool,
+    conn_close: bool,
+    conn_keep_alive: bool,
+    conn_upgrade: bool,
+    upgrade: Option<&'h [u8]>,
+    expect_continue: bool,
+    /// `Connection` header values (their tokens name more hop-by-hop headers).
+    connection: [&'h [u8]; 8],
+}
+
+impl<'h> RequestFacts<'h> {
+    fn gather(headers: &[httparse::Header<'h>], version: Version) -> Result<Self, ProxyError> {
+        let mut f = RequestFacts {
+            content_length: None,
+            chunked: false,
+            transfer_encoding: false,
+            conn_close: false,
+            conn_keep_alive: false,
+            conn_upgrade: false,
+            upgrade: None,
+            expect_continue: false,
+            connection: [&[]; 8],
+        };
+        let mut hosts = 0;
+        let mut connections = 0;
+        for h in headers {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                let n = parse_content_length(h.value)
+                    .ok_or(ProxyError::BadRequest("invalid Content-Length"))?;
+                if f.content_length.is_some_and(|prev| prev != n) {
+                    return Err(ProxyError::BadRequest("conflicting Content-Length headers"));
+                }
+                f.content_length = Some(n);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                if version == Version::Http10 {
+                    return Err(ProxyError::BadRequest("Transfer-Encoding in an HTTP/1.0 request"));
+                }
+                f.transfer_encoding = true;
+                for coding in tokens(h.value) {
+                    if f.chunked {
+                        return Err(ProxyError::BadRequest("chunked is not the final coding"));
+                    }
+                    f.chunked = coding.eq_ignore_ascii_case(b"chunked");
+                }
+            } else if name.eq_ignore_ascii_case("host") {
+                hosts += 1;
+            } else if name.eq_ignore_ascii_case("connection") {
+                if connections == f.connection.len() {
+                    return Err(ProxyError::BadRequest("too many Connection headers"));
+                }
+                f.connection[connections] = h.value;
+                connections += 1;
+                for t in tokens(h.value) {
+                    f.conn_close |= t.eq_ignore_ascii_case(b"close");
+                    f.conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                    f.conn_upgrade |= t.eq_ignore_ascii_case(b"upgrade");
+                }
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                f.upgrade = Some(h.value);
+            } else if name.eq_ignore_ascii_case("expect") {
+                if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                    f.expect_continue = version == Version::Http11;
+                } else {
+                    return Err(ProxyError::ExpectationFailed);
+                }
+            }
+        }
+        if hosts > 1 {
+            return Err(ProxyError::BadRequest("more than one Host header"));
+        }
+        if hosts == 0 && version == Version::Http11 {
+            return Err(ProxyError::BadRequest("missing Host header"));
+        }
+        Ok(f)
+    }
+
+    fn body(&self) -> Result<BodyKind, ProxyError> {
+        match (self.transfer_encoding, self.content_length) {
+            (true, Some(_)) => {
+                Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"))
+            }
+            (true, None) if self.chunked => Ok(BodyKind::Chunked),
+            (true, None) => Err(ProxyError::BadRequest("final transfer coding is not chunked")),
+            (false, Some(0) | None) => Ok(BodyKind::None),
+            (false, Some(n)) => Ok(BodyKind::Length(n)),
+        }
+    }
+}
+
+/// Headers the gateway never forwards as received: hop-by-hop ones (RFC 9110 §7.6.1)
+/// and every header named by a `Connection` header.
+pub fn is_hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
+    const FIXED: [&str; 6] =
+        ["connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"];
+    if FIXED.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || name.len() > 6 && name.as_bytes()[..6].eq_ignore_ascii_case(b"proxy-")
+    {
+        return true;
+    }
+    connection
+        .iter()
+        .flat_map(|v| tokens(v))
+        .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// Headers the gateway writes itself.
+fn is_rewritten(name: &str) -> bool {
+    name.eq_ignore_ascii_case("x-forwarded-for")
+        || name.eq_ignore_ascii_case("x-forwarded-proto")
+        || name.eq_ignore_ascii_case("expect")
+}
+
+/// Writes `name: value\r\n`.
+#[inline]
+pub fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Comma-separated list elements, trimmed, empty ones skipped (RFC 9110 §5.6.1).
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+}
+
+/// A Content-Length value: digits only, or a list of identical digit strings.
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let mut result = None;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = part.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+        if result.is_some_and(|r| r != n) {
+            return None;
+        }
+        result = Some(n);
+    }
+    result
+}
+
+fn map_parse_error(e: httparse::Error) -> ProxyError {
+    match e {
+        httparse::Error::TooManyHeaders => ProxyError::HeadTooLarge,
+        httparse::Error::Version => ProxyError::VersionNotSupported,
+        httparse::Error::HeaderName => ProxyError::BadRequest("invalid header name"),
+        httparse::Error::HeaderValue => ProxyError::BadRequest("invalid header value"),
+        httparse::Error::NewLine => ProxyError::BadRequest("invalid line ending"),
+        httparse::Error::Token => ProxyError::BadRequest("invalid request line"),
+        _ => ProxyError::BadRequest("malformed request"),
+    }
+}
+
+fn memchr_nl(buf: &[u8]) -> bool {
+    buf.contains(&b'\n')
+}
+
+#[cfg(test)]
+mod tests;

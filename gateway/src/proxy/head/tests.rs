@@ -1,0 +1,116 @@
+use super::*;
+
+fn parse(raw: &[u8]) -> Result<(RequestHead, String), ProxyError> {
+    let mut out = Vec::new();
+    let fwd = Forwarding { client_ip: "10.0.0.7".parse().unwrap() };
+    match parse_request(raw, 16 * 1024, fwd, &mut out)? {
+        Parsed::Complete(h) => Ok((h, String::from_utf8(out).unwrap())),
+        Parsed::Partial => panic!("partial"),
+    }
+}
+
+fn status(raw: &[u8]) -> u16 {
+    parse(raw).err().and_then(|e| e.status()).map_or(0, |s| s.0)
+}
+
+#[test]
+fn strips_hop_by_hop_and_adds_forwarding() {
+    let (h, out) = parse(
+        b"GET /a?b HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+          Keep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: p\r\nX-Forwarded-For: 1.2.3.4\r\n\
+          X-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n",
+    )
+    .unwrap();
+    assert!(h.keep_alive && h.idempotent && !h.upgrade);
+    assert_eq!(h.body, BodyKind::None);
+    assert_eq!(
+        out,
+        "GET /a?b HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nx-forwarded-for: 1.2.3.4, 10.0.0.7\r\n\
+         x-forwarded-proto: http\r\n\r\n"
+    );
+}
+
+#[test]
+fn framing_rules() {
+    let (h, _) = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n").unwrap();
+    assert_eq!(h.body, BodyKind::Length(5));
+    let (h, out) =
+        parse(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap();
+    assert_eq!(h.body, BodyKind::Chunked);
+    assert!(out.contains("Transfer-Encoding: gzip, chunked\r\n"));
+    let (h, _) = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 7, 7\r\n\r\n").unwrap();
+    assert_eq!(h.body, BodyKind::Length(7));
+    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), 400);
+    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\n"), 400);
+    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"), 400);
+    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n"), 400);
+    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
+    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), 400);
+    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+    assert_eq!(status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+}
+
+#[test]
+fn malformed_heads() {
+    assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400, "missing host");
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n"), 400, "obs-fold");
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"), 400, "bare CR");
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n"), 400, "NUL");
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400, "space before colon");
+    assert_eq!(status(b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    assert_eq!(status(b"GET nopath HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    assert_eq!(status(b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    assert_eq!(status(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+    assert_eq!(status(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 501);
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"), 417);
+}
+
+#[test]
+fn versions_and_keep_alive() {
+    let (h, _) = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert!(!h.keep_alive);
+    let (h, _) = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
+    assert!(h.keep_alive);
+    let (h, _) = parse(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    assert!(!h.keep_alive);
+    let (h, _) = parse(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert!(h.is_head);
+    let (h, _) = parse(b"POST / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert!(!h.idempotent);
+}
+
+#[test]
+fn upgrade_and_expect() {
+    let (h, out) = parse(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: k\r\n\r\n",
+    )
+    .unwrap();
+    assert!(h.upgrade);
+    assert!(out.contains("connection: upgrade\r\nupgrade: websocket\r\n"));
+    assert!(out.contains("Sec-WebSocket-Key: k\r\n"));
+    let (h, out) =
+        parse(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+            .unwrap();
+    assert!(h.expect_continue);
+    assert!(!out.to_ascii_lowercase().contains("expect"));
+}
+
+#[test]
+fn limits() {
+    let mut out = Vec::new();
+    let fwd = Forwarding { client_ip: "::1".parse().unwrap() };
+    let big = [b"GET / HTTP/1.1\r\nHost: a\r\nX: ".as_slice(), &[b'a'; 200]].concat();
+    assert!(matches!(parse_request(&big, 100, fwd, &mut out), Err(ProxyError::HeadTooLarge)));
+    let long_line = [b"GET /".as_slice(), &[b'a'; 200]].concat();
+    assert!(matches!(parse_request(&long_line, 100, fwd, &mut out), Err(ProxyError::UriTooLong)));
+    assert!(matches!(parse_request(b"GET / HT", 100, fwd, &mut out), Ok(Parsed::Partial)));
+    let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    for i in 0..MAX_HEADERS {
+        many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert!(matches!(parse_request(&many, 1 << 20, fwd, &mut out), Err(ProxyError::HeadTooLarge)));
+}

@@ -1,0 +1,217 @@
+//! Upstream response heads: parsed with `httparse`, framed per RFC 9112 §6.3, and
+//! rewritten for the client (hop-by-hop headers removed, connection management and the
+//! optional variant header added) into a reused output buffer.
+
+use super::error::ProxyError;
+use super::head::{BodyKind, MAX_HEADERS, RequestHead, Version, is_hop_by_hop, tokens};
+use super::head::{parse_content_length, write_header};
+
+/// Largest upstream response head accepted (502 above).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// What the proxy needs to know about an upstream response once its head is parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Bytes of the head, including the final empty line.
+    pub head_len: usize,
+    /// Status code.
+    pub status: u16,
+    /// How the body is delimited on the upstream connection.
+    pub body: BodyKind,
+    /// Chunked body must be decoded for an HTTP/1.0 client.
+    pub dechunk: bool,
+    /// The client connection closes after this response.
+    pub close_client: bool,
+    /// The upstream connection may be reused after this response.
+    pub reusable: bool,
+    /// 101 Switching Protocols after an upgrade request: tunnel from here.
+    pub upgraded: bool,
+}
+
+/// Parses the upstream response head at the start of `buf`; `Ok(None)` while incomplete.
+/// Interim (1xx) responses other than 101 are returned too; the caller skips them.
+/// When complete and final, the head for the client is written into `out` (cleared first).
+pub fn parse_response(
+    buf: &[u8],
+    req: &RequestHead,
+    variant_header: Option<(&str, &str)>,
+    out: &mut Vec<u8>,
+) -> Result<Option<ResponseHead>, ProxyError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_RESPONSE_HEAD => {
+            return Err(ProxyError::BadResponse("response head too large"));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ProxyError::BadResponse("malformed response head")),
+    };
+    let (Some(status), Some(minor)) = (resp.code, resp.version) else {
+        return Err(ProxyError::BadResponse("incomplete status line"));
+    };
+    if status < 100 {
+        return Err(ProxyError::BadResponse("invalid status code"));
+    }
+    let mut content_length = None;
+    let mut te = false;
+    let mut chunked = false;
+    let mut conn_close = minor == 0;
+    let mut connection: [&[u8]; 8] = [&[]; 8];
+    let mut connections = 0;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(h.value)
+                .ok_or(ProxyError::BadResponse("invalid Content-Length"))?;
+            if content_length.is_some_and(|p| p != n) {
+                return Err(ProxyError::BadResponse("conflicting Content-Length headers"));
+            }
+            content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            chunked = tokens(h.value).last().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            if connections < connection.len() {
+                connection[connections] = h.value;
+                connections += 1;
+            }
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    conn_close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    conn_close = false;
+                }
+            }
+        }
+    }
+    if te && content_length.is_some() {
+        return Err(ProxyError::BadResponse("both Content-Length and Transfer-Encoding"));
+    }
+    let interim = (100..200).contains(&status);
+    let upgraded = status == 101 && req.upgrade;
+    if status == 101 && !req.upgrade {
+        return Err(ProxyError::BadResponse("101 without an upgrade request"));
+    }
+    let body = if interim || req.is_head || status == 204 || status == 304 {
+        BodyKind::None
+    } else if te {
+        if chunked { BodyKind::Chunked } else { BodyKind::UntilClose }
+    } else if let Some(n) = content_length {
+        BodyKind::Length(n)
+    } else {
+        BodyKind::UntilClose
+    };
+    let dechunk = body == BodyKind::Chunked && req.version == Version::Http10;
+    let close_client =
+        !upgraded && (!req.keep_alive || body == BodyKind::UntilClose || dechunk);
+    let reusable = !conn_close && !upgraded && body != BodyKind::UntilClose;
+    let head = ResponseHead { head_len, status, body, dechunk, close_client, reusable, upgraded };
+    if interim && !upgraded {
+        return Ok(Some(head));
+    }
+
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut code = [0u8; 3];
+    code[0] = b'0' + (status / 100 % 10) as u8;
+    code[1] = b'0' + (status / 10 % 10) as u8;
+    code[2] = b'0' + (status % 10) as u8;
+    out.extend_from_slice(&code);
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers.iter() {
+        if upgraded && h.name.eq_ignore_ascii_case("upgrade") {
+            write_header(out, h.name.as_bytes(), h.value);
+            continue;
+        }
+        if is_hop_by_hop(h.name, &connection[..connections])
+            || (dechunk && h.name.eq_ignore_ascii_case("transfer-encoding"))
+        {
+            continue;
+        }
+        write_header(out, h.name.as_bytes(), h.value);
+    }
+    if let Some((name, value)) = variant_header {
+        write_header(out, name.as_bytes(), value.as_bytes());
+    }
+    if upgraded {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else if close_client {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if req.version == Version::Http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, keep_alive: bool, is_head: bool) -> RequestHead {
+        RequestHead {
+            head_len: 0,
+            version,
+            body: BodyKind::None,
+            is_head,
+            idempotent: true,
+            keep_alive,
+            expect_continue: false,
+            upgrade: false,
+        }
+    }
+
+    fn parse(raw: &[u8], r: &RequestHead) -> Result<(ResponseHead, String), ProxyError> {
+        let mut out = Vec::new();
+        let h = parse_response(raw, r, Some(("x-variant", "canary")), &mut out)?.unwrap();
+        Ok((h, String::from_utf8(out).unwrap()))
+    }
+
+    #[test]
+    fn rewrites_and_frames() {
+        let r11 = req(Version::Http11, true, false);
+        let (h, out) = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nServer: s\r\n\r\nok",
+            &r11,
+        )
+        .unwrap();
+        assert_eq!(h.body, BodyKind::Length(2));
+        assert!(h.reusable && !h.close_client);
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: s\r\nx-variant: canary\r\n\r\n");
+
+        let (h, _) = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &r11).unwrap();
+        assert_eq!(h.body, BodyKind::Chunked);
+        let (h, out) = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &req(Version::Http10, false, false)).unwrap();
+        assert!(h.dechunk && h.close_client);
+        assert!(!out.contains("chunked") && out.contains("connection: close"));
+        let (h, _) = parse(b"HTTP/1.1 200 OK\r\n\r\n", &r11).unwrap();
+        assert_eq!(h.body, BodyKind::UntilClose);
+        assert!(h.close_client && !h.reusable);
+        let (h, _) = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", &req(Version::Http11, true, true)).unwrap();
+        assert_eq!(h.body, BodyKind::None);
+        for s in [204, 304] {
+            let raw = format!("HTTP/1.1 {s} X\r\nContent-Length: 10\r\n\r\n");
+            assert_eq!(parse(raw.as_bytes(), &r11).unwrap().0.body, BodyKind::None);
+        }
+        let (h, _) = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", &r11).unwrap();
+        assert!(!h.reusable);
+        let (h, out) = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", &req(Version::Http10, true, false)).unwrap();
+        assert!(!h.close_client && out.contains("connection: keep-alive"));
+    }
+
+    #[test]
+    fn rejects_bad_responses() {
+        let r11 = req(Version::Http11, true, false);
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\n\r\n",
+        ] {
+            assert!(parse(raw, &r11).is_err(), "{}", String::from_utf8_lossy(raw));
+        }
+    }
+}
