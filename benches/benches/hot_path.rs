@@ -12,27 +12,47 @@ use gateway::select::{Picker, Split};
 fn pick(c: &mut Criterion) {
     let split = Split::new(50_000);
     let mut picker = Picker::new(42);
-    c.bench_function("pick_random_5pct", |b| b.iter(|| black_box(picker.pick(black_box(&split)))));
+    c.bench_function("pick_random_5pct", |b| {
+        b.iter(|| black_box(picker.pick(black_box(&split))))
+    });
 }
 
 fn parse(c: &mut Criterion) {
-    let fwd = Forwarding { client_ip: "10.1.2.3".parse().expect("valid ip") };
+    let fwd = Forwarding {
+        client_ip: "10.1.2.3".parse().expect("valid ip"),
+    };
     let mut out = Vec::with_capacity(8192);
     for extra in [0, 16, 60] {
         let head = benches::request_head(extra);
-        c.bench_function(&format!("parse_rewrite_request_{}_headers", extra + 5), |b| {
-            b.iter(|| black_box(parse_request(black_box(&head), 16 * 1024, fwd, &mut out).is_ok()));
-        });
+        c.bench_function(
+            &format!("parse_rewrite_request_{}_headers", extra + 5),
+            |b| {
+                b.iter(|| {
+                    black_box(parse_request(black_box(&head), 16 * 1024, fwd, &mut out).is_ok())
+                });
+            },
+        );
     }
     let mut out2 = Vec::with_capacity(8192);
     let head = benches::request_head(0);
-    let Ok(gateway::proxy::head::Parsed::Complete(req)) = parse_request(&head, 16 * 1024, fwd, &mut out)
+    let Ok(gateway::proxy::head::Parsed::Complete(req)) =
+        parse_request(&head, 16 * 1024, fwd, &mut out)
     else {
         panic!("benchmark head must parse")
     };
     let resp = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n";
     c.bench_function("parse_rewrite_response", |b| {
-        b.iter(|| black_box(parse_response(black_box(resp), &req, Some(("x-variant", "stable")), &mut out2).is_ok()));
+        b.iter(|| {
+            black_box(
+                parse_response(
+                    black_box(resp),
+                    &req,
+                    Some(("x-variant", "stable")),
+                    &mut out2,
+                )
+                .is_ok(),
+            )
+        });
     });
 }
 

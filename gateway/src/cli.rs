@@ -101,7 +101,12 @@ pub struct Tuning {
 
 impl Tuning {
     /// A configuration for `listen` and the given deployments with these settings.
-    pub fn config(&self, listen: SocketAddr, stable: Vec<SocketAddr>, canary: Vec<SocketAddr>) -> Config {
+    pub fn config(
+        &self,
+        listen: SocketAddr,
+        stable: Vec<SocketAddr>,
+        canary: Vec<SocketAddr>,
+    ) -> Config {
         Config {
             listen,
             stable,
@@ -158,7 +163,9 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     if args.tuning.canary_percent > 0 && args.canary.is_empty() {
         anyhow::bail!("--canary: a --canary-percent above 0 needs at least one canary endpoint");
     }
-    let config = args.tuning.config(args.listen, args.stable.clone(), args.canary.clone());
+    let config = args
+        .tuning
+        .config(args.listen, args.stable.clone(), args.canary.clone());
     let gateway = crate::runtime::start(config).map_err(|e| anyhow::anyhow!("--listen: {e}"))?;
     log::info!(
         "{} workers on {}, canary {}%, stable {:?}, canary {:?}",
@@ -210,8 +217,12 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse() {
         return Ok(addr);
     }
-    let mut addrs = text.to_socket_addrs().map_err(|_| format!("'{text}' is not a host:port address"))?;
-    addrs.next().ok_or_else(|| format!("'{text}' resolves to no address"))
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|_| format!("'{text}' is not a host:port address"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("'{text}' resolves to no address"))
 }
 
 fn parse_percent_flag(text: &str) -> Result<u32, String> {
@@ -221,8 +232,14 @@ fn parse_percent_flag(text: &str) -> Result<u32, String> {
 /// A header field name (RFC 9110 token), stored lower-case.
 fn parse_header_name(text: &str) -> Result<String, String> {
     let ok = !text.is_empty()
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if ok { Ok(text.to_ascii_lowercase()) } else { Err(format!("'{text}' is not a valid header name")) }
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!("'{text}' is not a valid header name"))
+    }
 }
 
 /// `500ms`, `2s`, `1m`, `1h` or a bare number of seconds.
@@ -230,7 +247,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("'{text}' is not a duration like 500ms, 2s or 1m"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 500ms, 2s or 1m"))?;
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
@@ -242,6 +261,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("'{text}' must be greater than zero"));
     }
     Ok(d)
+}
+
+impl Tuning {
+    /// The defaults every flag documents.
+    pub fn defaults() -> Tuning {
+        let cli = Cli::try_parse_from([
+            "canarygate",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--stable",
+            "127.0.0.1:1",
+        ]);
+        match cli {
+            Ok(Cli {
+                command: Command::Run(args),
+            }) => args.tuning,
+            _ => unreachable!("the default flags always parse"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -267,25 +306,33 @@ mod tests {
     #[test]
     fn errors_fit_on_one_line_and_name_the_flag() {
         for args in [
-            &["canarygate", "run", "--listen", "127.0.0.1:0", "--stable", "127.0.0.1:1", "--canary-percent", "150"][..],
-            &["canarygate", "run", "--listen", "127.0.0.1:0", "--stable", "nope"],
+            &[
+                "canarygate",
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--stable",
+                "127.0.0.1:1",
+                "--canary-percent",
+                "150",
+            ][..],
+            &[
+                "canarygate",
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--stable",
+                "nope",
+            ],
             &["canarygate", "run", "--listen", "127.0.0.1:0"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();
             let line = one_line(&err.render().to_string());
             assert!(!line.contains('\n'));
-            assert!(line.contains("--canary-percent") || line.contains("--stable"), "{line}");
-        }
-    }
-}
-
-impl Tuning {
-    /// The defaults every flag documents.
-    pub fn defaults() -> Tuning {
-        let cli = Cli::try_parse_from(["canarygate", "run", "--listen", "127.0.0.1:0", "--stable", "127.0.0.1:1"]);
-        match cli {
-            Ok(Cli { command: Command::Run(args) }) => args.tuning,
-            _ => unreachable!("the default flags always parse"),
+            assert!(
+                line.contains("--canary-percent") || line.contains("--stable"),
+                "{line}"
+            );
         }
     }
 }

@@ -67,7 +67,11 @@ impl Default for Timeouts {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 16 * 1024, max_body_bytes: 1 << 30, pool_max_idle: 64 }
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 1 << 30,
+            pool_max_idle: 64,
+        }
     }
 }
 

@@ -58,13 +58,20 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         burst.canary,
         share * 100.0,
         format_percent(DEMO_PPM),
-        if within { "within the 99.9% binomial bound" } else { "OUTSIDE the 99.9% binomial bound" }
+        if within {
+            "within the 99.9% binomial bound"
+        } else {
+            "OUTSIDE the 99.9% binomial bound"
+        }
     );
     print_latency("  client-observed latency (all)", &burst.latency);
     let stats = gateway.stats();
     for v in Variant::ALL {
         let s = stats.variant(v);
-        print_latency(&format!("  gateway {:<6} upstream head", v.as_str()), &s.upstream_latency);
+        print_latency(
+            &format!("  gateway {:<6} upstream head", v.as_str()),
+            &s.upstream_latency,
+        );
     }
     println!();
     if args.exit {
@@ -105,9 +112,16 @@ fn burst(addr: SocketAddr, total: u64) -> anyhow::Result<Burst> {
     let handles: Vec<_> = (0..BURST_CONNECTIONS)
         .map(|_| std::thread::spawn(move || client_loop(addr, per)))
         .collect();
-    let mut out = Burst { stable: 0, canary: 0, latency: new_histogram(), elapsed: Duration::ZERO };
+    let mut out = Burst {
+        stable: 0,
+        canary: 0,
+        latency: new_histogram(),
+        elapsed: Duration::ZERO,
+    };
     for h in handles {
-        let (s, c, lat) = h.join().map_err(|_| anyhow::anyhow!("burst client panicked"))??;
+        let (s, c, lat) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("burst client panicked"))??;
         out.stable += s;
         out.canary += c;
         out.latency.add(&lat).context("merging latency")?;
@@ -228,7 +242,9 @@ async fn upstream_conn(mut stream: monoio::net::TcpStream, response: &'static [u
             return;
         }
         let len = buf.len();
-        let (res, slice) = stream.read(monoio::buf::IoBufMut::slice_mut(buf, len..)).await;
+        let (res, slice) = stream
+            .read(monoio::buf::IoBufMut::slice_mut(buf, len..))
+            .await;
         buf = slice.into_inner();
         if !matches!(res, Ok(n) if n > 0) {
             return;

@@ -20,7 +20,10 @@ impl Counter {
     /// Adds `n`. Only the owning worker may call this.
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Adds one.
@@ -32,7 +35,10 @@ impl Counter {
     /// Subtracts one (for gauges).
     #[inline]
     pub fn dec(&self) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(1),
+            Ordering::Relaxed,
+        );
     }
 
     /// Current value.
@@ -209,7 +215,11 @@ impl VariantStats {
         for (a, b) in self.responses.iter_mut().zip(other.responses) {
             *a += b;
         }
-        for (a, b) in self.upstream_failures.iter_mut().zip(other.upstream_failures) {
+        for (a, b) in self
+            .upstream_failures
+            .iter_mut()
+            .zip(other.upstream_failures)
+        {
             *a += b;
         }
         self.retries += other.retries;
@@ -277,7 +287,9 @@ mod tests {
         b.variant(Variant::Canary).requests.add(4);
         b.variant(Variant::Canary).total_latency.record(250);
         a.rejected[Reject::Timeout as usize].inc();
-        let stats = Stats { workers: vec![a.snapshot(), b.snapshot()] };
+        let stats = Stats {
+            workers: vec![a.snapshot(), b.snapshot()],
+        };
         let canary = stats.variant(Variant::Canary);
         assert_eq!(canary.requests, 7);
         assert_eq!(canary.total_latency.len(), 1);

@@ -155,7 +155,9 @@ async fn read_head(w: &Worker, c: &mut Client) -> Result<Option<RequestHead>, Pr
         if c.buf.is_full() {
             return Err(ProxyError::HeadTooLarge);
         }
-        let wait = deadline.map_or(cfg.timeouts.keepalive, |d| d.saturating_duration_since(Instant::now()));
+        let wait = deadline.map_or(cfg.timeouts.keepalive, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         match monoio::time::timeout(wait, c.buf.fill(&mut c.stream)).await {
             Err(_) if deadline.is_some() && (!c.buf.is_empty() || c.served == 0) => {
                 return Err(ProxyError::HeadTimeout);
@@ -215,26 +217,41 @@ async fn proxy_request(
     ctx.bytes_out += c.out.len() as u64;
 
     if resp.upgraded {
-        flush(&mut c.out, &mut c.stream).await.map_err(ProxyError::ClientGone)?;
+        flush(&mut c.out, &mut c.stream)
+            .await
+            .map_err(ProxyError::ClientGone)?;
         return Ok(Next::Upgrade(up));
     }
     ctx.response_started = true;
     let timeout = w.config.timeouts.response;
-    let body = relay_body(&mut up.stream, &mut up.buf, &mut c.stream, &mut c.out, resp.body, resp.dechunk, timeout, 0)
-        .await
-        .map_err(|e| match e {
-            RelayError::DstIo => ProxyError::ClientGone(std::io::ErrorKind::BrokenPipe.into()),
-            RelayError::SrcTimeout => ProxyError::ResponseTimeout,
-            RelayError::Framing(_) => ProxyError::BadResponse("invalid chunked body"),
-            RelayError::SrcClosed | RelayError::SrcIo | RelayError::TooLarge => {
-                ProxyError::UpstreamClosed("upstream closed the connection mid-body")
-            }
-        })?;
+    let body = relay_body(
+        &mut up.stream,
+        &mut up.buf,
+        &mut c.stream,
+        &mut c.out,
+        resp.body,
+        resp.dechunk,
+        timeout,
+        0,
+    )
+    .await
+    .map_err(|e| match e {
+        RelayError::DstIo => ProxyError::ClientGone(std::io::ErrorKind::BrokenPipe.into()),
+        RelayError::SrcTimeout => ProxyError::ResponseTimeout,
+        RelayError::Framing(_) => ProxyError::BadResponse("invalid chunked body"),
+        RelayError::SrcClosed | RelayError::SrcIo | RelayError::TooLarge => {
+            ProxyError::UpstreamClosed("upstream closed the connection mid-body")
+        }
+    })?;
     ctx.bytes_out += body;
     if resp.reusable {
         w.upstreams.put(up);
     }
-    Ok(if resp.close_client { Next::Close } else { Next::KeepAlive })
+    Ok(if resp.close_client {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    })
 }
 
 /// Phase 3-4: connection from the pool (or a new one), request head and body out,
@@ -263,41 +280,62 @@ async fn exchange_head(
         res.map_err(|_| ProxyError::UpstreamClosed("upstream closed before the request was sent"))?;
     } else {
         if head.expect_continue && c.buf.is_empty() {
-            let (res, _) = c.stream.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]).await;
+            let (res, _) = c
+                .stream
+                .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+                .await;
             res.map_err(ProxyError::ClientGone)?;
         }
         let limit = w.config.limits.max_body_bytes;
         let timeout = w.config.timeouts.response;
-        let n = relay_body(&mut c.stream, &mut c.buf, &mut up.stream, &mut c.out, head.body, false, timeout, limit)
-            .await
-            .map_err(|e| match e {
-                RelayError::SrcClosed | RelayError::SrcIo => {
-                    ProxyError::ClientGone(std::io::ErrorKind::UnexpectedEof.into())
-                }
-                RelayError::SrcTimeout => ProxyError::ClientBodyTimeout,
-                RelayError::DstIo => ProxyError::UpstreamClosed("upstream closed while receiving the body"),
-                RelayError::Framing(_) => ProxyError::BadRequest("invalid chunked body"),
-                RelayError::TooLarge => ProxyError::BodyTooLarge,
-            })?;
+        let n = relay_body(
+            &mut c.stream,
+            &mut c.buf,
+            &mut up.stream,
+            &mut c.out,
+            head.body,
+            false,
+            timeout,
+            limit,
+        )
+        .await
+        .map_err(|e| match e {
+            RelayError::SrcClosed | RelayError::SrcIo => {
+                ProxyError::ClientGone(std::io::ErrorKind::UnexpectedEof.into())
+            }
+            RelayError::SrcTimeout => ProxyError::ClientBodyTimeout,
+            RelayError::DstIo => {
+                ProxyError::UpstreamClosed("upstream closed while receiving the body")
+            }
+            RelayError::Framing(_) => ProxyError::BadRequest("invalid chunked body"),
+            RelayError::TooLarge => ProxyError::BodyTooLarge,
+        })?;
         ctx.bytes_in += n;
         ctx.request_done = true;
     }
 
-    let variant_header = w.config.variant_header.as_deref().map(|name| (name, variant.as_str()));
+    let variant_header = w
+        .config
+        .variant_header
+        .as_deref()
+        .map(|name| (name, variant.as_str()));
     loop {
-        if !up.buf.is_empty() {
-            if let Some(resp) = parse_response(up.buf.data(), head, variant_header, &mut c.out)? {
-                if (100..200).contains(&resp.status) && !resp.upgraded {
-                    if head.version == Version::Http11 && resp.status != 100 {
-                        up.buf.write_to(&mut c.stream, resp.head_len).await.map_err(ProxyError::ClientGone)?;
-                    } else {
-                        up.buf.consume(resp.head_len);
-                    }
-                    continue;
+        if !up.buf.is_empty()
+            && let Some(resp) = parse_response(up.buf.data(), head, variant_header, &mut c.out)?
+        {
+            if (100..200).contains(&resp.status) && !resp.upgraded {
+                if head.version == Version::Http11 && resp.status != 100 {
+                    up.buf
+                        .write_to(&mut c.stream, resp.head_len)
+                        .await
+                        .map_err(ProxyError::ClientGone)?;
+                } else {
+                    up.buf.consume(resp.head_len);
                 }
-                up.buf.consume(resp.head_len);
-                return Ok((up, resp));
+                continue;
             }
+            up.buf.consume(resp.head_len);
+            return Ok((up, resp));
         }
         if up.buf.is_full() {
             return Err(ProxyError::BadResponse("response head too large"));
@@ -305,7 +343,9 @@ async fn exchange_head(
         match monoio::time::timeout(w.config.timeouts.response, up.buf.fill(&mut up.stream)).await {
             Err(_) => return Err(ProxyError::ResponseTimeout),
             Ok(Ok(0) | Err(_)) => {
-                return Err(ProxyError::UpstreamClosed("upstream closed before responding"));
+                return Err(ProxyError::UpstreamClosed(
+                    "upstream closed before responding",
+                ));
             }
             Ok(Ok(_)) => {}
         }
@@ -320,7 +360,9 @@ async fn answer_error(
     variant: Option<Variant>,
     close: bool,
 ) -> u64 {
-    let Some((status, reason)) = e.status() else { return 0 };
+    let Some((status, reason)) = e.status() else {
+        return 0;
+    };
     let variant_header = w
         .config
         .variant_header
@@ -328,7 +370,14 @@ async fn answer_error(
         .zip(variant)
         .map(|(name, v)| (name, v.as_str()));
     c.out.clear();
-    write_error_response(&mut c.out, status, reason, e.detail(), close, variant_header);
+    write_error_response(
+        &mut c.out,
+        status,
+        reason,
+        e.detail(),
+        close,
+        variant_header,
+    );
     let n = c.out.len() as u64;
     if flush(&mut c.out, &mut c.stream).await.is_err() {
         return 0;
@@ -361,5 +410,6 @@ fn record(w: &Worker, ctx: &RequestCtx) {
     if let Some(d) = ctx.upstream_head {
         vm.upstream_latency.record(d.as_micros() as u64);
     }
-    vm.total_latency.record(ctx.start.elapsed().as_micros() as u64);
+    vm.total_latency
+        .record(ctx.start.elapsed().as_micros() as u64);
 }

@@ -115,7 +115,9 @@ impl Gateway {
 
     /// Reads every worker's figures.
     pub fn stats(&self) -> Stats {
-        Stats { workers: self.metrics.iter().map(|m| m.snapshot()).collect() }
+        Stats {
+            workers: self.metrics.iter().map(|m| m.snapshot()).collect(),
+        }
     }
 
     /// The I/O driver in use.
@@ -147,9 +149,10 @@ pub fn start(config: Config) -> Result<Gateway, StartError> {
     }
     let workers = config.effective_workers();
     let first = bind(config.listen)?;
-    let local_addr = first
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let local_addr = first.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let mut listeners = vec![first];
     for _ in 1..workers {
         listeners.push(bind(local_addr)?);
@@ -166,27 +169,29 @@ pub fn start(config: Config) -> Result<Gateway, StartError> {
         metrics.push(Arc::clone(&m));
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let (config, split, ready) = (Arc::clone(&config), Arc::clone(&split), ready_tx.clone());
-        let spawned = std::thread::Builder::new().name(format!("canarygate-w{id}")).spawn(move || {
-            if let Some(core) = core {
-                core_affinity::set_for_current(core);
-            }
-            let upstreams = Upstreams::new(
-                &config.stable,
-                &config.canary,
-                config.limits.pool_max_idle,
-                config.timeouts.pool_idle,
-                config.timeouts.connect,
-            );
-            let worker = Rc::new(Worker {
-                id,
-                picker: RefCell::new(Picker::from_entropy(id as u64 + 1)),
-                config,
-                split,
-                metrics: m,
-                upstreams,
+        let spawned = std::thread::Builder::new()
+            .name(format!("canarygate-w{id}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                let upstreams = Upstreams::new(
+                    &config.stable,
+                    &config.canary,
+                    config.limits.pool_max_idle,
+                    config.timeouts.pool_idle,
+                    config.timeouts.connect,
+                );
+                let worker = Rc::new(Worker {
+                    id,
+                    picker: RefCell::new(Picker::from_entropy(id as u64 + 1)),
+                    config,
+                    split,
+                    metrics: m,
+                    upstreams,
+                });
+                run_worker(worker, listener, &ready);
             });
-            run_worker(worker, listener, &ready);
-        });
         match spawned {
             Ok(t) => threads.push(t),
             Err(source) => return Err(StartError::Worker { worker: id, source }),
@@ -199,11 +204,20 @@ pub fn start(config: Config) -> Result<Gateway, StartError> {
             Ok(Ok(d)) => driver = d,
             Ok(Err((worker, source))) => return Err(StartError::Worker { worker, source }),
             Err(_) => {
-                return Err(StartError::Worker { worker: 0, source: io::Error::other("worker exited") });
+                return Err(StartError::Worker {
+                    worker: 0,
+                    source: io::Error::other("worker exited"),
+                });
             }
         }
     }
-    Ok(Gateway { local_addr, split, metrics, driver, threads })
+    Ok(Gateway {
+        local_addr,
+        split,
+        metrics,
+        driver,
+        threads,
+    })
 }
 
 type Ready = mpsc::Sender<Result<Driver, (usize, io::Error)>>;
@@ -253,11 +267,16 @@ type Runtime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDriver<LegacyDriver>
 /// io_uring with the tuned flags, else io_uring plain, else epoll.
 fn build_runtime() -> io::Result<(Runtime, Driver)> {
     if !monoio::utils::detect_uring() {
-        let rt = RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build()?;
+        let rt = RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()?;
         return Ok((rt, Driver::Epoll));
     }
     let mut tuned = io_uring::IoUring::builder();
-    tuned.setup_coop_taskrun().setup_single_issuer().setup_defer_taskrun();
+    tuned
+        .setup_coop_taskrun()
+        .setup_single_issuer()
+        .setup_defer_taskrun();
     let rt = RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .with_entries(RING_ENTRIES)
@@ -275,7 +294,8 @@ fn build_runtime() -> io::Result<(Runtime, Driver)> {
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     let err = |source| StartError::Bind { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
     socket.set_reuse_port(true).map_err(err)?;
     socket.set_nonblocking(true).map_err(err)?;

@@ -20,7 +20,9 @@ pub struct Split {
 impl Split {
     /// A split sending `canary_ppm` parts per million to the canary (clamped to 100 %).
     pub fn new(canary_ppm: u32) -> Self {
-        Split { canary_ppm: AtomicU32::new(canary_ppm.min(PPM_MAX)) }
+        Split {
+            canary_ppm: AtomicU32::new(canary_ppm.min(PPM_MAX)),
+        }
     }
 
     /// The current canary share in parts per million.
@@ -44,7 +46,9 @@ pub struct Picker {
 impl Picker {
     /// A picker seeded from `seed` (each worker passes a different one).
     pub fn new(seed: u64) -> Self {
-        Picker { rng: Xoshiro256PlusPlus::seed_from_u64(seed) }
+        Picker {
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+        }
     }
 
     /// A picker seeded from the OS clock, the thread and `salt`.
@@ -69,7 +73,11 @@ impl Picker {
             return Variant::Canary;
         }
         let draw = ((u128::from(self.rng.next_u64()) * u128::from(PPM_MAX)) >> 64) as u32;
-        if draw < ppm { Variant::Canary } else { Variant::Stable }
+        if draw < ppm {
+            Variant::Canary
+        } else {
+            Variant::Stable
+        }
     }
 }
 
@@ -85,12 +93,15 @@ pub fn parse_percent(text: &str) -> Result<u32, String> {
         return Err(format!("'{text}' is not a number between 0 and 100"));
     }
     if frac.len() > 4 {
-        return Err(format!("'{text}' has more than 4 decimals (resolution is 0.0001%)"));
+        return Err(format!(
+            "'{text}' has more than 4 decimals (resolution is 0.0001%)"
+        ));
     }
     let int: u64 = if int.is_empty() {
         0
     } else {
-        int.parse().map_err(|_| format!("'{text}' is outside 0..=100"))?
+        int.parse()
+            .map_err(|_| format!("'{text}' is outside 0..=100"))?
     };
     let mut frac_ppm: u64 = 0;
     for (i, b) in frac.bytes().enumerate() {
@@ -163,7 +174,10 @@ mod tests {
             let k = (0..n).filter(|_| p.pick(&split) == Variant::Canary).count() as f64;
             let mean = f64::from(n) * f64::from(ppm) / 1e6;
             let sd = (mean * (1.0 - f64::from(ppm) / 1e6)).sqrt();
-            assert!((k - mean).abs() <= 3.291 * sd + 1.0, "ppm {ppm}: {k} vs {mean}");
+            assert!(
+                (k - mean).abs() <= 3.291 * sd + 1.0,
+                "ppm {ppm}: {k} vs {mean}"
+            );
         }
     }
 }

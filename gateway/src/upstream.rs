@@ -61,11 +61,22 @@ impl Upstreams {
         connect_timeout: Duration,
     ) -> Self {
         let addrs: Vec<SocketAddr> = stable.iter().chain(canary).copied().collect();
-        let pools = addrs.iter().map(|_| Pool::new(max_idle, idle_timeout)).collect();
+        let pools = addrs
+            .iter()
+            .map(|_| Pool::new(max_idle, idle_timeout))
+            .collect();
         Upstreams {
             deployments: [
-                Deployment { first: 0, len: stable.len(), cursor: Cell::new(0) },
-                Deployment { first: stable.len(), len: canary.len(), cursor: Cell::new(0) },
+                Deployment {
+                    first: 0,
+                    len: stable.len(),
+                    cursor: Cell::new(0),
+                },
+                Deployment {
+                    first: stable.len(),
+                    len: canary.len(),
+                    cursor: Cell::new(0),
+                },
             ],
             addrs,
             pools: RefCell::new(pools),
@@ -101,7 +112,11 @@ impl Upstreams {
             return Ok(conn);
         }
         let addr = self.addrs[endpoint];
-        let stream = match monoio::time::timeout(self.connect_timeout, TcpStream::connect_addr(addr)).await
+        let stream = match monoio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect_addr(addr),
+        )
+        .await
         {
             Err(_) => return Err(ProxyError::ConnectTimeout),
             Ok(Err(e)) => return Err(ProxyError::Connect(e)),
@@ -109,7 +124,12 @@ impl Upstreams {
         };
         // Small heads must not wait for Nagle; failure only costs latency.
         let _ = stream.set_nodelay(true);
-        Ok(UpConn { stream, buf: InBuf::new(UPSTREAM_BUF), endpoint, reused: false })
+        Ok(UpConn {
+            stream,
+            buf: InBuf::new(UPSTREAM_BUF),
+            endpoint,
+            reused: false,
+        })
     }
 
     /// Returns a connection whose last exchange completed cleanly to its pool.

@@ -21,7 +21,7 @@ const fn bucket_index(v: u64) -> usize {
     if v < (2 * SUB) as u64 {
         return v as usize;
     }
-    let e = 63 - v.leading_zeros();
+    let e = v.ilog2();
     let shift = e - SUB_BITS;
     (shift as usize) * SUB + (v >> shift) as usize
 }
@@ -43,13 +43,17 @@ pub struct AtomicHistogram {
 
 impl Default for AtomicHistogram {
     fn default() -> Self {
-        AtomicHistogram { buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect() }
+        AtomicHistogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 }
 
 impl std::fmt::Debug for AtomicHistogram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AtomicHistogram").field("buckets", &self.buckets.len()).finish()
+        f.debug_struct("AtomicHistogram")
+            .field("buckets", &self.buckets.len())
+            .finish()
     }
 }
 

@@ -21,7 +21,11 @@ pub struct InBuf {
 impl InBuf {
     /// A buffer holding up to `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
-        InBuf { buf: Vec::with_capacity(capacity), start: 0, capacity }
+        InBuf {
+            buf: Vec::with_capacity(capacity),
+            start: 0,
+            capacity,
+        }
     }
 
     /// Bytes received but not consumed yet.
@@ -61,7 +65,10 @@ impl InBuf {
         }
         if self.buf.len() == self.buf.capacity() {
             if self.start == 0 {
-                return Err(io::Error::new(io::ErrorKind::OutOfMemory, "read buffer full"));
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "read buffer full",
+                ));
             }
             self.buf.copy_within(self.start.., 0);
             self.buf.truncate(self.buf.len() - self.start);

@@ -83,7 +83,12 @@ impl Default for ChunkedDecoder {
 impl ChunkedDecoder {
     /// A decoder at the start of a chunked body.
     pub fn new() -> Self {
-        ChunkedDecoder { state: State::Size { digits: 0 }, remaining: 0, line: 0, data_total: 0 }
+        ChunkedDecoder {
+            state: State::Size { digits: 0 },
+            remaining: 0,
+            line: 0,
+            data_total: 0,
+        }
     }
 
     /// True once the last chunk, the trailers and the final CRLF have been consumed.
@@ -140,8 +145,11 @@ impl ChunkedDecoder {
                         return Err(ChunkError::Framing);
                     }
                     self.line = 0;
-                    self.state =
-                        if self.remaining == 0 { State::TrailerStart } else { State::Data };
+                    self.state = if self.remaining == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data
+                    };
                 }
                 State::Data => {
                     let avail = (input.len() - i) as u64;
@@ -151,7 +159,10 @@ impl ChunkedDecoder {
                     if self.remaining == 0 {
                         self.state = State::DataCr;
                     }
-                    return Ok(Progress { consumed: i + take, data: Some(i..i + take) });
+                    return Ok(Progress {
+                        consumed: i + take,
+                        data: Some(i..i + take),
+                    });
                 }
                 State::DataCr => {
                     if b != b'\r' {
@@ -193,18 +204,28 @@ impl ChunkedDecoder {
                         return Err(ChunkError::Framing);
                     }
                     self.state = State::Done;
-                    return Ok(Progress { consumed: i + 1, data: None });
+                    return Ok(Progress {
+                        consumed: i + 1,
+                        data: None,
+                    });
                 }
                 State::Done => break,
             }
             i += 1;
         }
-        Ok(Progress { consumed: i, data: None })
+        Ok(Progress {
+            consumed: i,
+            data: None,
+        })
     }
 
     fn bump_line(&mut self) -> Result<(), ChunkError> {
         self.line += 1;
-        if self.line > MAX_LINE { Err(ChunkError::LineTooLong) } else { Ok(()) }
+        if self.line > MAX_LINE {
+            Err(ChunkError::LineTooLong)
+        } else {
+            Ok(())
+        }
     }
 }
 

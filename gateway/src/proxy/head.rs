@@ -92,7 +92,7 @@ pub fn parse_request(
             }
             return Ok(Parsed::Partial);
         }
-        Err(e) => return Err(map_parse_error(e)),
+        Err(e) => return Err(map_parse_error(e, buf)),
     };
     if head_len > max_head {
         return Err(ProxyError::HeadTooLarge);
@@ -100,7 +100,11 @@ pub fn parse_request(
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(ProxyError::BadRequest("incomplete request line"));
     };
-    let version = if minor == 1 { Version::Http11 } else { Version::Http10 };
+    let version = if minor == 1 {
+        Version::Http11
+    } else {
+        Version::Http10
+    };
     if method == "CONNECT" {
         return Err(ProxyError::NotImplemented("CONNECT is not supported"));
     }
@@ -133,7 +137,11 @@ pub fn parse_request(
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     let mut any = false;
-    for h in req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")) {
+    for h in req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+    {
         if any {
             out.extend_from_slice(b", ");
         }
@@ -156,7 +164,10 @@ pub fn parse_request(
         version,
         body,
         is_head: method == "HEAD",
-        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
         keep_alive,
         expect_continue: facts.expect_continue,
         upgrade,
@@ -203,7 +214,9 @@ impl<'h> RequestFacts<'h> {
                 f.content_length = Some(n);
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 if version == Version::Http10 {
-                    return Err(ProxyError::BadRequest("Transfer-Encoding in an HTTP/1.0 request"));
+                    return Err(ProxyError::BadRequest(
+                        "Transfer-Encoding in an HTTP/1.0 request",
+                    ));
                 }
                 f.transfer_encoding = true;
                 for coding in tokens(h.value) {
@@ -246,11 +259,13 @@ impl<'h> RequestFacts<'h> {
 
     fn body(&self) -> Result<BodyKind, ProxyError> {
         match (self.transfer_encoding, self.content_length) {
-            (true, Some(_)) => {
-                Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"))
-            }
+            (true, Some(_)) => Err(ProxyError::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            )),
             (true, None) if self.chunked => Ok(BodyKind::Chunked),
-            (true, None) => Err(ProxyError::BadRequest("final transfer coding is not chunked")),
+            (true, None) => Err(ProxyError::BadRequest(
+                "final transfer coding is not chunked",
+            )),
             (false, Some(0) | None) => Ok(BodyKind::None),
             (false, Some(n)) => Ok(BodyKind::Length(n)),
         }
@@ -260,8 +275,14 @@ impl<'h> RequestFacts<'h> {
 /// Headers the gateway never forwards as received: hop-by-hop ones (RFC 9110 §7.6.1)
 /// and every header named by a `Connection` header.
 pub fn is_hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
-    const FIXED: [&str; 6] =
-        ["connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"];
+    const FIXED: [&str; 6] = [
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+    ];
     if FIXED.iter().any(|h| name.eq_ignore_ascii_case(h))
         || name.len() > 6 && name.as_bytes()[..6].eq_ignore_ascii_case(b"proxy-")
     {
@@ -291,7 +312,10 @@ pub fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Comma-separated list elements, trimmed, empty ones skipped (RFC 9110 §5.6.1).
 pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 /// A Content-Length value: digits only, or a list of identical digit strings.
@@ -302,7 +326,9 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
         if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let n = part.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+        let n = part
+            .iter()
+            .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
         if result.is_some_and(|r| r != n) {
             return None;
         }
@@ -311,16 +337,35 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     result
 }
 
-fn map_parse_error(e: httparse::Error) -> ProxyError {
+fn map_parse_error(e: httparse::Error, buf: &[u8]) -> ProxyError {
     match e {
         httparse::Error::TooManyHeaders => ProxyError::HeadTooLarge,
-        httparse::Error::Version => ProxyError::VersionNotSupported,
+        httparse::Error::Version if is_other_http_version(buf) => ProxyError::VersionNotSupported,
         httparse::Error::HeaderName => ProxyError::BadRequest("invalid header name"),
         httparse::Error::HeaderValue => ProxyError::BadRequest("invalid header value"),
         httparse::Error::NewLine => ProxyError::BadRequest("invalid line ending"),
-        httparse::Error::Token => ProxyError::BadRequest("invalid request line"),
-        _ => ProxyError::BadRequest("malformed request"),
+        httparse::Error::Token | httparse::Error::Version => {
+            ProxyError::BadRequest("invalid request line")
+        }
+        httparse::Error::Status => ProxyError::BadRequest("malformed request"),
     }
+}
+
+/// True when the request line is three well-formed parts ending in `HTTP/d.d`, so the
+/// only problem is the version number (505 rather than 400).
+fn is_other_http_version(buf: &[u8]) -> bool {
+    let line = buf
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii_end();
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(_), Some(_), Some(v), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    matches!(v, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
 }
 
 fn memchr_nl(buf: &[u8]) -> bool {

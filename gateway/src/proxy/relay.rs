@@ -37,6 +37,10 @@ pub enum RelayError {
 /// Streams one body of kind `body` from `src` (bytes already in `src_buf` first) to
 /// `dst`, after the bytes pending in `out` (usually the head). `limit` caps the body's
 /// data size (0 = none); `dechunk` forwards only chunk data. Returns the body bytes read.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the relay's inputs are all distinct borrows"
+)]
 pub async fn relay_body(
     src: &mut TcpStream,
     src_buf: &mut InBuf,
@@ -76,7 +80,11 @@ pub async fn relay_body(
             }
         };
         total += take as u64;
-        let data = if body == BodyKind::Chunked { decoder.data_total() } else { total };
+        let data = if body == BodyKind::Chunked {
+            decoder.data_total()
+        } else {
+            total
+        };
         if limit > 0 && data > limit {
             return Err(RelayError::TooLarge);
         }
@@ -87,7 +95,10 @@ pub async fn relay_body(
             src_buf.consume(take);
         } else if take > 0 {
             flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
-            src_buf.write_to(dst, take).await.map_err(|_| RelayError::DstIo)?;
+            src_buf
+                .write_to(dst, take)
+                .await
+                .map_err(|_| RelayError::DstIo)?;
         }
         if done {
             flush(out, dst).await.map_err(|_| RelayError::DstIo)?;

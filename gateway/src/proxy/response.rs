@@ -64,12 +64,16 @@ pub fn parse_response(
             let n = parse_content_length(h.value)
                 .ok_or(ProxyError::BadResponse("invalid Content-Length"))?;
             if content_length.is_some_and(|p| p != n) {
-                return Err(ProxyError::BadResponse("conflicting Content-Length headers"));
+                return Err(ProxyError::BadResponse(
+                    "conflicting Content-Length headers",
+                ));
             }
             content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te = true;
-            chunked = tokens(h.value).last().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+            chunked = tokens(h.value)
+                .last()
+                .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
         } else if h.name.eq_ignore_ascii_case("connection") {
             if connections < connection.len() {
                 connection[connections] = h.value;
@@ -85,7 +89,9 @@ pub fn parse_response(
         }
     }
     if te && content_length.is_some() {
-        return Err(ProxyError::BadResponse("both Content-Length and Transfer-Encoding"));
+        return Err(ProxyError::BadResponse(
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
     let interim = (100..200).contains(&status);
     let upgraded = status == 101 && req.upgrade;
@@ -95,17 +101,28 @@ pub fn parse_response(
     let body = if interim || req.is_head || status == 204 || status == 304 {
         BodyKind::None
     } else if te {
-        if chunked { BodyKind::Chunked } else { BodyKind::UntilClose }
+        if chunked {
+            BodyKind::Chunked
+        } else {
+            BodyKind::UntilClose
+        }
     } else if let Some(n) = content_length {
         BodyKind::Length(n)
     } else {
         BodyKind::UntilClose
     };
     let dechunk = body == BodyKind::Chunked && req.version == Version::Http10;
-    let close_client =
-        !upgraded && (!req.keep_alive || body == BodyKind::UntilClose || dechunk);
+    let close_client = !upgraded && (!req.keep_alive || body == BodyKind::UntilClose || dechunk);
     let reusable = !conn_close && !upgraded && body != BodyKind::UntilClose;
-    let head = ResponseHead { head_len, status, body, dechunk, close_client, reusable, upgraded };
+    let head = ResponseHead {
+        head_len,
+        status,
+        body,
+        dechunk,
+        close_client,
+        reusable,
+        upgraded,
+    };
     if interim && !upgraded {
         return Ok(Some(head));
     }
@@ -179,17 +196,32 @@ mod tests {
         .unwrap();
         assert_eq!(h.body, BodyKind::Length(2));
         assert!(h.reusable && !h.close_client);
-        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: s\r\nx-variant: canary\r\n\r\n");
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: s\r\nx-variant: canary\r\n\r\n"
+        );
 
-        let (h, _) = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &r11).unwrap();
+        let (h, _) = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &r11,
+        )
+        .unwrap();
         assert_eq!(h.body, BodyKind::Chunked);
-        let (h, out) = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &req(Version::Http10, false, false)).unwrap();
+        let (h, out) = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &req(Version::Http10, false, false),
+        )
+        .unwrap();
         assert!(h.dechunk && h.close_client);
         assert!(!out.contains("chunked") && out.contains("connection: close"));
         let (h, _) = parse(b"HTTP/1.1 200 OK\r\n\r\n", &r11).unwrap();
         assert_eq!(h.body, BodyKind::UntilClose);
         assert!(h.close_client && !h.reusable);
-        let (h, _) = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", &req(Version::Http11, true, true)).unwrap();
+        let (h, _) = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            &req(Version::Http11, true, true),
+        )
+        .unwrap();
         assert_eq!(h.body, BodyKind::None);
         for s in [204, 304] {
             let raw = format!("HTTP/1.1 {s} X\r\nContent-Length: 10\r\n\r\n");
@@ -197,7 +229,11 @@ mod tests {
         }
         let (h, _) = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", &r11).unwrap();
         assert!(!h.reusable);
-        let (h, out) = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", &req(Version::Http10, true, false)).unwrap();
+        let (h, out) = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
+            &req(Version::Http10, true, false),
+        )
+        .unwrap();
         assert!(!h.close_client && out.contains("connection: keep-alive"));
     }
 
@@ -211,7 +247,11 @@ mod tests {
             b"garbage\r\n\r\n",
             b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\n\r\n",
         ] {
-            assert!(parse(raw, &r11).is_err(), "{}", String::from_utf8_lossy(raw));
+            assert!(
+                parse(raw, &r11).is_err(),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 }

@@ -20,7 +20,11 @@ pub struct Pool {
 impl Pool {
     /// An empty pool keeping up to `max_idle` connections for `idle_timeout`.
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
-        Pool { idle: VecDeque::with_capacity(max_idle), max_idle, idle_timeout }
+        Pool {
+            idle: VecDeque::with_capacity(max_idle),
+            max_idle,
+            idle_timeout,
+        }
     }
 
     /// The most recently returned connection that has not expired.
@@ -42,7 +46,11 @@ impl Pool {
 
     /// Closes expired connections (the oldest are at the front).
     pub fn sweep(&mut self, now: Instant) {
-        while self.idle.front().is_some_and(|(_, since)| now.duration_since(*since) >= self.idle_timeout) {
+        while self
+            .idle
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= self.idle_timeout)
+        {
             self.idle.pop_front();
         }
     }

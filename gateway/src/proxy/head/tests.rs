@@ -2,7 +2,9 @@ use super::*;
 
 fn parse(raw: &[u8]) -> Result<(RequestHead, String), ProxyError> {
     let mut out = Vec::new();
-    let fwd = Forwarding { client_ip: "10.0.0.7".parse().unwrap() };
+    let fwd = Forwarding {
+        client_ip: "10.0.0.7".parse().unwrap(),
+    };
     match parse_request(raw, 16 * 1024, fwd, &mut out)? {
         Parsed::Complete(h) => Ok((h, String::from_utf8(out).unwrap())),
         Parsed::Partial => panic!("partial"),
@@ -41,30 +43,70 @@ fn framing_rules() {
     let (h, _) = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 7, 7\r\n\r\n").unwrap();
     assert_eq!(h.body, BodyKind::Length(7));
     assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
-    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), 400);
-    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\n"), 400);
-    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"), 400);
-    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n"), 400);
-    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
-    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), 400);
+    assert_eq!(
+        status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+        400
+    );
     assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
-    assert_eq!(status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+    assert_eq!(
+        status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        400
+    );
 }
 
 #[test]
 fn malformed_heads() {
     assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400, "missing host");
     assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
-    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n"), 400, "obs-fold");
-    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"), 400, "bare CR");
-    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n"), 400, "NUL");
-    assert_eq!(status(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400, "space before colon");
+    assert_eq!(
+        status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n"),
+        400,
+        "obs-fold"
+    );
+    assert_eq!(
+        status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"),
+        400,
+        "bare CR"
+    );
+    assert_eq!(
+        status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n"),
+        400,
+        "NUL"
+    );
+    assert_eq!(
+        status(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"),
+        400,
+        "space before colon"
+    );
     assert_eq!(status(b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     assert_eq!(status(b"GET nopath HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     assert_eq!(status(b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     assert_eq!(status(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
     assert_eq!(status(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 501);
-    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"), 417);
+    assert_eq!(
+        status(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"),
+        417
+    );
 }
 
 #[test]
@@ -101,16 +143,30 @@ fn upgrade_and_expect() {
 #[test]
 fn limits() {
     let mut out = Vec::new();
-    let fwd = Forwarding { client_ip: "::1".parse().unwrap() };
+    let fwd = Forwarding {
+        client_ip: "::1".parse().unwrap(),
+    };
     let big = [b"GET / HTTP/1.1\r\nHost: a\r\nX: ".as_slice(), &[b'a'; 200]].concat();
-    assert!(matches!(parse_request(&big, 100, fwd, &mut out), Err(ProxyError::HeadTooLarge)));
+    assert!(matches!(
+        parse_request(&big, 100, fwd, &mut out),
+        Err(ProxyError::HeadTooLarge)
+    ));
     let long_line = [b"GET /".as_slice(), &[b'a'; 200]].concat();
-    assert!(matches!(parse_request(&long_line, 100, fwd, &mut out), Err(ProxyError::UriTooLong)));
-    assert!(matches!(parse_request(b"GET / HT", 100, fwd, &mut out), Ok(Parsed::Partial)));
+    assert!(matches!(
+        parse_request(&long_line, 100, fwd, &mut out),
+        Err(ProxyError::UriTooLong)
+    ));
+    assert!(matches!(
+        parse_request(b"GET / HT", 100, fwd, &mut out),
+        Ok(Parsed::Partial)
+    ));
     let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
     for i in 0..MAX_HEADERS {
         many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
     }
     many.extend_from_slice(b"\r\n");
-    assert!(matches!(parse_request(&many, 1 << 20, fwd, &mut out), Err(ProxyError::HeadTooLarge)));
+    assert!(matches!(
+        parse_request(&many, 1 << 20, fwd, &mut out),
+        Err(ProxyError::HeadTooLarge)
+    ));
 }
