@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, Limits, Timeouts};
+use crate::config::{Config, DriverChoice, Limits, Timeouts};
 use crate::select::{format_percent, parse_percent};
 
 /// canarygate: an io_uring L7 load balancer that sends an exact share of traffic to a
@@ -70,6 +70,9 @@ pub struct Tuning {
     /// Worker threads, one pinned per core (default: number of cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
+    /// I/O driver: io_uring when available (auto), io-uring only, or epoll.
+    #[arg(long, value_name = "DRIVER", value_enum, default_value_t = DriverChoice::Auto)]
+    pub io_driver: DriverChoice,
     /// Add this response header naming the variant that served the request (off by default).
     #[arg(long, value_name = "NAME", value_parser = parse_header_name)]
     pub variant_header: Option<String>,
@@ -113,6 +116,7 @@ impl Tuning {
             canary,
             canary_ppm: self.canary_percent,
             workers: self.workers.map_or(0, usize::from),
+            io_driver: self.io_driver,
             variant_header: self.variant_header.clone(),
             timeouts: Timeouts {
                 header: self.header_timeout,
@@ -175,8 +179,8 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         args.stable,
         args.canary
     );
-    if gateway.driver() == crate::Driver::Epoll {
-        log::warn!("io_uring is unavailable here; running on epoll");
+    if gateway.driver() == crate::Driver::Epoll && args.tuning.io_driver == DriverChoice::Auto {
+        log::warn!("io_uring is unavailable here (kernel, sysctl or seccomp); running on epoll");
     }
     println!("listening on {}", gateway.local_addr());
     wait_for_signal();

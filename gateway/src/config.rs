@@ -5,6 +5,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Which I/O driver the workers should use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverChoice {
+    /// io_uring when the kernel allows it, else epoll (said at startup).
+    #[default]
+    Auto,
+    /// io_uring or refuse to start.
+    IoUring,
+    /// epoll, even where io_uring works (e.g. to compare, or under a seccomp filter).
+    Epoll,
+}
+
 /// Timeouts applied by every worker.
 #[derive(Clone, Debug)]
 pub struct Timeouts {
@@ -45,6 +57,8 @@ pub struct Config {
     pub canary_ppm: u32,
     /// Worker threads, one per core; 0 means one per available core.
     pub workers: usize,
+    /// I/O driver.
+    pub io_driver: DriverChoice,
     /// Response header naming the variant that served the request; `None` = not sent.
     pub variant_header: Option<String>,
     /// Timeouts.
@@ -84,6 +98,7 @@ impl Config {
             canary: Vec::new(),
             canary_ppm: 0,
             workers: 0,
+            io_driver: DriverChoice::Auto,
             variant_header: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),

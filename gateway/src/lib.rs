@@ -16,7 +16,7 @@ pub mod runtime;
 pub mod select;
 pub mod upstream;
 
-pub use config::{Config, Limits, Timeouts};
+pub use config::{Config, DriverChoice, Limits, Timeouts};
 pub use gateway_common::{PPM_MAX, Variant};
 pub use metrics::{Stats, VariantStats, WorkerStats};
 pub use runtime::{Driver, Gateway, StartError, start};

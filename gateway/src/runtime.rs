@@ -17,7 +17,7 @@ use monoio::time::TimeDriver;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Config;
+use crate::config::{Config, DriverChoice};
 use crate::metrics::{Stats, WorkerMetrics};
 use crate::select::{Picker, Split};
 use crate::upstream::Upstreams;
@@ -61,7 +61,7 @@ pub enum Driver {
     IoUringTuned,
     /// io_uring with default setup flags (the kernel refused the tuned ones).
     IoUring,
-    /// epoll: io_uring is unavailable on this kernel or disabled.
+    /// epoll: asked for, or io_uring is unavailable here.
     Epoll,
 }
 
@@ -70,7 +70,7 @@ impl std::fmt::Display for Driver {
         f.write_str(match self {
             Driver::IoUringTuned => "io_uring (coop_taskrun, single_issuer, defer_taskrun)",
             Driver::IoUring => "io_uring",
-            Driver::Epoll => "epoll (io_uring unavailable)",
+            Driver::Epoll => "epoll",
         })
     }
 }
@@ -224,7 +224,7 @@ type Ready = mpsc::Sender<Result<Driver, (usize, io::Error)>>;
 
 fn run_worker(worker: Rc<Worker>, listener: std::net::TcpListener, ready: &Ready) {
     let id = worker.id;
-    let (mut rt, driver) = match build_runtime() {
+    let (mut rt, driver) = match build_runtime(worker.config.io_driver) {
         Ok(x) => x,
         Err(e) => {
             let _ = ready.send(Err((id, e)));
@@ -264,13 +264,20 @@ fn run_worker(worker: Rc<Worker>, listener: std::net::TcpListener, ready: &Ready
 
 type Runtime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDriver<LegacyDriver>>;
 
-/// io_uring with the tuned flags, else io_uring plain, else epoll.
-fn build_runtime() -> io::Result<(Runtime, Driver)> {
-    if !monoio::utils::detect_uring() {
-        let rt = RuntimeBuilder::<monoio::FusionDriver>::new()
+/// io_uring with the tuned flags, else io_uring plain, else epoll (as `choice` allows).
+fn build_runtime(choice: DriverChoice) -> io::Result<(Runtime, Driver)> {
+    let uring = monoio::utils::detect_uring();
+    if choice == DriverChoice::Epoll || (!uring && choice == DriverChoice::Auto) {
+        let rt = RuntimeBuilder::<LegacyDriver>::new()
             .enable_timer()
             .build()?;
-        return Ok((rt, Driver::Epoll));
+        return Ok((rt.into(), Driver::Epoll));
+    }
+    if !uring {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io_uring is unavailable (kernel too old, disabled by kernel.io_uring_disabled, or blocked by seccomp)",
+        ));
     }
     let mut tuned = io_uring::IoUring::builder();
     tuned
