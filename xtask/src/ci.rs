@@ -1,0 +1,46 @@
+//! `cargo xtask test` / `cargo xtask ci`: the one check that must pass before merging.
+//! Tools first, then fmt, clippy, the gateway binary (the end-to-end tests start it from
+//! `target/ci/canarygate`) and the tests, all with the `ci` profile (release speed,
+//! debug assertions and overflow checks on). Stops at the first failing step.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::step::Plan;
+use crate::{cargo, tools};
+
+/// Runs every step; `test_args` go to the test runner after `--`.
+pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
+    let mut plan = Plan::new(5);
+    plan.step("tools", "rustfmt, clippy, nginx-light, curl", || {
+        tools::ensure(root)
+    })?;
+    plan.command("fmt", cargo(root).args(["fmt", "--all", "--", "--check"]))?;
+    plan.command(
+        "clippy",
+        cargo(root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--profile",
+            "ci",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    plan.command(
+        "build",
+        cargo(root).args(["build", "-p", "gateway", "--profile", "ci"]),
+    )?;
+    let mut test = cargo(root);
+    test.args(["test", "--workspace", "--profile", "ci"]);
+    if !test_args.is_empty() {
+        test.arg("--").args(test_args);
+    }
+    plan.command("test", &mut test)?;
+    plan.finish();
+    Ok(())
+}

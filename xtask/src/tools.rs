@@ -1,0 +1,174 @@
+//! Makes sure the tools `cargo xtask test` needs are present on a fresh machine, and
+//! installs only what is missing:
+//! - rustup components `rustfmt` and `clippy` for the active toolchain;
+//! - Debian packages `nginx-light` and `curl`: the end-to-end tests run `/usr/sbin/nginx`
+//!   as an upstream and `/usr/bin/curl` as a client. They are installed with
+//!   `apt-get install -y`; `apt-get update` runs only when that fails, and `sudo` is used
+//!   only when not root.
+//!
+//! Each tool is probed again after installing, so a step that "succeeded" without
+//! providing the tool still fails here rather than in a confusing test.
+
+use std::env;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::step::{display, run, succeeds};
+
+/// A rustup component and the cargo subcommand that proves it is installed.
+struct Component {
+    name: &'static str,
+    subcommand: &'static str,
+}
+
+const COMPONENTS: [Component; 2] = [
+    Component {
+        name: "rustfmt",
+        subcommand: "fmt",
+    },
+    Component {
+        name: "clippy",
+        subcommand: "clippy",
+    },
+];
+
+/// A Debian package and the program it provides, at the path the tests use.
+struct Package {
+    name: &'static str,
+    program: &'static str,
+}
+
+const PACKAGES: [Package; 2] = [
+    Package {
+        name: "nginx-light",
+        program: "/usr/sbin/nginx",
+    },
+    Package {
+        name: "curl",
+        program: "/usr/bin/curl",
+    },
+];
+
+/// Installs whatever is missing; fails with a message saying what to do by hand when
+/// installing is impossible (no rustup, no apt-get, no sudo).
+pub(crate) fn ensure(root: &Path) -> Result<()> {
+    ensure_components(root)?;
+    ensure_packages()
+}
+
+fn component_present(root: &Path, component: &Component) -> bool {
+    succeeds(crate::cargo(root).args([component.subcommand, "--version"]))
+}
+
+fn ensure_components(root: &Path) -> Result<()> {
+    let missing: Vec<&Component> = COMPONENTS
+        .iter()
+        .filter(|c| !component_present(root, c))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|c| c.name).collect();
+    if !on_path("rustup") {
+        bail!(
+            "rust components missing: {}; rustup is not on PATH, so install them with your \
+             Rust distribution and rerun",
+            names.join(", ")
+        );
+    }
+    // Without `--toolchain`, rustup picks the active toolchain, which honours the
+    // RUSTUP_TOOLCHAIN that rustup's cargo proxy set for this process.
+    let mut add = Command::new("rustup");
+    add.args(["component", "add"]).args(&names);
+    eprintln!("xtask: installing rust components: {}", display(&add));
+    run(&mut add).context("could not install rust components")?;
+    if let Some(c) = missing.iter().find(|c| !component_present(root, c)) {
+        bail!(
+            "`rustup component add {}` succeeded but `cargo {} --version` still fails",
+            c.name,
+            c.subcommand
+        );
+    }
+    Ok(())
+}
+
+fn package_present(package: &Package) -> bool {
+    Path::new(package.program).is_file()
+}
+
+fn ensure_packages() -> Result<()> {
+    let names: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|p| !package_present(p))
+        .map(|p| p.name)
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    if !on_path("apt-get") {
+        bail!(
+            "missing Debian packages: {} (the tests run /usr/sbin/nginx and /usr/bin/curl); apt-get \
+             is not available here, so install them with this system's package manager and \
+             rerun",
+            names.join(", ")
+        );
+    }
+    let mut install = vec!["install", "-y"];
+    install.extend(&names);
+    if let Err(first) = run(&mut apt(&install)?) {
+        eprintln!("xtask: apt-get install failed ({first:#}); running apt-get update and retrying");
+        run(&mut apt(&["update"])?).context("apt-get update failed")?;
+        run(&mut apt(&install)?).context("apt-get install failed after apt-get update")?;
+    }
+    if let Some(p) = PACKAGES.iter().find(|p| !package_present(p)) {
+        bail!(
+            "apt-get installed {} but {} is still missing",
+            p.name,
+            p.program
+        );
+    }
+    Ok(())
+}
+
+/// `apt-get <args>`, non-interactive, through `sudo` unless already root.
+fn apt(args: &[&str]) -> Result<Command> {
+    let mut cmd = if is_root()? {
+        let mut cmd = Command::new("apt-get");
+        cmd.env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    } else {
+        if !on_path("sudo") {
+            bail!(
+                "installing Debian packages needs root, and sudo is not on PATH; run \
+                 `apt-get install -y {}` as root and rerun",
+                PACKAGES.map(|p| p.name).join(" ")
+            );
+        }
+        // sudo resets the environment; `env` carries the setting past it.
+        let mut cmd = Command::new("sudo");
+        cmd.args(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
+        cmd
+    };
+    cmd.args(args);
+    eprintln!("xtask: {}", display(&cmd));
+    Ok(cmd)
+}
+
+fn is_root() -> Result<bool> {
+    let out = Command::new("id")
+        .arg("-u")
+        .output()
+        .context("could not run `id -u` to check for root")?;
+    if !out.status.success() {
+        bail!("`id -u` failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// Whether an executable file called `program` is in a `PATH` directory.
+fn on_path(program: &str) -> bool {
+    env::var_os("PATH")
+        .is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
