@@ -65,7 +65,7 @@ pub struct DemoArgs {
 #[derive(Debug, Args)]
 pub struct Tuning {
     /// Share of requests sent to the canary, in percent (0..=100, up to 4 decimals: 5, 0.5, 12.25).
-    #[arg(long, value_name = "P", value_parser = parse_percent_flag, default_value = "0")]
+    #[arg(long, value_name = "P", value_parser = parse_percent_flag, default_value = "0", allow_negative_numbers = true)]
     pub canary_percent: u32,
     /// Worker threads, one pinned per core (default: number of cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]

@@ -179,6 +179,8 @@ struct RequestFacts<'h> {
     content_length: Option<u64>,
     chunked: bool,
     transfer_encoding: bool,
+    /// A transfer coding other than chunked (the gateway relays only chunked).
+    other_coding: bool,
     conn_close: bool,
     conn_keep_alive: bool,
     conn_upgrade: bool,
@@ -194,6 +196,7 @@ impl<'h> RequestFacts<'h> {
             content_length: None,
             chunked: false,
             transfer_encoding: false,
+            other_coding: false,
             conn_close: false,
             conn_keep_alive: false,
             conn_upgrade: false,
@@ -224,6 +227,7 @@ impl<'h> RequestFacts<'h> {
                         return Err(ProxyError::BadRequest("chunked is not the final coding"));
                     }
                     f.chunked = coding.eq_ignore_ascii_case(b"chunked");
+                    f.other_coding |= !f.chunked;
                 }
             } else if name.eq_ignore_ascii_case("host") {
                 hosts += 1;
@@ -261,6 +265,9 @@ impl<'h> RequestFacts<'h> {
         match (self.transfer_encoding, self.content_length) {
             (true, Some(_)) => Err(ProxyError::BadRequest(
                 "both Content-Length and Transfer-Encoding",
+            )),
+            (true, None) if self.chunked && self.other_coding => Err(ProxyError::NotImplemented(
+                "transfer codings other than chunked are not supported",
             )),
             (true, None) if self.chunked => Ok(BodyKind::Chunked),
             (true, None) => Err(ProxyError::BadRequest(

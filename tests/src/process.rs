@@ -1,0 +1,334 @@
+//! Real `canarygate` processes for end-to-end tests: finding (or building) the binary,
+//! starting `canarygate run` on an ephemeral loopback port, and running it to completion
+//! for CLI tests.
+//!
+//! A [`GatewayProc`] is killed by its own PID when dropped; its stderr goes to a temp file
+//! that is printed when the owning test panics, so a failure shows the gateway's logs.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a gateway may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate has a parent directory")
+        .to_path_buf()
+}
+
+/// The `target/<profile>` directory the running test executable was built into
+/// (the executable is `target/<profile>/deps/e2e-HASH`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test exe has a directory");
+    if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// The cargo profile whose output directory is named `dir_name`.
+fn profile_name(dir_name: &str) -> &str {
+    match dir_name {
+        "debug" => "dev",
+        other => other,
+    }
+}
+
+/// Path of the `canarygate` binary built with the same profile as the running tests.
+///
+/// `CANARYGATE_BIN` overrides it. Otherwise the binary is built (once per test process)
+/// with `cargo build -p gateway --bin canarygate --profile P` from the workspace root, so a
+/// stale binary is never tested; cargo makes that a no-op when it is up to date.
+pub fn gateway_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("CANARYGATE_BIN") {
+            return PathBuf::from(p);
+        }
+        let dir = profile_dir();
+        let bin = dir.join("canarygate");
+        let dir_name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug")
+            .to_owned();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "gateway", "--bin", "canarygate"])
+            .args(["--profile", profile_name(&dir_name)])
+            .current_dir(workspace_root())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cargo build for canarygate");
+        assert!(
+            out.status.success(),
+            "cargo build -p gateway --bin canarygate --profile {} failed:\n{}",
+            profile_name(&dir_name),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            bin.exists(),
+            "cargo build succeeded but {} does not exist",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+/// A temporary directory removed (recursively) on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a fresh directory under the system temp dir; `tag` goes into its name.
+    pub fn new(tag: &str) -> Self {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "canarygate-e2e-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&path).expect("create temp dir");
+        Self { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A running `canarygate run` process listening on an ephemeral loopback port.
+#[derive(Debug)]
+pub struct GatewayProc {
+    child: Child,
+    addr: SocketAddr,
+    stderr_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl GatewayProc {
+    /// Runs `canarygate run --listen 127.0.0.1:0 ARGS..` and waits for `listening on ADDR`.
+    /// Panics (with the gateway's stderr) if it exits or stays silent.
+    pub fn start(args: &[&str]) -> Self {
+        match Self::try_start(args) {
+            Ok(g) => g,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Like [`GatewayProc::start`] but returns the failure as text.
+    pub fn try_start(args: &[&str]) -> Result<Self, String> {
+        let dir = TempDir::new("gw");
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+        let mut child = Command::new(gateway_bin())
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("spawn canarygate: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+        let (tx, rx) = mpsc::channel::<String>();
+        // Reads the first lines, reports them, then keeps draining so the gateway never
+        // blocks on a full pipe.
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut seen = Vec::new();
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let status = child.try_wait().ok().flatten();
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "canarygate {args:?} did not print `listening on ADDR` \
+                     (exit status {status:?}); stdout {seen:?}; stderr:\n{}",
+                    fs::read_to_string(&stderr_path).unwrap_or_default()
+                ));
+            };
+            if let Some(rest) = line.strip_prefix("listening on ") {
+                match rest.trim().parse::<SocketAddr>() {
+                    Ok(a) => break a,
+                    Err(e) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err(format!(
+                            "canarygate printed an unparsable address ({e}): {line:?}"
+                        ));
+                    }
+                }
+            }
+            seen.push(line);
+        };
+        Ok(Self {
+            child,
+            addr,
+            stderr_path,
+            _dir: dir,
+        })
+    }
+
+    /// The address it printed.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size (`VmRSS` from `/proc/PID/status`) in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// Peak resident set size so far (`VmHWM`) in KiB: catches memory that was used for
+    /// a moment and given back.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} line in /proc/PID/status"))
+    }
+
+    /// Everything the gateway wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Exit status if it has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `within` for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends signal `name` (`TERM`, `INT`, ...) to this process, by PID, with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status();
+    }
+}
+
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            let log = self.stderr();
+            let tail: String = {
+                let lines: Vec<&str> = log.lines().collect();
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            };
+            eprintln!(
+                "---- canarygate (pid {}) stderr, last lines ----\n{tail}\n----",
+                self.child.id()
+            );
+        }
+    }
+}
+
+/// What a finished (or timed-out) CLI run produced.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// Exit status, `None` if it was still running at the deadline (then killed).
+    pub status: Option<ExitStatus>,
+    /// Everything on stdout.
+    pub stdout: String,
+    /// Everything on stderr.
+    pub stderr: String,
+}
+
+/// Runs `canarygate ARGS..` to completion, killing it (by PID) after `timeout`.
+pub fn run_cli(args: &[&str], timeout: Duration) -> CliOutput {
+    let dir = TempDir::new("cli");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let mut child = Command::new(gateway_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).expect("create stdout file"))
+        .stderr(fs::File::create(&err_path).expect("create stderr file"))
+        .spawn()
+        .expect("spawn canarygate");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    CliOutput {
+        status,
+        stdout: fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+/// A loopback port that was free a moment ago (bound to port 0, then released), for
+/// programs that cannot report the port they picked.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}

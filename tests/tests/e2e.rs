@@ -1,0 +1,47 @@
+//! The one end-to-end test binary. Every test starts its own gateway (a real `canarygate`
+//! process on an ephemeral loopback port, or in-process through `gateway::start`) between
+//! real peers from the `tests` harness, and checks what crosses the sockets byte by byte.
+//!
+//! Modules follow a request's life: how traffic is split ([`split`]), how bodies are
+//! streamed ([`bodies`]), the HTTP/1.1 protocol features ([`protocol`]), every bad input
+//! ([`bad_input`]) and upstream fault ([`faults`]), the command line ([`cli`]), real
+//! third-party peers ([`thirdparty`]) and the allocation budget of the hot path
+//! ([`alloc`]). The crate root is a file, not `main.rs`, so the modules under `e2e/` are
+//! named with `#[path]`.
+
+#[path = "e2e/alloc.rs"]
+mod alloc;
+#[path = "e2e/bad_input.rs"]
+mod bad_input;
+#[path = "e2e/bodies.rs"]
+mod bodies;
+#[path = "e2e/cli.rs"]
+mod cli;
+#[path = "e2e/faults.rs"]
+mod faults;
+#[path = "e2e/protocol.rs"]
+mod protocol;
+#[path = "e2e/split.rs"]
+mod split;
+#[path = "e2e/thirdparty.rs"]
+mod thirdparty;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tests::GatewayProc;
+
+/// Starts `canarygate run` with `--stable STABLE` and the extra flags.
+fn start_gw(stable: &str, extra: &[&str]) -> GatewayProc {
+    let mut args = vec!["--stable", stable];
+    args.extend_from_slice(extra);
+    GatewayProc::start(&args)
+}
+
+/// An in-process gateway config listening on an ephemeral loopback port.
+fn in_process_config(stable: Vec<SocketAddr>) -> gateway::Config {
+    gateway::Config::new(SocketAddr::from(([127, 0, 0, 1], 0)), stable)
+}
+
+/// How long tests wait for the gateway to close a connection it must close.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);

@@ -1,0 +1,275 @@
+//! Upstream faults through the real binary, each with the status from SPEC.md: 502 for
+//! refusing, resetting, closing or malformed upstreams (GET retried on the next endpoint,
+//! POST never), 504 for connect and response timeouts; plus the ways a broken exchange
+//! could poison the upstream pool: a client that leaves mid-response, an upstream that
+//! sends an unrequested response, an upstream that stalls mid-body.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tests::{
+    Behavior, Blackhole, Client, Framing, HOST, TestUpstream, first_pattern_mismatch,
+    pattern_bytes, post_request, refused_addr,
+};
+
+use crate::{CLOSE_WITHIN, start_gw};
+
+#[test]
+fn refused_upstream_gets_502_and_connection_kept() {
+    let dead = refused_addr().to_string();
+    let gw = start_gw(&dead, &[]);
+    let mut c = Client::connect(gw.addr()).unwrap();
+    for i in 0..3 {
+        let r = c
+            .get("/")
+            .unwrap_or_else(|e| panic!("request {i} on the same connection: {e}"));
+        assert_eq!(r.status, 502, "{}", r.describe());
+        assert!(
+            r.header("content-type")
+                .unwrap_or("")
+                .starts_with("text/plain")
+        );
+    }
+    // A request with a body may be answered before the body was read; then the gateway
+    // may close, but must say so.
+    let body = pattern_bytes(5000);
+    for framing in [Framing::Length, Framing::Chunked] {
+        let r = c
+            .request(&post_request("/echo", &body, framing, ""))
+            .unwrap_or_else(|e| panic!("{framing:?} POST on a kept connection: {e}"));
+        assert_eq!(
+            r.status,
+            502,
+            "{framing:?} POST to a refused endpoint: {}",
+            r.describe()
+        );
+        if r.connection_has("close") {
+            c.wait_closed(CLOSE_WITHIN)
+                .expect("502 with `Connection: close` must close");
+            c = Client::connect(gw.addr()).unwrap();
+        } else {
+            assert_eq!(c.get("/").unwrap().status, 502, "after {framing:?} POST");
+        }
+    }
+}
+
+#[test]
+fn get_retried_on_next_endpoint_when_first_refuses() {
+    let good = TestUpstream::start("stable");
+    let endpoints = format!("{},{}", refused_addr(), good.addr());
+    let gw = start_gw(&endpoints, &[]);
+    let mut c = Client::connect(gw.addr()).unwrap();
+    for i in 0..30 {
+        let r = c.get("/").unwrap();
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "stable"),
+            "keep-alive GET {i}: {}",
+            r.describe()
+        );
+    }
+    for i in 0..20 {
+        let mut c = Client::connect(gw.addr()).unwrap();
+        let method = if i % 2 == 0 { "GET" } else { "HEAD" };
+        c.send(format!("{method} / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = c.read_response(method == "HEAD").unwrap();
+        assert_eq!(r.status, 200, "fresh {method} {i}: {}", r.describe());
+    }
+    assert_eq!(good.requests(), 50);
+}
+
+#[test]
+fn post_not_retried_when_endpoint_refuses() {
+    let good = TestUpstream::start("stable");
+    let endpoints = format!("{},{}", refused_addr(), good.addr());
+    let gw = start_gw(&endpoints, &[]);
+    let mut ok = 0;
+    let mut bad_gateway = 0;
+    for i in 0..20 {
+        let mut c = Client::connect(gw.addr()).unwrap();
+        let body = format!("post-{i}");
+        let r = c
+            .request(&post_request("/echo", body.as_bytes(), Framing::Length, ""))
+            .unwrap();
+        match r.status {
+            200 => {
+                assert_eq!(r.text(), body);
+                ok += 1;
+            }
+            502 => bad_gateway += 1,
+            _ => panic!("POST {i}: {}", r.describe()),
+        }
+    }
+    eprintln!("POST over [refused, good]: {ok} x 200, {bad_gateway} x 502");
+    assert_eq!(
+        good.requests(),
+        ok,
+        "a POST reached the good endpoint but got no 200"
+    );
+}
+
+#[test]
+fn upstream_closing_or_resetting_before_response_gets_502() {
+    for behavior in [
+        Behavior::CloseBeforeResponse,
+        Behavior::ResetBeforeResponse,
+        Behavior::Malformed,
+    ] {
+        let up = TestUpstream::with_behavior("broken", behavior);
+        let gw = start_gw(&up.addr_str(), &[]);
+        let mut c = Client::connect(gw.addr()).unwrap();
+        let r = c
+            .get("/")
+            .unwrap_or_else(|e| panic!("{behavior:?} GET: {e}"));
+        assert_eq!(r.status, 502, "{behavior:?} GET: {}", r.describe());
+        let r = c
+            .request(&post_request("/echo", b"payload", Framing::Length, ""))
+            .unwrap_or_else(|e| panic!("{behavior:?} POST on the kept connection: {e}"));
+        assert_eq!(r.status, 502, "{behavior:?} POST: {}", r.describe());
+    }
+}
+
+#[test]
+fn slow_upstream_gets_504_and_late_answer_is_not_reused() {
+    let up = TestUpstream::start("stable");
+    let gw = start_gw(
+        &up.addr_str(),
+        &["--response-timeout", "500ms", "--workers", "1"],
+    );
+    let mut c = Client::connect(gw.addr()).unwrap();
+    let started = Instant::now();
+    let r = c.get("/slow?ms=3000").unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.describe());
+    assert!(
+        elapsed < Duration::from_millis(2900),
+        "504 came after {elapsed:?}: the upstream answer (3s) came first"
+    );
+    // Same connection, the late "slow" answer must never show up as a response.
+    for i in 0..5 {
+        let r = c.get("/").unwrap();
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "stable"),
+            "request {i} after the 504"
+        );
+    }
+    thread::sleep(Duration::from_secs(3));
+    for i in 0..5 {
+        let r = c.get("/").unwrap();
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "stable"),
+            "request {i} after the slow upstream answered"
+        );
+    }
+    assert_eq!(c.get("/slow?ms=50").unwrap().text(), "slow");
+}
+
+#[test]
+fn client_gone_mid_response_does_not_poison_the_pool() {
+    let up = TestUpstream::start("stable");
+    let gw = start_gw(&up.addr_str(), &["--workers", "1"]);
+    for round in 0..3 {
+        let mut c = Client::connect(gw.addr()).unwrap();
+        let chunked = if round == 1 { "&chunked=1" } else { "" };
+        c.send(format!("GET /big?n=67108864{chunked} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut got = 0;
+        let mut buf = vec![0_u8; 65536];
+        while got < 256 * 1024 {
+            let n = std::io::Read::read(&mut c.stream(), &mut buf).unwrap();
+            assert!(n > 0, "gateway closed early");
+            got += n;
+        }
+        let big_conn = up.last_request().unwrap().conn_id;
+        drop(c);
+        assert!(
+            up.wait_closed(big_conn, Duration::from_secs(10)),
+            "round {round}: upstream connection {big_conn} still open 10s after the client left \
+             in the middle of a 64 MiB response"
+        );
+        let mut c = Client::connect(gw.addr()).unwrap();
+        let r = c.get("/big?n=1000000").unwrap();
+        assert_eq!(r.status, 200, "round {round}: {}", r.describe());
+        assert_eq!(r.body.len(), 1_000_000, "round {round}");
+        assert_eq!(first_pattern_mismatch(&r.body), None, "round {round}");
+        assert_eq!(c.get("/").unwrap().text(), "stable", "round {round}");
+    }
+}
+
+#[test]
+fn connect_timeout_gets_504_and_connection_kept() {
+    let hole = Blackhole::start();
+    let gw = start_gw(&hole.addr().to_string(), &["--connect-timeout", "500ms"]);
+    let mut c = Client::connect(gw.addr()).unwrap();
+    for i in 0..2 {
+        let started = Instant::now();
+        let r = c
+            .get("/")
+            .unwrap_or_else(|e| panic!("request {i} (kept connection): {e}"));
+        let elapsed = started.elapsed();
+        assert_eq!(r.status, 504, "{}", r.describe());
+        assert!(
+            elapsed >= Duration::from_millis(450),
+            "504 after {elapsed:?}, before the 500ms connect timeout"
+        );
+    }
+}
+
+#[test]
+fn unsolicited_upstream_bytes_never_reach_a_client() {
+    let up = TestUpstream::start("stable");
+    let gw = start_gw(&up.addr_str(), &["--workers", "1"]);
+    let mut c = Client::connect(gw.addr()).unwrap();
+    for round in 0..3 {
+        let r = c.get("/extra").unwrap();
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "hello"),
+            "round {round}"
+        );
+        // Give the extra bytes time to arrive on the pooled upstream connection.
+        thread::sleep(Duration::from_millis(100));
+        for who in 0..4 {
+            let r = if who % 2 == 0 {
+                c.get("/").unwrap()
+            } else {
+                Client::connect(gw.addr()).unwrap().get("/").unwrap()
+            };
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "stable"),
+                "round {round}, request {who}: got the upstream's unsolicited response:\n{}",
+                r.describe()
+            );
+        }
+    }
+}
+
+#[test]
+fn upstream_stalling_mid_body_is_cut_off() {
+    let up = TestUpstream::start("stable");
+    let gw = start_gw(&up.addr_str(), &["--response-timeout", "500ms"]);
+    let mut c = Client::connect(gw.addr()).unwrap();
+    let started = Instant::now();
+    let result = c.get("/stall?cl=100000&n=1000&ms=3000");
+    let elapsed = started.elapsed();
+    match result {
+        Ok(r) if r.status == 504 => {}
+        Ok(r) => panic!(
+            "a body stalled for 3s under --response-timeout 500ms arrived complete after \
+             {elapsed:?}: {}",
+            r.describe()
+        ),
+        Err(e) => assert!(
+            elapsed < Duration::from_millis(2900),
+            "cut off only after {elapsed:?} ({e})"
+        ),
+    }
+    assert_eq!(
+        Client::connect(gw.addr()).unwrap().get("/").unwrap().text(),
+        "stable"
+    );
+}
