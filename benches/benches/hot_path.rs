@@ -13,7 +13,7 @@ fn pick(c: &mut Criterion) {
     let split = Split::new(50_000);
     let mut picker = Picker::new(42);
     c.bench_function("pick_random_5pct", |b| {
-        b.iter(|| black_box(picker.pick(black_box(&split))))
+        b.iter(|| black_box(picker.pick(black_box(&split))));
     });
 }
 
