@@ -67,5 +67,63 @@ fn histogram(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, pick, parse, histogram);
+fn sticky(c: &mut Criterion) {
+    let salt = b"api";
+    let key = b"user-4242";
+    c.bench_function("sticky_bucket", |b| {
+        b.iter(|| {
+            black_box(gateway::select::assign::bucket(
+                black_box(salt),
+                black_box(key),
+            ))
+        });
+    });
+}
+
+/// Publishing a routing snapshot while readers on other threads keep loading it: the
+/// reader's per-request cost (a generation load plus, rarely, a pointer reload) under
+/// concurrent swaps.
+fn snapshot_swap(c: &mut Criterion) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut cfg = gateway::Config::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        vec!["127.0.0.1:1".parse().expect("addr")],
+    );
+    cfg.canary = vec!["127.0.0.1:2".parse().expect("addr")];
+    let control = Arc::new(gateway::Control::new(
+        cfg,
+        vec![Arc::new(gateway::metrics::WorkerMetrics::default())],
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (control, stop) = (Arc::clone(&control), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut p = 0;
+            while !stop.load(Ordering::Relaxed) {
+                p = (p + 1) % 100;
+                let _ = control.set_percent(None, "default", p * 10_000);
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+        })
+    };
+    let shared = Arc::clone(control.shared());
+    let mut cached = (shared.generation(), shared.load());
+    c.bench_function("snapshot_read_under_swaps", |b| {
+        b.iter(|| {
+            let g = shared.generation();
+            if g != cached.0 {
+                cached = (g, shared.load());
+            }
+            black_box(cached.1.version)
+        });
+    });
+    c.bench_function("snapshot_publish", |b| {
+        b.iter(|| black_box(control.set_percent(None, "default", 50_000).is_ok()));
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+}
+
+criterion_group!(benches, pick, sticky, parse, histogram, snapshot_swap);
 criterion_main!(benches);

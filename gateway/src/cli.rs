@@ -2,13 +2,15 @@
 //! tour). Every flag is validated here; a bad one ends the process with exit code 2 and
 //! one line on stderr that names it.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, DriverChoice, Limits, Timeouts};
+use crate::kernel::KernelAccounting;
 use crate::select::{format_percent, parse_percent};
 
 /// canarygate: an io_uring L7 load balancer that sends an exact share of traffic to a
@@ -23,26 +25,66 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per process")]
 pub enum Command {
     /// Run the gateway in front of a stable and a canary deployment.
     Run(RunArgs),
     /// Start two built-in upstreams ("v1" stable, "v2" canary) and the gateway in front
     /// at 5% canary, send a burst of requests, print the split and latencies, keep serving.
     Demo(DemoArgs),
+    /// Check a configuration file without starting anything.
+    CheckConfig {
+        /// The TOML configuration file.
+        file: PathBuf,
+    },
+    /// Send an admin command to a running gateway (try: canarygate ctl help).
+    Ctl(CtlArgs),
+}
+
+/// Flags of `canarygate ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Admin socket of the gateway.
+    #[arg(long, value_name = "PATH", env = "CANARYGATE_ADMIN_SOCKET", default_value = crate::admin::ctl::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// The command and its words, e.g. `set canary api percent 10`.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
 }
 
 /// Flags of `canarygate run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// TOML configuration file with stages, routes and server settings (instead of
+    /// --listen/--stable/--canary); re-read by the admin `reload` command and on SIGHUP.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "stable", "canary"])]
+    pub config: Option<PathBuf>,
     /// Address to listen on, e.g. 0.0.0.0:8080 (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
-    pub listen: SocketAddr,
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr, required_unless_present = "config")]
+    pub listen: Option<SocketAddr>,
     /// Stable deployment endpoints, comma-separated host:port (round-robin).
-    #[arg(long, value_name = "ADDR[,ADDR..]", value_parser = parse_addr, value_delimiter = ',', required = true)]
+    #[arg(long, value_name = "ADDR[,ADDR..]", value_parser = parse_addr, value_delimiter = ',', required_unless_present = "config")]
     pub stable: Vec<SocketAddr>,
     /// Canary deployment endpoints, comma-separated host:port (round-robin).
     #[arg(long, value_name = "ADDR[,ADDR..]", value_parser = parse_addr, value_delimiter = ',')]
     pub canary: Vec<SocketAddr>,
+    /// Unix socket for the admin commands (created mode 0600; see `canarygate ctl help`).
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Append a JSON line per request to this file.
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<PathBuf>,
+    /// Append a JSON line per canary request to this file (the canary's own log stream).
+    #[arg(long, value_name = "PATH")]
+    pub canary_access_log: Option<PathBuf>,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -73,6 +115,10 @@ pub struct Tuning {
     /// I/O driver: io_uring when available (auto), io-uring only, or epoll.
     #[arg(long, value_name = "DRIVER", value_enum, default_value_t = DriverChoice::Auto)]
     pub io_driver: DriverChoice,
+    /// Per-variant TCP accounting in the kernel (eBPF): when privileges allow (auto),
+    /// required (on), or never (off).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = KernelAccounting::Auto)]
+    pub kernel_accounting: KernelAccounting,
     /// Add this response header naming the variant that served the request (off by default).
     #[arg(long, value_name = "NAME", value_parser = parse_header_name)]
     pub variant_header: Option<String>,
@@ -117,6 +163,13 @@ impl Tuning {
             canary_ppm: self.canary_percent,
             workers: self.workers.map_or(0, usize::from),
             io_driver: self.io_driver,
+            kernel_accounting: self.kernel_accounting,
+            stages: Vec::new(),
+            admin_socket: None,
+            metrics_listen: None,
+            access_log: None,
+            canary_access_log: None,
+            source: None,
             variant_header: self.variant_header.clone(),
             timeouts: Timeouts {
                 header: self.header_timeout,
@@ -153,6 +206,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(&args),
         Command::Demo(args) => crate::demo::run(&args),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Ctl(args) => return ctl(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,41 +219,117 @@ pub fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
-    if args.tuning.canary_percent > 0 && args.canary.is_empty() {
-        anyhow::bail!("--canary: a --canary-percent above 0 needs at least one canary endpoint");
+    let mut config = if let Some(path) = &args.config {
+        let mut c = crate::config::file::load(path).map_err(|e| anyhow::anyhow!("--config {e}"))?;
+        args.tuning.apply_explicit(&mut c);
+        c
+    } else {
+        if args.tuning.canary_percent > 0 && args.canary.is_empty() {
+            anyhow::bail!(
+                "--canary: a --canary-percent above 0 needs at least one canary endpoint"
+            );
+        }
+        let listen = args
+            .listen
+            .ok_or_else(|| anyhow::anyhow!("--listen is required without --config"))?;
+        args.tuning
+            .config(listen, args.stable.clone(), args.canary.clone())
+    };
+    if args.admin_socket.is_some() {
+        config.admin_socket.clone_from(&args.admin_socket);
     }
-    let config = args
-        .tuning
-        .config(args.listen, args.stable.clone(), args.canary.clone());
-    let gateway = crate::runtime::start(config).map_err(|e| anyhow::anyhow!("--listen: {e}"))?;
+    if args.metrics_listen.is_some() {
+        config.metrics_listen = args.metrics_listen;
+    }
+    if args.access_log.is_some() {
+        config.access_log.clone_from(&args.access_log);
+    }
+    if args.canary_access_log.is_some() {
+        config.canary_access_log.clone_from(&args.canary_access_log);
+    }
+    let gateway =
+        crate::runtime::start(config).map_err(|e| anyhow::anyhow!("{}", start_error(&e)))?;
     log::info!(
-        "{} workers on {}, canary {}%, stable {:?}, canary {:?}",
+        "{} workers on {}, {} stage(s), canary {}% on the first route",
         gateway.workers(),
         gateway.driver(),
+        gateway.local_addrs().len(),
         format_percent(gateway.split().ppm()),
-        args.stable,
-        args.canary
     );
     if gateway.driver() == crate::Driver::Epoll && args.tuning.io_driver == DriverChoice::Auto {
         log::warn!("io_uring is unavailable here (kernel, sysctl or seccomp); running on epoll");
     }
-    println!("listening on {}", gateway.local_addr());
+    for addr in gateway.local_addrs() {
+        println!("listening on {addr}");
+    }
+    if let Some(cp) = gateway.control_plane() {
+        if let Some(p) = cp.admin_socket() {
+            println!("admin socket {}", p.display());
+        }
+        if let Some(a) = cp.metrics_addr() {
+            println!("metrics on {a}");
+        }
+    }
     wait_for_signal();
     log::info!("stopping");
+    drop(gateway);
     Ok(())
 }
 
-/// Blocks until SIGINT or SIGTERM.
-pub fn wait_for_signal() {
-    let (tx, rx) = std::sync::mpsc::channel();
-    if ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    })
-    .is_err()
-    {
-        log::warn!("cannot install a signal handler; stop the process with SIGKILL");
+/// Names the flag behind a start failure.
+fn start_error(e: &crate::StartError) -> String {
+    match e {
+        crate::StartError::Bind { .. } => format!("--listen: {e}"),
+        crate::StartError::NoCanary => format!("--canary: {e}"),
+        crate::StartError::NoStable => format!("--stable: {e}"),
+        crate::StartError::AccessLog(_) => format!("--access-log: {e}"),
+        crate::StartError::Kernel(_) => format!("--kernel-accounting on: {e}"),
+        _ => e.to_string(),
     }
-    let _ = rx.recv();
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let c = crate::config::file::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let routes: usize = c.stages.iter().map(|s| s.routes.len()).sum();
+    println!(
+        "{}: ok ({} stage(s), {routes} route(s))",
+        file.display(),
+        c.stages.len()
+    );
+    Ok(())
+}
+
+fn ctl(args: &CtlArgs) -> ExitCode {
+    match crate::admin::ctl::send(&args.socket, &args.command.join(" ")) {
+        Ok((ok, text)) => {
+            println!("{text}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Blocks until SIGINT or SIGTERM. SIGHUP is left to the control plane (reload).
+pub fn wait_for_signal() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(mut signals) => {
+            let _ = signals.forever().next();
+        }
+        Err(e) => {
+            log::warn!("cannot watch SIGINT/SIGTERM ({e}); stop the process with SIGKILL");
+            loop {
+                std::thread::park();
+            }
+        }
+    }
 }
 
 /// Collapses clap's multi-line message into one line that still names the flag.
@@ -216,25 +347,14 @@ fn one_line(rendered: &str) -> String {
     parts.join(" ")
 }
 
-/// `host:port`, resolved once at startup.
-fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
-    }
-    let mut addrs = text
-        .to_socket_addrs()
-        .map_err(|_| format!("'{text}' is not a host:port address"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("'{text}' resolves to no address"))
-}
+use crate::config::file::parse_addr;
 
 fn parse_percent_flag(text: &str) -> Result<u32, String> {
     parse_percent(text)
 }
 
 /// A header field name (RFC 9110 token), stored lower-case.
-fn parse_header_name(text: &str) -> Result<String, String> {
+pub fn parse_header_name(text: &str) -> Result<String, String> {
     let ok = !text.is_empty()
         && text
             .bytes()
@@ -268,6 +388,52 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Tuning {
+    /// With `--config`: every tuning flag set to something other than its default
+    /// overrides the file's `[server]` setting.
+    pub fn apply_explicit(&self, c: &mut Config) {
+        let d = Tuning::defaults();
+        if let Some(w) = self.workers {
+            c.workers = usize::from(w);
+        }
+        if self.io_driver != d.io_driver {
+            c.io_driver = self.io_driver;
+        }
+        // The file has no such setting; the flag (default auto) always decides.
+        c.kernel_accounting = self.kernel_accounting;
+        if self.variant_header.is_some() {
+            c.variant_header.clone_from(&self.variant_header);
+        }
+        let t = &mut c.timeouts;
+        for (mine, default, theirs) in [
+            (self.header_timeout, d.header_timeout, &mut t.header),
+            (
+                self.keepalive_timeout,
+                d.keepalive_timeout,
+                &mut t.keepalive,
+            ),
+            (self.connect_timeout, d.connect_timeout, &mut t.connect),
+            (self.response_timeout, d.response_timeout, &mut t.response),
+            (
+                self.pool_idle_timeout,
+                d.pool_idle_timeout,
+                &mut t.pool_idle,
+            ),
+        ] {
+            if mine != default {
+                *theirs = mine;
+            }
+        }
+        if self.pool_max_idle != d.pool_max_idle {
+            c.limits.pool_max_idle = self.pool_max_idle;
+        }
+        if self.max_header_bytes != d.max_header_bytes {
+            c.limits.max_header_bytes = self.max_header_bytes as usize;
+        }
+        if self.max_body_bytes != d.max_body_bytes {
+            c.limits.max_body_bytes = self.max_body_bytes;
+        }
+    }
+
     /// The defaults every flag documents.
     pub fn defaults() -> Tuning {
         let cli = Cli::try_parse_from([

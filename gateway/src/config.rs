@@ -1,9 +1,132 @@
-//! What one gateway instance runs: where it listens, the two deployments, the canary share
-//! and every timeout and limit. Built by [`crate::cli`] from flags (or by tests directly);
-//! immutable once the workers start, except the share, which lives in [`crate::Split`].
+//! What one gateway instance runs: its stages (listeners) with their routes, each route's
+//! stable and canary deployments, stage variables and assignment, and every timeout and
+//! limit. Built from a TOML file ([`file`]), from the `run` flags (one stage, one route),
+//! or by tests directly. Routing parts change at run time through
+//! [`crate::control`]; server parts (workers, listeners, timeouts) need a restart.
 
+pub mod file;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// Name of the stage and route built from the `run` flags.
+pub const DEFAULT_NAME: &str = "default";
+
+/// A deployment: an id, its endpoints (round-robin) and variables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    /// Deployment id shown in stats and logs (e.g. a version or build number).
+    pub id: String,
+    /// Endpoints, used in turn.
+    pub endpoints: Vec<SocketAddr>,
+    /// For the stable deployment: the stage variables. For the canary: overrides applied
+    /// on top of the stage variables for canary requests.
+    pub variables: BTreeMap<String, String>,
+}
+
+/// The canary half of a route: its deployment and share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Canary {
+    /// The canary deployment (its `variables` are the stage-variable overrides).
+    pub deployment: Deployment,
+    /// Share of requests, in parts per million.
+    pub ppm: u32,
+}
+
+/// Where a sticky assignment takes its key from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StickyKey {
+    /// The value of this request header (lower-case name).
+    Header(String),
+    /// The value of this cookie.
+    Cookie(String),
+    /// The client's IP address.
+    ClientIp,
+}
+
+/// How requests are assigned to a variant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Assignment {
+    /// Independently at random for each request.
+    Random,
+    /// By a salted hash of a key into 1,000,000 buckets: canary iff bucket < ppm.
+    Sticky {
+        /// Where the key comes from.
+        key: StickyKey,
+        /// Salt mixed into the hash (defaults to the route name).
+        salt: String,
+    },
+}
+
+/// One route of a stage: which requests it takes and where they go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Unique name (across all stages), used by the admin socket and in metrics.
+    pub name: String,
+    /// Host the route matches (lower-case, without port); `None` matches any host.
+    pub host: Option<String>,
+    /// Path prefix the route matches (starts with `/`).
+    pub path_prefix: String,
+    /// Remove `path_prefix` from the path before forwarding.
+    pub strip_path_prefix: bool,
+    /// Prefix put before the path sent upstream; may use `${stageVariables.NAME}`.
+    pub upstream_path_prefix: String,
+    /// Headers added toward the upstream (replacing any the client sent with the same
+    /// name); values may use `${stageVariables.NAME}`.
+    pub request_headers: Vec<(String, String)>,
+    /// Random or sticky assignment.
+    pub assignment: Assignment,
+    /// Request header that forces the variant (`always` / `never`); `None` = off.
+    pub force_header: Option<String>,
+    /// Cookie that forces the variant (`always` / `never`); `None` = off.
+    pub force_cookie: Option<String>,
+    /// The stable deployment.
+    pub stable: Deployment,
+    /// The canary, if any.
+    pub canary: Option<Canary>,
+    /// Rollout plan (`rollout = { ... }`): started for a new canary; see [`crate::rollout`].
+    pub rollout: Option<crate::rollout::Plan>,
+    /// Data-plane kill switch of the canary (`kill_switch = { ... }`); `None` = off.
+    pub kill_switch: Option<crate::rollout::KillSwitchConfig>,
+}
+
+/// A stage: one listener and its routes (longest matching prefix wins).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageConfig {
+    /// Stage name.
+    pub name: String,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Routes.
+    pub routes: Vec<RouteConfig>,
+}
+
+impl RouteConfig {
+    /// A route matching everything, with defaults for all optional parts.
+    pub fn catch_all(name: &str, stable: Vec<SocketAddr>) -> Self {
+        RouteConfig {
+            name: name.to_owned(),
+            host: None,
+            path_prefix: "/".into(),
+            strip_path_prefix: false,
+            upstream_path_prefix: String::new(),
+            request_headers: Vec::new(),
+            assignment: Assignment::Random,
+            force_header: None,
+            force_cookie: None,
+            stable: Deployment {
+                id: "stable".into(),
+                endpoints: stable,
+                variables: BTreeMap::new(),
+            },
+            canary: None,
+            rollout: None,
+            kill_switch: None,
+        }
+    }
+}
 
 /// Which I/O driver the workers should use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -45,8 +168,23 @@ pub struct Limits {
 }
 
 /// Everything a gateway instance needs to start.
+///
+/// Either `stages` is filled (config file), or it is empty and the single-route shortcut
+/// fields (`listen`, `stable`, `canary`, `canary_ppm`) describe one stage and one route.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Stages with their routes; empty = use the shortcut fields.
+    pub stages: Vec<StageConfig>,
+    /// Unix socket of the admin interface; `None` = no admin socket.
+    pub admin_socket: Option<PathBuf>,
+    /// Address of the Prometheus `/metrics` endpoint; `None` = not served.
+    pub metrics_listen: Option<SocketAddr>,
+    /// JSON-lines access log of every request; `None` = off.
+    pub access_log: Option<PathBuf>,
+    /// JSON-lines access log of canary requests only; `None` = off.
+    pub canary_access_log: Option<PathBuf>,
+    /// File the configuration came from, re-read by `reload` and SIGHUP.
+    pub source: Option<PathBuf>,
     /// Address every worker listens on (`SO_REUSEPORT`); port 0 picks a free port.
     pub listen: SocketAddr,
     /// Endpoints of the stable deployment (round-robin); never empty.
@@ -59,6 +197,9 @@ pub struct Config {
     pub workers: usize,
     /// I/O driver.
     pub io_driver: DriverChoice,
+    /// Per-variant kernel TCP accounting (eBPF); `Off` here, `auto` on the command line,
+    /// because it moves the whole process into a cgroup of its own.
+    pub kernel_accounting: crate::kernel::KernelAccounting,
     /// Response header naming the variant that served the request; `None` = not sent.
     pub variant_header: Option<String>,
     /// Timeouts.
@@ -93,16 +234,46 @@ impl Config {
     /// A configuration with defaults: no canary, one worker per core.
     pub fn new(listen: SocketAddr, stable: Vec<SocketAddr>) -> Self {
         Config {
+            stages: Vec::new(),
+            admin_socket: None,
+            metrics_listen: None,
+            access_log: None,
+            canary_access_log: None,
+            source: None,
             listen,
             stable,
             canary: Vec::new(),
             canary_ppm: 0,
             workers: 0,
             io_driver: DriverChoice::Auto,
+            kernel_accounting: crate::kernel::KernelAccounting::Off,
             variant_header: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
         }
+    }
+
+    /// The stages to run: `stages`, or the one stage the shortcut fields describe.
+    pub fn effective_stages(&self) -> Vec<StageConfig> {
+        if !self.stages.is_empty() {
+            return self.stages.clone();
+        }
+        let mut route = RouteConfig::catch_all(DEFAULT_NAME, self.stable.clone());
+        if !self.canary.is_empty() {
+            route.canary = Some(Canary {
+                deployment: Deployment {
+                    id: "canary".into(),
+                    endpoints: self.canary.clone(),
+                    variables: BTreeMap::new(),
+                },
+                ppm: self.canary_ppm,
+            });
+        }
+        vec![StageConfig {
+            name: DEFAULT_NAME.into(),
+            listen: self.listen,
+            routes: vec![route],
+        }]
     }
 
     /// Worker count after resolving 0 to the number of available cores.

@@ -66,12 +66,25 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     );
     print_latency("  client-observed latency (all)", &burst.latency);
     let stats = gateway.stats();
+    let kernel = gateway.kernel_stats();
     for v in Variant::ALL {
         let s = stats.variant(v);
         print_latency(
             &format!("  gateway {:<6} upstream head", v.as_str()),
             &s.upstream_latency,
         );
+        if let Some(k) = &kernel {
+            println!("  kernel  {:<6} {}", v.as_str(), k.variant(v).summary());
+            print_latency(
+                &format!("  kernel  {:<6} TCP RTT", v.as_str()),
+                &k.variant(v).rtt,
+            );
+        }
+    }
+    match (&kernel, gateway.kernel_status()) {
+        (Some(k), _) => println!("  kernel  clients {}", k.downstream.summary()),
+        (None, crate::kernel::KernelStatus::Off(why)) => println!("  kernel accounting off: {why}"),
+        (None, crate::kernel::KernelStatus::On(_)) => {}
     }
     println!();
     if args.exit {

@@ -5,19 +5,30 @@
 //! [`runtime`] (threads, cores, listeners) -> [`proxy`] (accept, head parsing, framing,
 //! relay) -> [`select`] (which variant) -> [`upstream`] (pools, connect) -> [`metrics`]
 //! (per-core counters and latency histograms). [`config`] and [`cli`] describe what to run;
-//! [`demo`] is the self-contained tour behind `canarygate demo`.
+//! [`control`] holds the routing state operators change through [`admin`] (the admin
+//! socket, `/metrics`, `canarygate ctl`); [`accesslog`] writes per-variant logs off the hot
+//! path; [`kernel`] accounts each variant's TCP traffic in the kernel (eBPF); [`demo`] is
+//! the self-contained tour behind `canarygate demo`.
 
+pub mod accesslog;
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
+pub mod judge;
+pub mod kernel;
 pub mod metrics;
 pub mod proxy;
+pub mod rollout;
 pub mod runtime;
 pub mod select;
 pub mod upstream;
 
 pub use config::{Config, DriverChoice, Limits, Timeouts};
+pub use control::Control;
 pub use gateway_common::{PPM_MAX, Variant};
-pub use metrics::{Stats, VariantStats, WorkerStats};
+pub use kernel::{KernelAccounting, KernelStats};
+pub use metrics::{RouteStats, Stats, VariantStats, WorkerStats};
 pub use runtime::{Driver, Gateway, StartError, start};
 pub use select::Split;

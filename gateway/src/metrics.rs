@@ -1,10 +1,12 @@
-//! Per-variant accounting, recorded per worker without locks and merged on read.
+//! Per-route, per-variant accounting, recorded per worker without locks and merged on read.
 //!
-//! Each worker owns one [`WorkerMetrics`] (shared with readers through an `Arc`). Every
-//! field has a single writer, so recording is a relaxed load and store; readers sum
-//! workers into a [`Stats`] snapshot whenever they ask.
+//! Each worker owns one [`WorkerMetrics`] (connection-level figures) and one slot in every
+//! route's [`RouteMetrics`] (shared with readers through an `Arc`). Every field has a single
+//! writer, so recording is a relaxed load and store; readers sum workers into a [`Stats`]
+//! snapshot whenever they ask.
 
 mod histogram;
+pub mod prometheus;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -62,10 +64,36 @@ pub enum Reject {
     HeadTooLarge,
     /// 417 / 501 / 505: something the gateway does not do.
     Unsupported,
+    /// 404: no route of the stage matches the request.
+    NoRoute,
 }
 
 /// Number of [`Reject`] kinds.
-pub const REJECT_KINDS: usize = 5;
+pub const REJECT_KINDS: usize = 6;
+
+impl Reject {
+    /// Every kind, in index order.
+    pub const ALL: [Reject; REJECT_KINDS] = [
+        Reject::BadRequest,
+        Reject::Timeout,
+        Reject::BodyTooLarge,
+        Reject::HeadTooLarge,
+        Reject::Unsupported,
+        Reject::NoRoute,
+    ];
+
+    /// Label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::BadRequest => "bad_request",
+            Reject::Timeout => "timeout",
+            Reject::BodyTooLarge => "body_too_large",
+            Reject::HeadTooLarge => "head_too_large",
+            Reject::Unsupported => "unsupported",
+            Reject::NoRoute => "no_route",
+        }
+    }
+}
 
 /// How an upstream exchange failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +113,28 @@ pub enum UpstreamFailure {
 
 /// Number of [`UpstreamFailure`] kinds.
 pub const UPSTREAM_FAILURE_KINDS: usize = 5;
+
+impl UpstreamFailure {
+    /// Every kind, in index order.
+    pub const ALL: [UpstreamFailure; UPSTREAM_FAILURE_KINDS] = [
+        UpstreamFailure::Connect,
+        UpstreamFailure::ConnectTimeout,
+        UpstreamFailure::Closed,
+        UpstreamFailure::ResponseTimeout,
+        UpstreamFailure::BadResponse,
+    ];
+
+    /// Label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::ConnectTimeout => "connect_timeout",
+            UpstreamFailure::Closed => "closed",
+            UpstreamFailure::ResponseTimeout => "response_timeout",
+            UpstreamFailure::BadResponse => "bad_response",
+        }
+    }
+}
 
 /// One worker's figures for one variant.
 #[derive(Debug, Default)]
@@ -109,35 +159,71 @@ pub struct VariantMetrics {
     pub upstream_latency: AtomicHistogram,
     /// Time from request head received to response fully sent (µs).
     pub total_latency: AtomicHistogram,
+    /// Requests being served right now (gauge).
+    pub in_flight: Counter,
 }
 
-/// Everything one worker records.
+/// Connection-level figures of one worker.
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
-    /// Per-variant figures, indexed by [`Variant::index`].
-    pub variants: [VariantMetrics; VARIANT_COUNT],
-    /// Requests rejected before routing, by kind.
+    /// Requests rejected before or without routing, by kind.
     pub rejected: [Counter; REJECT_KINDS],
     /// Client connections accepted.
     pub accepted: Counter,
     /// Client connections currently open (gauge).
     pub open: Counter,
+    /// Access-log records dropped because the log writer fell behind.
+    pub log_dropped: Counter,
+}
+
+/// One route's figures: one slot per worker, each written by its worker only.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    per_worker: Box<[[VariantMetrics; VARIANT_COUNT]]>,
+}
+
+impl RouteMetrics {
+    /// Slots for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        RouteMetrics {
+            per_worker: (0..workers.max(1)).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Worker `worker`'s figures for `variant`.
+    #[inline]
+    pub fn slot(&self, worker: usize, variant: Variant) -> &VariantMetrics {
+        &self.per_worker[worker % self.per_worker.len()][variant.index()]
+    }
+
+    /// One worker's figures, both variants.
+    pub fn worker_snapshot(&self, worker: usize) -> [VariantStats; VARIANT_COUNT] {
+        let w = &self.per_worker[worker % self.per_worker.len()];
+        [w[0].snapshot(), w[1].snapshot()]
+    }
+
+    /// Figures summed over workers, both variants.
+    pub fn snapshot(&self) -> [VariantStats; VARIANT_COUNT] {
+        let mut out = [VariantStats::default(), VariantStats::default()];
+        for i in 0..self.per_worker.len() {
+            for (total, one) in out.iter_mut().zip(self.worker_snapshot(i)) {
+                total.add(&one);
+            }
+        }
+        out
+    }
 }
 
 impl WorkerMetrics {
-    /// This worker's figures for `variant`.
-    #[inline]
-    pub fn variant(&self, variant: Variant) -> &VariantMetrics {
-        &self.variants[variant.index()]
-    }
-
-    /// Reads a snapshot.
+    /// Reads the connection-level figures; `variants` are filled by the caller from the
+    /// routes.
     pub fn snapshot(&self) -> WorkerStats {
         WorkerStats {
-            variants: [self.variants[0].snapshot(), self.variants[1].snapshot()],
+            variants: [VariantStats::default(), VariantStats::default()],
             rejected: self.rejected.each_ref().map(Counter::get),
             accepted: self.accepted.get(),
             open: self.open.get(),
+            log_dropped: self.log_dropped.get(),
         }
     }
 }
@@ -155,6 +241,7 @@ impl VariantMetrics {
             bytes_out: self.bytes_out.get(),
             upstream_latency: new_histogram(),
             total_latency: new_histogram(),
+            in_flight: self.in_flight.get(),
         };
         self.upstream_latency.merge_into(&mut s.upstream_latency);
         self.total_latency.merge_into(&mut s.total_latency);
@@ -185,6 +272,8 @@ pub struct VariantStats {
     pub upstream_latency: Histogram<u64>,
     /// Time to response fully sent, µs.
     pub total_latency: Histogram<u64>,
+    /// Requests being served.
+    pub in_flight: u64,
 }
 
 impl Default for VariantStats {
@@ -200,6 +289,7 @@ impl Default for VariantStats {
             bytes_out: 0,
             upstream_latency: new_histogram(),
             total_latency: new_histogram(),
+            in_flight: 0,
         }
     }
 }
@@ -210,8 +300,10 @@ impl VariantStats {
         self.upstream_failures.iter().sum()
     }
 
-    fn add(&mut self, other: &VariantStats) {
+    /// Adds `other`'s figures to these.
+    pub fn add(&mut self, other: &VariantStats) {
         self.requests += other.requests;
+        self.in_flight += other.in_flight;
         for (a, b) in self.responses.iter_mut().zip(other.responses) {
             *a += b;
         }
@@ -244,16 +336,40 @@ pub struct WorkerStats {
     pub accepted: u64,
     /// Client connections open.
     pub open: u64,
+    /// Access-log records dropped.
+    pub log_dropped: u64,
 }
 
-/// Figures of every worker, as read at one moment.
+/// One route's figures and settings, as read at one moment.
+#[derive(Clone, Debug)]
+pub struct RouteStats {
+    /// Stage name.
+    pub stage: String,
+    /// Route name.
+    pub name: String,
+    /// Canary share in ppm.
+    pub canary_ppm: u32,
+    /// Deployment ids by variant (`None`: no canary).
+    pub deployments: [Option<String>; VARIANT_COUNT],
+    /// Figures by variant.
+    pub variants: [VariantStats; VARIANT_COUNT],
+}
+
+/// Figures of every worker and route, as read at one moment.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
-    /// One entry per worker, in worker order.
+    /// One entry per worker, in worker order; `variants` summed over routes.
     pub workers: Vec<WorkerStats>,
+    /// One entry per route of the current configuration.
+    pub routes: Vec<RouteStats>,
 }
 
 impl Stats {
+    /// The figures of route `name`.
+    pub fn route(&self, name: &str) -> Option<&RouteStats> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
     /// `variant`'s figures summed over all workers.
     pub fn variant(&self, variant: Variant) -> VariantStats {
         let mut total = VariantStats::default();
@@ -281,19 +397,23 @@ mod tests {
 
     #[test]
     fn snapshot_sums_workers() {
+        let route = RouteMetrics::new(2);
+        route.slot(0, Variant::Canary).requests.add(3);
+        route.slot(1, Variant::Canary).requests.add(4);
+        route.slot(1, Variant::Canary).total_latency.record(250);
         let a = WorkerMetrics::default();
-        let b = WorkerMetrics::default();
-        a.variant(Variant::Canary).requests.add(3);
-        b.variant(Variant::Canary).requests.add(4);
-        b.variant(Variant::Canary).total_latency.record(250);
         a.rejected[Reject::Timeout as usize].inc();
-        let stats = Stats {
-            workers: vec![a.snapshot(), b.snapshot()],
-        };
-        let canary = stats.variant(Variant::Canary);
+        let [stable, canary] = route.snapshot();
         assert_eq!(canary.requests, 7);
         assert_eq!(canary.total_latency.len(), 1);
-        assert_eq!(stats.variant(Variant::Stable).requests, 0);
+        assert_eq!(stable.requests, 0);
+        let mut w0 = a.snapshot();
+        w0.variants = route.worker_snapshot(0);
+        let stats = Stats {
+            workers: vec![w0],
+            routes: Vec::new(),
+        };
+        assert_eq!(stats.variant(Variant::Canary).requests, 3);
         assert_eq!(stats.rejected()[Reject::Timeout as usize], 1);
     }
 }

@@ -21,11 +21,16 @@ use gateway_common::Variant;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
+use crate::accesslog::{Inline, Record};
+use crate::control::{Held, RouteSnap};
 use crate::runtime::Worker;
+use crate::select::assign::assign;
 use crate::upstream::UpConn;
 use buf::{InBuf, flush};
 use error::{ProxyError, write_error_response};
-use head::{BodyKind, Forwarding, Parsed, RequestHead, Version, parse_request};
+use head::{
+    BodyKind, Forwarding, MAX_HEADERS, RequestHead, Rewrite, Version, parse, write_upstream,
+};
 use relay::{RelayError, relay_body, tunnel};
 use response::{ResponseHead, parse_response};
 
@@ -36,6 +41,8 @@ const OUT_CAPACITY: usize = 32 * 1024;
 struct Client {
     stream: TcpStream,
     ip: IpAddr,
+    /// Index of the stage (listener) the connection arrived on.
+    stage: usize,
     buf: InBuf,
     out: Vec<u8>,
     served: u64,
@@ -48,9 +55,23 @@ enum Next {
     Upgrade(UpConn),
 }
 
+/// A parsed request with its route and variant chosen and its upstream head written.
+struct Routed {
+    head: RequestHead,
+    snap: Rc<Held>,
+    route: usize,
+    variant: Variant,
+    log: Option<(Inline<16>, Inline<256>)>,
+}
+
 /// Per-request state, from parsed head to the final [`record`].
 struct RequestCtx {
     start: Instant,
+    snap: Option<Rc<Held>>,
+    stage: usize,
+    route: usize,
+    upstream: Option<SocketAddr>,
+    log: Option<(Inline<16>, Inline<256>)>,
     variant: Option<Variant>,
     status: u16,
     upstream_head: Option<Duration>,
@@ -58,19 +79,32 @@ struct RequestCtx {
     bytes_out: u64,
     request_done: bool,
     response_started: bool,
+    /// The upstream could not be connected to (counted by the canary kill switch).
+    connect_failed: bool,
 }
 
-/// Serves one accepted connection until it closes. Runs as its own task on the worker.
-pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+impl RequestCtx {
+    fn route(&self) -> Option<&RouteSnap> {
+        self.snap
+            .as_ref()
+            .map(|s| &*s.stages[self.stage].routes[self.route])
+    }
+}
+
+/// Serves one accepted connection on stage `stage` until it closes. Runs as its own task.
+pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, stage: usize) {
     let m = &worker.metrics;
     m.accepted.inc();
     m.open.inc();
     // Small heads must not wait for Nagle; failure only costs latency.
     let _ = stream.set_nodelay(true);
+    // Kernel accounting: this socket counts as downstream.
+    crate::kernel::tag_downstream(&stream);
     let cfg = &worker.config;
     let mut client = Client {
         stream,
         ip: peer.ip(),
+        stage,
         buf: InBuf::new(cfg.limits.max_header_bytes.max(16 * 1024) + 1),
         out: Vec::with_capacity(OUT_CAPACITY),
         served: 0,
@@ -90,33 +124,51 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
 
 /// One request: head, proxying, error answer if needed, record.
 async fn serve_request(w: &Worker, c: &mut Client) -> Next {
-    let head = match read_head(w, c).await {
-        Ok(Some(head)) => head,
+    let routed = match read_head(w, c).await {
+        Ok(Some(routed)) => routed,
         Ok(None) => return Next::Close,
         Err(e) => {
             if let Some(kind) = e.reject_kind() {
                 w.metrics.rejected[kind as usize].inc();
             }
             log::debug!("rejected request from {}: {e}", c.ip);
-            answer_error(w, c, &e, None, true).await;
-            return Next::Close;
+            answer_error(w, c, &e, None, !matches!(e, ProxyError::NoRoute)).await;
+            return if matches!(e, ProxyError::NoRoute) {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            };
         }
     };
+    let head = routed.head;
     let mut ctx = RequestCtx {
         start: Instant::now(),
-        variant: None,
+        snap: Some(routed.snap),
+        stage: c.stage,
+        route: routed.route,
+        upstream: None,
+        log: routed.log,
+        variant: Some(routed.variant),
         status: 0,
         upstream_head: None,
         bytes_in: head.head_len as u64,
         bytes_out: 0,
         request_done: head.body == BodyKind::None,
         response_started: false,
+        connect_failed: false,
     };
     let result = proxy_request(w, c, &head, &mut ctx).await;
     let next = match result {
         Ok(next) => next,
         Err(e) => {
             log::debug!("request from {} failed: {e}", c.ip);
+            ctx.connect_failed = matches!(
+                e.upstream_failure(),
+                Some(
+                    crate::metrics::UpstreamFailure::Connect
+                        | crate::metrics::UpstreamFailure::ConnectTimeout
+                )
+            );
             if ctx.response_started || e.status().is_none() {
                 Next::Close
             } else {
@@ -132,25 +184,21 @@ async fn serve_request(w: &Worker, c: &mut Client) -> Next {
     next
 }
 
-/// Phase 1: reads until a complete head is buffered and parses it, writing the upstream
-/// head into `c.out`. `Ok(None)`: the client closed or idled out between requests.
-async fn read_head(w: &Worker, c: &mut Client) -> Result<Option<RequestHead>, ProxyError> {
+/// Phase 1: reads until a complete head is buffered, parses it, picks its route and
+/// variant, and writes the upstream head into `c.out`. `Ok(None)`: the client closed or
+/// idled out between requests.
+async fn read_head(w: &Worker, c: &mut Client) -> Result<Option<Routed>, ProxyError> {
     let cfg = &w.config;
     // The first head must arrive within the header timeout of the accept; later ones
     // may wait for the keep-alive timeout, then get the header timeout once started.
     let mut deadline = (c.served == 0).then(|| Instant::now() + cfg.timeouts.header);
     loop {
         if !c.buf.is_empty() {
-            let fwd = Forwarding { client_ip: c.ip };
-            match parse_request(c.buf.data(), cfg.limits.max_header_bytes, fwd, &mut c.out)? {
-                Parsed::Complete(head) => {
-                    c.buf.consume(head.head_len);
-                    return Ok(Some(head));
-                }
-                Parsed::Partial => {
-                    deadline.get_or_insert_with(|| Instant::now() + cfg.timeouts.header);
-                }
+            if let Some(routed) = route_request(w, c)? {
+                c.buf.consume(routed.head.head_len);
+                return Ok(Some(routed));
             }
+            deadline.get_or_insert_with(|| Instant::now() + cfg.timeouts.header);
         }
         if c.buf.is_full() {
             return Err(ProxyError::HeadTooLarge);
@@ -166,6 +214,61 @@ async fn read_head(w: &Worker, c: &mut Client) -> Result<Option<RequestHead>, Pr
             Ok(Ok(_)) => {}
         }
     }
+}
+
+/// Phases 2-3, synchronous over the read buffer: parse the head, find the route, pick the
+/// variant (forced, sticky or random) and write the upstream head. `Ok(None)`: incomplete.
+fn route_request(w: &Worker, c: &mut Client) -> Result<Option<Routed>, ProxyError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Some(req) = parse(c.buf.data(), w.config.limits.max_header_bytes, &mut headers)? else {
+        return Ok(None);
+    };
+    let snap = w.snapshot();
+    let stage = &snap.stages[c.stage];
+    let Some(route_idx) = stage
+        .routes
+        .iter()
+        .position(|r| r.matches(req.host, req.path.as_bytes()))
+    else {
+        // The head is consumed so the connection can go on (the body, if any, cannot be
+        // skipped safely, so then it closes).
+        let close = req.head.body != BodyKind::None || !req.head.keep_alive;
+        let len = req.head.head_len;
+        c.buf.consume(len);
+        return Err(if close {
+            ProxyError::NoRouteClose
+        } else {
+            ProxyError::NoRoute
+        });
+    };
+    let route = &stage.routes[route_idx];
+    let (variant, _) = assign(route, req.headers, c.ip, &mut w.picker.borrow_mut());
+    let (plan, variant) = route.plan(variant);
+    let strip = if route.strip_path_prefix && route.path_prefix != "/" {
+        route.path_prefix.len()
+    } else {
+        0
+    };
+    let rw = Rewrite {
+        path_prefix: &plan.path_prefix,
+        strip,
+        headers: &plan.headers,
+    };
+    write_upstream(&req, &rw, Forwarding { client_ip: c.ip }, &mut c.out);
+    let log = w.log.is_some().then(|| {
+        (
+            Inline::new(req.method.as_bytes()),
+            Inline::new(req.path.as_bytes()),
+        )
+    });
+    let head = req.head;
+    Ok(Some(Routed {
+        head,
+        snap: Rc::clone(&snap),
+        route: route_idx,
+        variant,
+        log,
+    }))
 }
 
 /// Phases 2-5: pick a variant, get an upstream connection, send the request, relay the
@@ -185,24 +288,30 @@ async fn proxy_request(
         return Err(ProxyError::BodyTooLarge);
     }
 
-    let mut variant = w.picker.borrow_mut().pick(&w.split);
-    if !w.upstreams.has_endpoints(variant) {
-        variant = Variant::Stable;
-    }
-    ctx.variant = Some(variant);
-    let vm = w.metrics.variant(variant);
+    let Some(variant) = ctx.variant else {
+        return Err(ProxyError::NoRoute);
+    };
+    let snap = ctx.snap.clone().ok_or(ProxyError::NoRoute)?;
+    let route = &snap.stages[ctx.stage].routes[ctx.route];
+    let (plan, _) = route.plan(variant);
+    let vm = route.metrics.slot(w.id, variant);
     vm.requests.inc();
+    vm.in_flight.inc();
 
     let retryable = head.idempotent && head.body == BodyKind::None;
     let mut attempt = 0;
     let (mut up, resp) = loop {
-        let Some(endpoint) = w.upstreams.next_endpoint(variant) else {
+        let Some(endpoint) = w
+            .upstreams
+            .next_endpoint(route.id, variant, &plan.endpoints)
+        else {
             return Err(ProxyError::Connect(std::io::ErrorKind::NotFound.into()));
         };
-        match exchange_head(w, c, head, ctx, variant, endpoint).await {
+        ctx.upstream = Some(endpoint);
+        match exchange_head(w, c, head, ctx, route, variant, endpoint).await {
             Ok(done) => break done,
             Err(e) if retryable && attempt == 0 && e.upstream_failure().is_some() => {
-                log::debug!("retrying after {e} from {}", w.upstreams.addr(endpoint));
+                log::debug!("retrying after {e} from {endpoint}");
                 if let Some(kind) = e.upstream_failure() {
                     vm.upstream_failures[kind as usize].inc();
                 }
@@ -261,11 +370,12 @@ async fn exchange_head(
     c: &mut Client,
     head: &RequestHead,
     ctx: &mut RequestCtx,
+    route: &RouteSnap,
     variant: Variant,
-    endpoint: usize,
+    endpoint: SocketAddr,
 ) -> Result<(UpConn, ResponseHead), ProxyError> {
-    let vm = w.metrics.variant(variant);
-    let mut up = w.upstreams.get(endpoint).await?;
+    let vm = route.metrics.slot(w.id, variant);
+    let mut up = w.upstreams.get(endpoint, variant).await?;
     if up.reused {
         vm.upstream_reuses.inc();
     } else {
@@ -386,10 +496,16 @@ async fn answer_error(
 }
 
 impl Next {
-    /// Counts `e` against the request's variant before the final record.
+    /// Counts `e` against the request's route and variant before the final record.
     fn with_error(self, w: &Worker, ctx: &RequestCtx, e: &ProxyError) -> Next {
-        match (ctx.variant, e.upstream_failure(), e.reject_kind()) {
-            (Some(v), Some(kind), _) => w.metrics.variant(v).upstream_failures[kind as usize].inc(),
+        match (
+            ctx.route().zip(ctx.variant),
+            e.upstream_failure(),
+            e.reject_kind(),
+        ) {
+            (Some((r, v)), Some(kind), _) => {
+                r.metrics.slot(w.id, v).upstream_failures[kind as usize].inc();
+            }
             (_, None, Some(kind)) => w.metrics.rejected[kind as usize].inc(),
             _ => {}
         }
@@ -398,18 +514,52 @@ impl Next {
 }
 
 /// Phase 6, the one place every routed request is counted: status class, bytes and
-/// latency for its variant.
+/// latency for its route and variant, and its access-log record.
 fn record(w: &Worker, ctx: &RequestCtx) {
-    let Some(variant) = ctx.variant else { return };
-    let vm = w.metrics.variant(variant);
+    let (Some(route), Some(variant)) = (ctx.route(), ctx.variant) else {
+        return;
+    };
+    let vm = route.metrics.slot(w.id, variant);
+    vm.in_flight.dec();
     if (100..600).contains(&ctx.status) {
         vm.responses[usize::from(ctx.status / 100 - 1)].inc();
     }
     vm.bytes_in.add(ctx.bytes_in);
     vm.bytes_out.add(ctx.bytes_out);
-    if let Some(d) = ctx.upstream_head {
-        vm.upstream_latency.record(d.as_micros() as u64);
+    let upstream_us = ctx.upstream_head.map(|d| d.as_micros() as u64);
+    if let Some(us) = upstream_us {
+        vm.upstream_latency.record(us);
     }
-    vm.total_latency
-        .record(ctx.start.elapsed().as_micros() as u64);
+    let total_us = ctx.start.elapsed().as_micros() as u64;
+    vm.total_latency.record(total_us);
+    if variant == Variant::Canary {
+        route.kill.record(
+            w.id,
+            &route.name,
+            ctx.status,
+            ctx.connect_failed,
+            &route.split,
+        );
+    }
+    if let (Some(queue), Some((method, path))) = (&w.log, &ctx.log) {
+        let (plan, _) = route.plan(variant);
+        let rec = Record {
+            time_us: crate::accesslog::now_us(),
+            stage: Inline::new(route.stage.as_bytes()),
+            route: Inline::new(route.name.as_bytes()),
+            deployment: Inline::new(plan.deployment_id.as_bytes()),
+            variant,
+            method: *method,
+            path: *path,
+            status: ctx.status,
+            upstream: ctx.upstream,
+            latency_us: total_us,
+            upstream_latency_us: upstream_us,
+            bytes_in: ctx.bytes_in,
+            bytes_out: ctx.bytes_out,
+        };
+        if queue.push(rec).is_err() {
+            w.metrics.log_dropped.inc();
+        }
+    }
 }

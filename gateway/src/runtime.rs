@@ -17,7 +17,9 @@ use monoio::time::TimeDriver;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::accesslog::{AccessLog, Queue};
 use crate::config::{Config, DriverChoice};
+use crate::control::{Control, Held, Shared};
 use crate::metrics::{Stats, WorkerMetrics};
 use crate::select::{Picker, Split};
 use crate::upstream::Upstreams;
@@ -44,6 +46,15 @@ pub enum StartError {
         /// The OS error.
         source: io::Error,
     },
+    /// The access log could not be opened.
+    #[error("cannot open the access log: {0}")]
+    AccessLog(io::Error),
+    /// The control plane (admin socket, metrics endpoint) could not start.
+    #[error("{0}")]
+    ControlPlane(String),
+    /// `--kernel-accounting on`, and kernel accounting is unavailable.
+    #[error("kernel accounting is unavailable: {0}")]
+    Kernel(#[from] crate::kernel::KernelError),
     /// A worker's runtime could not be built.
     #[error("cannot start worker {worker}: {source}")]
     Worker {
@@ -82,42 +93,79 @@ pub struct Worker {
     pub id: usize,
     /// The configuration it was started with.
     pub config: Arc<Config>,
-    /// The canary share (shared, atomic).
-    pub split: Arc<Split>,
-    /// This worker's counters and histograms.
+    /// The published routing snapshot.
+    pub shared: Arc<Shared>,
+    /// This worker's copy of the snapshot pointer and its generation.
+    snap: RefCell<(u64, Rc<Held>)>,
+    /// This worker's connection-level counters.
     pub metrics: Arc<WorkerMetrics>,
     /// This worker's random source for picks.
     pub picker: RefCell<Picker>,
-    /// This worker's endpoints and pools.
+    /// This worker's pools.
     pub upstreams: Upstreams,
+    /// This worker's access-log queue, when logging is on.
+    pub log: Option<Queue>,
+}
+
+impl Worker {
+    /// The current routing snapshot: one atomic load per call; the shared pointer is
+    /// re-read only when the control plane published a new one.
+    #[inline]
+    pub fn snapshot(&self) -> Rc<Held> {
+        let generation = self.shared.generation();
+        let mut cached = self.snap.borrow_mut();
+        if cached.0 != generation {
+            *cached = (generation, Rc::new(Held(self.shared.load())));
+        }
+        Rc::clone(&cached.1)
+    }
 }
 
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway {
-    local_addr: SocketAddr,
+    local_addrs: Vec<SocketAddr>,
     split: Arc<Split>,
+    control: Arc<Control>,
     metrics: Vec<Arc<WorkerMetrics>>,
     driver: Driver,
     threads: Vec<JoinHandle<()>>,
+    _log: Option<AccessLog>,
+    control_plane: Option<crate::admin::ControlPlane>,
+    /// Kernel accounting; dropping the gateway detaches it (see `crate::kernel`).
+    pub(crate) kernel: crate::kernel::KernelGuard,
 }
 
 impl Gateway {
-    /// The address the workers listen on.
+    /// The address the first stage listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
     }
 
-    /// The canary share; changes are seen by every worker on its next request.
+    /// The addresses every stage listens on, in stage order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The canary share of the first route; changes are seen by every worker on its next
+    /// request.
     pub fn split(&self) -> &Arc<Split> {
         &self.split
     }
 
-    /// Reads every worker's figures.
+    /// The control plane: routing state and the changes operators make to it.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Where the admin socket and metrics endpoint listen, when they run.
+    pub fn control_plane(&self) -> Option<&crate::admin::ControlPlane> {
+        self.control_plane.as_ref()
+    }
+
+    /// Reads every worker's and route's figures.
     pub fn stats(&self) -> Stats {
-        Stats {
-            workers: self.metrics.iter().map(|m| m.snapshot()).collect(),
-        }
+        self.control.stats()
     }
 
     /// The I/O driver in use.
@@ -138,37 +186,102 @@ impl Gateway {
     }
 }
 
-/// Binds the listeners, starts one pinned worker per core and returns once all of them
-/// accept connections.
-pub fn start(config: Config) -> Result<Gateway, StartError> {
-    if config.stable.is_empty() {
+/// Binds the listeners, starts one pinned worker per core (and the control plane when an
+/// admin socket, metrics endpoint or config file asks for it) and returns once all of
+/// them accept connections.
+pub fn start(mut config: Config) -> Result<Gateway, StartError> {
+    config.stages = config.effective_stages();
+    for route in config.stages.iter().flat_map(|s| &s.routes) {
+        if route.stable.endpoints.is_empty() {
+            return Err(StartError::NoStable);
+        }
+        if route
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.ppm > 0 && c.deployment.endpoints.is_empty())
+        {
+            return Err(StartError::NoCanary);
+        }
+    }
+    if config.stable.is_empty() && config.stages.is_empty() {
         return Err(StartError::NoStable);
     }
-    if config.canary_ppm > 0 && config.canary.is_empty() {
+    if config.canary_ppm > 0
+        && config.canary.is_empty()
+        && config
+            .stages
+            .iter()
+            .all(|s| s.routes.iter().all(|r| r.canary.is_none()))
+    {
         return Err(StartError::NoCanary);
     }
     let workers = config.effective_workers();
-    let first = bind(config.listen)?;
-    let local_addr = first.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let mut listeners = vec![first];
-    for _ in 1..workers {
-        listeners.push(bind(local_addr)?);
+    // Before any socket exists: the gateway may move itself into its own cgroup.
+    let kernel = crate::kernel::start(config.kernel_accounting)?;
+    // Listeners: per stage, the first bind resolves port 0; every worker gets its own
+    // SO_REUSEPORT socket on the same address.
+    let mut local_addrs = Vec::new();
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for stage in &mut config.stages {
+        let first = bind(stage.listen)?;
+        let addr = first.local_addr().map_err(|source| StartError::Bind {
+            addr: stage.listen,
+            source,
+        })?;
+        stage.listen = addr;
+        local_addrs.push(addr);
+        per_worker[0].push(first);
+        for listeners in per_worker.iter_mut().skip(1) {
+            listeners.push(bind(addr)?);
+        }
     }
+    config.listen = local_addrs[0];
 
-    let split = Arc::new(Split::new(config.canary_ppm));
+    let metrics: Vec<Arc<WorkerMetrics>> = (0..workers)
+        .map(|_| Arc::new(WorkerMetrics::default()))
+        .collect();
+    let control = Arc::new(Control::new(config.clone(), metrics.clone()));
+    let first_route = config.stages[0].routes[0].name.clone();
+    let split = control
+        .split(&first_route)
+        .unwrap_or_else(|| Arc::new(Split::new(0)));
+    let log = if config.access_log.is_some() || config.canary_access_log.is_some() {
+        Some(
+            AccessLog::start(
+                workers,
+                config.access_log.as_deref(),
+                config.canary_access_log.as_deref(),
+            )
+            .map_err(StartError::AccessLog)?,
+        )
+    } else {
+        None
+    };
+    let control_plane = if config.admin_socket.is_some()
+        || config.metrics_listen.is_some()
+        || config.source.is_some()
+    {
+        Some(
+            crate::admin::ControlPlane::start(&config, Arc::clone(&control))
+                .map_err(StartError::ControlPlane)?,
+        )
+    } else {
+        None
+    };
     let config = Arc::new(config);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = mpsc::channel();
-    let mut metrics = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
-    for (id, listener) in listeners.into_iter().enumerate() {
-        let m = Arc::new(WorkerMetrics::default());
-        metrics.push(Arc::clone(&m));
+    for (id, listeners) in per_worker.into_iter().enumerate() {
+        let m = Arc::clone(&metrics[id]);
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-        let (config, split, ready) = (Arc::clone(&config), Arc::clone(&split), ready_tx.clone());
+        let (config, shared, ready) = (
+            Arc::clone(&config),
+            Arc::clone(control.shared()),
+            ready_tx.clone(),
+        );
+        let queue = log.as_ref().map(|l| l.queue(id));
         let spawned = std::thread::Builder::new()
             .name(format!("canarygate-w{id}"))
             .spawn(move || {
@@ -176,21 +289,22 @@ pub fn start(config: Config) -> Result<Gateway, StartError> {
                     core_affinity::set_for_current(core);
                 }
                 let upstreams = Upstreams::new(
-                    &config.stable,
-                    &config.canary,
                     config.limits.pool_max_idle,
                     config.timeouts.pool_idle,
                     config.timeouts.connect,
                 );
+                let snap = RefCell::new((shared.generation(), Rc::new(Held(shared.load()))));
                 let worker = Rc::new(Worker {
                     id,
                     picker: RefCell::new(Picker::from_entropy(id as u64 + 1)),
                     config,
-                    split,
+                    shared,
+                    snap,
                     metrics: m,
                     upstreams,
+                    log: queue,
                 });
-                run_worker(worker, listener, &ready);
+                run_worker(worker, listeners, &ready);
             });
         match spawned {
             Ok(t) => threads.push(t),
@@ -212,17 +326,21 @@ pub fn start(config: Config) -> Result<Gateway, StartError> {
         }
     }
     Ok(Gateway {
-        local_addr,
+        local_addrs,
         split,
+        control,
         metrics,
         driver,
         threads,
+        _log: log,
+        control_plane,
+        kernel,
     })
 }
 
 type Ready = mpsc::Sender<Result<Driver, (usize, io::Error)>>;
 
-fn run_worker(worker: Rc<Worker>, listener: std::net::TcpListener, ready: &Ready) {
+fn run_worker(worker: Rc<Worker>, listeners: Vec<std::net::TcpListener>, ready: &Ready) {
     let id = worker.id;
     let (mut rt, driver) = match build_runtime(worker.config.io_driver) {
         Ok(x) => x,
@@ -232,13 +350,16 @@ fn run_worker(worker: Rc<Worker>, listener: std::net::TcpListener, ready: &Ready
         }
     };
     rt.block_on(async move {
-        let listener = match TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready.send(Err((id, e)));
-                return;
+        let mut accepting = Vec::with_capacity(listeners.len());
+        for l in listeners {
+            match TcpListener::from_std(l) {
+                Ok(l) => accepting.push(l),
+                Err(e) => {
+                    let _ = ready.send(Err((id, e)));
+                    return;
+                }
             }
-        };
+        }
         let _ = ready.send(Ok(driver));
         let sweeper = Rc::clone(&worker);
         monoio::spawn(async move {
@@ -247,19 +368,32 @@ fn run_worker(worker: Rc<Worker>, listener: std::net::TcpListener, ready: &Ready
                 sweeper.upstreams.sweep();
             }
         });
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    monoio::spawn(crate::proxy::serve(Rc::clone(&worker), stream, peer));
-                }
-                Err(e) => {
-                    // Out of file descriptors or memory: back off instead of spinning.
-                    log::warn!("worker {id}: accept failed: {e}");
-                    monoio::time::sleep(Duration::from_millis(10)).await;
-                }
+        let last = accepting.len().saturating_sub(1);
+        for (stage, listener) in accepting.into_iter().enumerate() {
+            let w = Rc::clone(&worker);
+            if stage == last {
+                accept_loop(w, listener, stage).await;
+            } else {
+                monoio::spawn(accept_loop(w, listener, stage));
             }
         }
     });
+}
+
+/// Accepts connections on one stage's listener for ever, one task per connection.
+async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, stage: usize) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                monoio::spawn(crate::proxy::serve(Rc::clone(&worker), stream, peer, stage));
+            }
+            Err(e) => {
+                // Out of file descriptors or memory: back off instead of spinning.
+                log::warn!("worker {}: accept failed: {e}", worker.id);
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }
 
 type Runtime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDriver<LegacyDriver>>;

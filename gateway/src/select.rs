@@ -5,6 +5,8 @@
 //! generator step and a compare: no lock, no allocation, no syscall. A store to the share
 //! is seen by every worker on its next pick.
 
+pub mod assign;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use gateway_common::{PPM_MAX, Variant};
@@ -57,6 +59,11 @@ impl Picker {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         Self::new(nanos ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// A uniform draw in 0..=1,000,000 (for tests and property checks).
+    pub fn draw_ppm(&mut self) -> u32 {
+        ((u128::from(self.rng.next_u64()) * u128::from(PPM_MAX + 1)) >> 64) as u32
     }
 
     /// Picks a variant: canary with probability `ppm / 1_000_000`.

@@ -1,12 +1,13 @@
 //! The two deployments a worker sends requests to, and how it reaches their endpoints.
 //!
-//! Each worker owns one [`Upstreams`]: per deployment, its endpoints with a round-robin
-//! cursor, and per endpoint a keep-alive [`pool::Pool`]. Nothing here is shared between
-//! workers, so nothing here locks.
+//! Each worker owns one [`Upstreams`]: per endpoint a keep-alive [`pool::Pool`], per route
+//! and variant a round-robin cursor. Endpoints themselves come from the routing snapshot.
+//! Nothing here is shared between workers, so nothing here locks.
 
 pub mod pool;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -27,91 +28,69 @@ pub struct UpConn {
     pub stream: TcpStream,
     /// Bytes received from the upstream and not consumed yet.
     pub buf: InBuf,
-    /// Index of the endpoint in [`Upstreams`].
-    pub endpoint: usize,
+    /// The endpoint.
+    pub addr: SocketAddr,
+    /// The deployment it serves.
+    pub variant: Variant,
     /// True when the connection came from the pool (it served earlier requests).
     pub reused: bool,
 }
 
-#[derive(Debug)]
-struct Deployment {
-    /// Index of this deployment's first endpoint in `Upstreams::addrs`.
-    first: usize,
-    len: usize,
-    cursor: Cell<usize>,
-}
-
-/// One worker's view of the stable and canary deployments.
+/// One worker's connections to upstream endpoints: a keep-alive pool per endpoint
+/// address (so pools survive routing changes that keep the endpoint) and a round-robin
+/// cursor per route and variant.
 #[derive(Debug)]
 pub struct Upstreams {
-    addrs: Vec<SocketAddr>,
-    deployments: [Deployment; VARIANT_COUNT],
-    pools: RefCell<Vec<Pool>>,
+    pools: RefCell<HashMap<SocketAddr, Pool>>,
+    cursors: RefCell<Vec<u32>>,
+    max_idle: usize,
+    idle_timeout: Duration,
     connect_timeout: Duration,
 }
 
 impl Upstreams {
-    /// Endpoints of both deployments, pools holding up to `max_idle` connections each
-    /// for at most `idle_timeout`.
-    pub fn new(
-        stable: &[SocketAddr],
-        canary: &[SocketAddr],
-        max_idle: usize,
-        idle_timeout: Duration,
-        connect_timeout: Duration,
-    ) -> Self {
-        let addrs: Vec<SocketAddr> = stable.iter().chain(canary).copied().collect();
-        let pools = addrs
-            .iter()
-            .map(|_| Pool::new(max_idle, idle_timeout))
-            .collect();
+    /// Pools holding up to `max_idle` connections per endpoint for at most `idle_timeout`.
+    pub fn new(max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
         Upstreams {
-            deployments: [
-                Deployment {
-                    first: 0,
-                    len: stable.len(),
-                    cursor: Cell::new(0),
-                },
-                Deployment {
-                    first: stable.len(),
-                    len: canary.len(),
-                    cursor: Cell::new(0),
-                },
-            ],
-            addrs,
-            pools: RefCell::new(pools),
+            pools: RefCell::new(HashMap::new()),
+            cursors: RefCell::new(Vec::new()),
+            max_idle,
+            idle_timeout,
             connect_timeout,
         }
     }
 
-    /// True when `variant` has at least one endpoint.
-    pub fn has_endpoints(&self, variant: Variant) -> bool {
-        self.deployments[variant.index()].len > 0
-    }
-
-    /// The next endpoint of `variant` in round-robin order.
-    pub fn next_endpoint(&self, variant: Variant) -> Option<usize> {
-        let d = &self.deployments[variant.index()];
-        if d.len == 0 {
+    /// The next of `endpoints` for route `route_id` and `variant`, in round-robin order.
+    pub fn next_endpoint(
+        &self,
+        route_id: usize,
+        variant: Variant,
+        endpoints: &[SocketAddr],
+    ) -> Option<SocketAddr> {
+        if endpoints.is_empty() {
             return None;
         }
-        let i = d.cursor.get();
-        d.cursor.set(if i + 1 >= d.len { 0 } else { i + 1 });
-        Some(d.first + i)
+        let slot = route_id * VARIANT_COUNT + variant.index();
+        let mut cursors = self.cursors.borrow_mut();
+        if cursors.len() <= slot {
+            cursors.resize(slot + 1, 0);
+        }
+        let i = cursors[slot] as usize % endpoints.len();
+        cursors[slot] = ((i + 1) % endpoints.len()) as u32;
+        Some(endpoints[i])
     }
 
-    /// Address of endpoint `endpoint`.
-    pub fn addr(&self, endpoint: usize) -> SocketAddr {
-        self.addrs[endpoint]
-    }
-
-    /// An idle pooled connection to `endpoint`, or a new one.
-    pub async fn get(&self, endpoint: usize) -> Result<UpConn, ProxyError> {
-        let pooled = self.pools.borrow_mut()[endpoint].take(Instant::now());
+    /// An idle pooled connection to `addr`, or a new one. `variant` is the deployment the
+    /// connection serves (kernel accounting tags new sockets with it).
+    pub async fn get(&self, addr: SocketAddr, variant: Variant) -> Result<UpConn, ProxyError> {
+        let pooled = self
+            .pools
+            .borrow_mut()
+            .get_mut(&addr)
+            .and_then(|p| p.take(Instant::now()));
         if let Some(conn) = pooled {
             return Ok(conn);
         }
-        let addr = self.addrs[endpoint];
         let stream = match monoio::time::timeout(
             self.connect_timeout,
             TcpStream::connect_addr(addr),
@@ -124,10 +103,13 @@ impl Upstreams {
         };
         // Small heads must not wait for Nagle; failure only costs latency.
         let _ = stream.set_nodelay(true);
+        // Kernel accounting: this socket's TCP figures count for `variant` from now on.
+        crate::kernel::tag_upstream(&stream, variant);
         Ok(UpConn {
             stream,
             buf: InBuf::new(UPSTREAM_BUF),
-            endpoint,
+            addr,
+            variant,
             reused: false,
         })
     }
@@ -139,20 +121,25 @@ impl Upstreams {
             return;
         }
         conn.reused = true;
-        let endpoint = conn.endpoint;
-        self.pools.borrow_mut()[endpoint].put(conn, Instant::now());
+        let (max_idle, idle_timeout) = (self.max_idle, self.idle_timeout);
+        self.pools
+            .borrow_mut()
+            .entry(conn.addr)
+            .or_insert_with(|| Pool::new(max_idle, idle_timeout))
+            .put(conn, Instant::now());
     }
 
-    /// Closes idle connections past their idle timeout.
+    /// Closes idle connections past their idle timeout; forgets empty pools.
     pub fn sweep(&self) {
         let now = Instant::now();
-        for pool in self.pools.borrow_mut().iter_mut() {
+        self.pools.borrow_mut().retain(|_, pool| {
             pool.sweep(now);
-        }
+            !pool.is_empty()
+        });
     }
 
     /// Idle connections currently pooled, over all endpoints.
     pub fn idle(&self) -> usize {
-        self.pools.borrow().iter().map(Pool::len).sum()
+        self.pools.borrow().values().map(Pool::len).sum()
     }
 }

@@ -7,8 +7,10 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::wire::{BufConn, MAX_HEAD, invalid};
 
@@ -91,6 +93,21 @@ impl Client {
     /// Connects with [`IO_TIMEOUT`] on reads and writes and `TCP_NODELAY`.
     pub fn connect(addr: SocketAddr) -> io::Result<Self> {
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(Self {
+            conn: BufConn::new(stream),
+        })
+    }
+
+    /// Connects from the local address `from` (port chosen by the kernel), e.g. another
+    /// loopback address such as `127.0.0.7`, so the gateway sees a different client IP.
+    pub fn connect_from(addr: SocketAddr, from: IpAddr) -> io::Result<Self> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.bind(&SocketAddr::new(from, 0).into())?;
+        socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+        let stream: TcpStream = socket.into();
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -262,6 +279,11 @@ impl Client {
 /// `GET path HTTP/1.1` with the default Host.
 pub fn get_request(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").into_bytes()
+}
+
+/// `GET path HTTP/1.1` with Host `host` and `extra` header lines (each ending in CRLF).
+pub fn get_with(path: &str, host: &str, extra: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").into_bytes()
 }
 
 /// How a request body is framed.

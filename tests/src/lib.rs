@@ -3,19 +3,23 @@
 //!
 //! In data-path order: a [`client`] that writes raw bytes and reads responses, the gateway
 //! itself as a real process ([`process`]) or in-process through the `gateway` library, and
-//! behind it a test [`upstream`] (plain HTTP/1.1), a WebSocket echo server ([`ws`]) or
-//! nginx ([`thirdparty`]), or nothing at all ([`dead_end`]). [`wire`] holds the framing
+//! behind it a test [`upstream`] (plain HTTP/1.1), one whose delay and failure share
+//! change mid-test ([`tunable`]), a WebSocket echo server ([`ws`]) or nginx
+//! ([`thirdparty`]), or nothing at all ([`dead_end`]). [`wire`] holds the framing
 //! both sides share and the deterministic body pattern; [`load`] drives the split-accuracy
-//! tests.
+//! and hitless-change tests. [`control`] speaks to the control plane: config files, the
+//! admin socket (raw and through `canarygate ctl`) and a real Prometheus parser.
 //!
 //! Everything binds `127.0.0.1` only, every socket read has a timeout, and every process
 //! started here is killed by its own PID when its handle drops.
 
 pub mod client;
+pub mod control;
 pub mod dead_end;
 pub mod load;
 pub mod process;
 pub mod thirdparty;
+pub mod tunable;
 pub mod upstream;
 pub mod wire;
 pub mod ws;
@@ -24,14 +28,17 @@ pub mod ws;
 mod tests;
 
 pub use client::{
-    Client, Framing, HOST, IO_TIMEOUT, Response, get_request, one_shot, post_request,
+    Client, Framing, HOST, IO_TIMEOUT, Response, get_request, get_with, one_shot, post_request,
 };
+pub use control::{AdminConn, ConfigFile, PromText, Reply, ctl, parse_prometheus};
 pub use dead_end::{Blackhole, refused_addr};
-pub use load::{LoadReport, pipelined_gets};
+pub use load::{BackgroundLoad, LoadReport, pipelined_gets};
 pub use process::{
-    CliOutput, GatewayProc, TempDir, free_port, gateway_bin, run_cli, workspace_root,
+    CliOutput, Expect, GatewayProc, TempDir, free_port, gateway_bin, run_cli, run_program,
+    workspace_root,
 };
 pub use thirdparty::{Nginx, curl};
+pub use tunable::TunableUpstream;
 pub use upstream::{Behavior, SeenRequest, TestUpstream};
 pub use wire::{Digest, first_pattern_mismatch, pattern, pattern_bytes};
 pub use ws::{WsEchoUpstream, ws_connect};

@@ -1,13 +1,19 @@
-//! A small closed-loop load driver for the split tests: several keep-alive connections,
-//! each in its own thread, writing a few pipelined `GET /` per write and reading the same
-//! number of responses back, tallying bodies (the upstream names) and failures.
+//! A small closed-loop load driver for the split and hitless tests: several keep-alive
+//! connections, each in its own thread, writing a few pipelined `GET /` per write and
+//! reading the same number of responses back, tallying bodies (the upstream names) and
+//! failures.
 //!
-//! It is bounded in requests and in time: a stuck gateway turns into recorded errors
-//! (socket timeouts), never a hung test.
+//! It is bounded in requests ([`pipelined_gets`]) or by a stop flag and a time limit
+//! ([`BackgroundLoad`]): a stuck gateway turns into recorded errors (socket timeouts),
+//! never a hung test. A connection is never re-opened: a connection the gateway drops is
+//! an error.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::thread;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use crate::client::{Client, get_request};
 
@@ -23,6 +29,17 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// Adds `other`'s tallies to this one.
+    pub fn merge(&mut self, other: LoadReport) {
+        for (k, v) in other.bodies {
+            *self.bodies.entry(k).or_default() += v;
+        }
+        for (k, v) in other.other_status {
+            *self.other_status.entry(k).or_default() += v;
+        }
+        self.errors.extend(other.errors);
+    }
+
     /// 200 responses whose body was `name`.
     pub fn count(&self, name: &str) -> u64 {
         self.bodies.get(name).copied().unwrap_or(0)
@@ -60,16 +77,65 @@ pub fn pipelined_gets(
         .collect();
     let mut report = LoadReport::default();
     for h in handles {
-        let part = h.join().expect("load thread panicked");
-        for (k, v) in part.bodies {
-            *report.bodies.entry(k).or_default() += v;
-        }
-        for (k, v) in part.other_status {
-            *report.other_status.entry(k).or_default() += v;
-        }
-        report.errors.extend(part.errors);
+        report.merge(h.join().expect("load thread panicked"));
     }
     report
+}
+
+/// Load that runs in background threads until [`BackgroundLoad::finish`] (or its time
+/// limit), each thread on one keep-alive connection for its whole life.
+#[derive(Debug)]
+pub struct BackgroundLoad {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<LoadReport>>,
+}
+
+impl BackgroundLoad {
+    /// Starts `conns` threads that each connect once and then send `GET path` in
+    /// pipelined batches of `batch` until stopped or until `limit` has passed.
+    pub fn start(
+        addr: SocketAddr,
+        path: &str,
+        conns: usize,
+        batch: usize,
+        limit: Duration,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let one = get_request(path);
+        let deadline = Instant::now() + limit;
+        let threads = (0..conns)
+            .map(|_| {
+                let (stop, one) = (Arc::clone(&stop), one.clone());
+                thread::spawn(move || {
+                    let mut report = LoadReport::default();
+                    let mut client = match Client::connect(addr) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            report.errors.push(format!("connect: {e}"));
+                            return report;
+                        }
+                    };
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        if !batch_on(&mut client, &one, batch, &mut report) {
+                            break;
+                        }
+                    }
+                    report
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    /// Stops the threads and adds up what they saw.
+    pub fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut report = LoadReport::default();
+        for t in self.threads {
+            report.merge(t.join().expect("load thread panicked"));
+        }
+        report
+    }
 }
 
 fn drive(addr: SocketAddr, one: &[u8], n: u64, batch: usize) -> LoadReport {
@@ -82,34 +148,38 @@ fn drive(addr: SocketAddr, one: &[u8], n: u64, batch: usize) -> LoadReport {
         }
     };
     let mut left = n;
-    let mut buf = Vec::with_capacity(one.len() * batch);
     while left > 0 {
         let k = left.min(batch as u64);
-        buf.clear();
-        for _ in 0..k {
-            buf.extend_from_slice(one);
-        }
-        if let Err(e) = client.send(&buf) {
-            report
-                .errors
-                .push(format!("send after {} responses: {e}", n - left));
+        if !batch_on(&mut client, one, k as usize, &mut report) {
             return report;
-        }
-        for _ in 0..k {
-            match client.read_response(false) {
-                Ok(r) if r.status == 200 => {
-                    *report.bodies.entry(r.text()).or_default() += 1;
-                }
-                Ok(r) => *report.other_status.entry(r.status).or_default() += 1,
-                Err(e) => {
-                    report
-                        .errors
-                        .push(format!("read after {} responses: {e}", n - left));
-                    return report;
-                }
-            }
         }
         left -= k;
     }
     report
+}
+
+/// Writes `k` copies of `one` at once and reads `k` responses, tallying them; false after
+/// a transport error (recorded in `report`).
+fn batch_on(client: &mut Client, one: &[u8], k: usize, report: &mut LoadReport) -> bool {
+    let done = report.responses();
+    if let Err(e) = client.send(&one.repeat(k)) {
+        report
+            .errors
+            .push(format!("send after {done} responses: {e}"));
+        return false;
+    }
+    for _ in 0..k {
+        match client.read_response(false) {
+            Ok(r) if r.status == 200 => *report.bodies.entry(r.text()).or_default() += 1,
+            Ok(r) => *report.other_status.entry(r.status).or_default() += 1,
+            Err(e) => {
+                let done = report.responses();
+                report
+                    .errors
+                    .push(format!("read after {done} responses: {e}"));
+                return false;
+            }
+        }
+    }
+    true
 }

@@ -1,10 +1,12 @@
 //! Real `canarygate` processes for end-to-end tests: finding (or building) the binary,
-//! starting `canarygate run` on an ephemeral loopback port, and running it to completion
-//! for CLI tests.
+//! starting `canarygate run` on ephemeral loopback ports (from flags, or from a config
+//! file with several stages, an admin socket and a metrics endpoint), and running it to
+//! completion for CLI tests.
 //!
 //! A [`GatewayProc`] is killed by its own PID when dropped; its stderr goes to a temp file
 //! that is printed when the owning test panics, so a failure shows the gateway's logs.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -123,17 +125,86 @@ impl Drop for TempDir {
     }
 }
 
-/// A running `canarygate run` process listening on an ephemeral loopback port.
+/// What a starting `canarygate run` must print on stdout before it counts as ready.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expect {
+    /// `listening on ADDR` lines (one per stage, in stage order).
+    pub listeners: usize,
+    /// Whether an `admin socket PATH` line follows.
+    pub admin_socket: bool,
+    /// Whether a `metrics on ADDR` line follows.
+    pub metrics: bool,
+}
+
+impl Expect {
+    /// `listeners` stages, no admin socket, no metrics endpoint.
+    pub fn stages(listeners: usize) -> Self {
+        Self {
+            listeners,
+            ..Self::default()
+        }
+    }
+
+    /// Also expects the `admin socket PATH` line.
+    #[must_use]
+    pub fn with_admin(mut self) -> Self {
+        self.admin_socket = true;
+        self
+    }
+
+    /// Also expects the `metrics on ADDR` line.
+    #[must_use]
+    pub fn with_metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+}
+
+/// What the gateway announced on stdout while starting.
+#[derive(Debug, Default)]
+struct Announced {
+    addrs: Vec<SocketAddr>,
+    admin_socket: Option<PathBuf>,
+    metrics: Option<SocketAddr>,
+}
+
+impl Announced {
+    fn satisfies(&self, want: &Expect) -> bool {
+        self.addrs.len() >= want.listeners
+            && (!want.admin_socket || self.admin_socket.is_some())
+            && (!want.metrics || self.metrics.is_some())
+    }
+
+    /// Records one stdout line; an announced address that does not parse is an error.
+    fn take(&mut self, line: &str) -> Result<(), String> {
+        let parse = |rest: &str| {
+            rest.trim()
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("canarygate printed an unparsable address ({e}): {line:?}"))
+        };
+        if let Some(rest) = line.strip_prefix("listening on ") {
+            self.addrs.push(parse(rest)?);
+        } else if let Some(rest) = line.strip_prefix("metrics on ") {
+            self.metrics = Some(parse(rest)?);
+        } else if let Some(rest) = line.strip_prefix("admin socket ") {
+            self.admin_socket = Some(PathBuf::from(rest.trim()));
+        }
+        Ok(())
+    }
+}
+
+/// A running `canarygate run` process listening on ephemeral loopback ports.
 #[derive(Debug)]
 pub struct GatewayProc {
     child: Child,
-    addr: SocketAddr,
+    announced: Announced,
     stderr_path: PathBuf,
     _dir: TempDir,
 }
 
 impl GatewayProc {
-    /// Runs `canarygate run --listen 127.0.0.1:0 ARGS..` and waits for `listening on ADDR`.
+    /// Runs `canarygate run --listen 127.0.0.1:0 ARGS..` and waits for `listening on ADDR`
+    /// (and for `admin socket` / `metrics on` when ARGS ask for them).
     /// Panics (with the gateway's stderr) if it exits or stays silent.
     pub fn start(args: &[&str]) -> Self {
         match Self::try_start(args) {
@@ -144,11 +215,35 @@ impl GatewayProc {
 
     /// Like [`GatewayProc::start`] but returns the failure as text.
     pub fn try_start(args: &[&str]) -> Result<Self, String> {
+        let mut full = vec!["run", "--listen", "127.0.0.1:0"];
+        full.extend_from_slice(args);
+        let expect = Expect {
+            listeners: 1,
+            admin_socket: args.contains(&"--admin-socket"),
+            metrics: args.contains(&"--metrics-listen"),
+        };
+        Self::spawn(&full, &expect)
+    }
+
+    /// Runs `canarygate run --config FILE ARGS..` and waits until it printed what `expect`
+    /// lists. Panics (with the gateway's stderr) if it does not.
+    pub fn start_config(config: &Path, expect: &Expect, args: &[&str]) -> Self {
+        let path = config.to_string_lossy();
+        let mut full = vec!["run", "--config", &path];
+        full.extend_from_slice(args);
+        match Self::spawn(&full, expect) {
+            Ok(g) => g,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Runs `canarygate ARGS..` (the subcommand included) and waits until it printed what
+    /// `expect` lists on stdout.
+    pub fn spawn(args: &[&str], expect: &Expect) -> Result<Self, String> {
         let dir = TempDir::new("gw");
         let stderr_path = dir.path().join("stderr.log");
         let stderr = fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
         let mut child = Command::new(gateway_bin())
-            .args(["run", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -167,43 +262,57 @@ impl GatewayProc {
         });
         let deadline = Instant::now() + START_TIMEOUT;
         let mut seen = Vec::new();
-        let addr = loop {
+        let mut announced = Announced::default();
+        while !announced.satisfies(expect) {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
                 let status = child.try_wait().ok().flatten();
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "canarygate {args:?} did not print `listening on ADDR` \
+                    "canarygate {args:?} did not print {expect:?} \
                      (exit status {status:?}); stdout {seen:?}; stderr:\n{}",
                     fs::read_to_string(&stderr_path).unwrap_or_default()
                 ));
             };
-            if let Some(rest) = line.strip_prefix("listening on ") {
-                match rest.trim().parse::<SocketAddr>() {
-                    Ok(a) => break a,
-                    Err(e) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        return Err(format!(
-                            "canarygate printed an unparsable address ({e}): {line:?}"
-                        ));
-                    }
-                }
+            if let Err(e) = announced.take(&line) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
             }
             seen.push(line);
-        };
+        }
         Ok(Self {
             child,
-            addr,
+            announced,
             stderr_path,
             _dir: dir,
         })
     }
 
-    /// The address it printed.
+    /// The (first) address it printed.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.announced.addrs[0]
+    }
+
+    /// Every `listening on` address, in stage order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.announced.addrs
+    }
+
+    /// The path of its `admin socket` line.
+    pub fn admin_socket(&self) -> &Path {
+        self.announced
+            .admin_socket
+            .as_deref()
+            .expect("the gateway announced no admin socket")
+    }
+
+    /// The address of its `metrics on` line.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.announced
+            .metrics
+            .expect("the gateway announced no metrics endpoint")
     }
 
     /// Process id.
@@ -295,16 +404,21 @@ pub struct CliOutput {
 
 /// Runs `canarygate ARGS..` to completion, killing it (by PID) after `timeout`.
 pub fn run_cli(args: &[&str], timeout: Duration) -> CliOutput {
+    run_program(gateway_bin().as_os_str(), args, timeout)
+}
+
+/// Runs `program ARGS..` to completion, killing it (by PID) after `timeout`.
+pub fn run_program(program: &OsStr, args: &[&str], timeout: Duration) -> CliOutput {
     let dir = TempDir::new("cli");
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
-    let mut child = Command::new(gateway_bin())
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(fs::File::create(&out_path).expect("create stdout file"))
         .stderr(fs::File::create(&err_path).expect("create stderr file"))
         .spawn()
-        .expect("spawn canarygate");
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.to_string_lossy()));
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(s) = child.try_wait().expect("try_wait") {

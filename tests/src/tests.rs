@@ -119,3 +119,20 @@ fn nginx_and_curl() {
     let out = curl(&[&format!("http://{}/", nginx.addr())]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "nginx\n");
 }
+
+#[test]
+fn prometheus_parser_accepts_good_text_and_rejects_bad() {
+    let good = crate::parse_prometheus(
+        "# HELP x_total An x.\n# TYPE x_total counter\nx_total{a=\"b\"} 3\n",
+    )
+    .unwrap();
+    assert_eq!(good.families.get("x").map(String::as_str), Some("counter"));
+    assert_eq!(good.int("x_total", &[("a", "b")]), 3);
+    for bad in [
+        "x_total{a=\"b\" 3\n",
+        "x_total{a=b} 3\n",
+        "x{a=\"b\"} abc\n",
+    ] {
+        assert!(crate::parse_prometheus(bad).is_err(), "{bad:?} parsed");
+    }
+}

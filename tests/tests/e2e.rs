@@ -5,24 +5,49 @@
 //! Modules follow a request's life: how traffic is split ([`split`]), how bodies are
 //! streamed ([`bodies`]), the HTTP/1.1 protocol features ([`protocol`]), every bad input
 //! ([`bad_input`]) and upstream fault ([`faults`]), the command line ([`cli`]), real
-//! third-party peers ([`thirdparty`]) and the allocation budget of the hot path
-//! ([`alloc`]). The crate root is a file, not `main.rs`, so the modules under `e2e/` are
-//! named with `#[path]`.
+//! third-party peers ([`thirdparty`]), the allocation budget of the hot path
+//! ([`alloc`]) and per-variant kernel accounting ([`kernel`]). The control plane follows:
+//! the configuration file ([`config`]), the admin socket and `canarygate ctl` ([`admin`]),
+//! sticky and forced assignment ([`assignment`]), stage variables ([`stagevars`]), promote
+//! and rollback ([`promote`]), changes under load ([`hitless`]), Prometheus metrics
+//! ([`metrics`]), access logs ([`accesslog`]) and progressive delivery ([`rollout`]).
+//! The crate root is a file, not `main.rs`, so the modules under `e2e/` are named with
+//! `#[path]`.
 
+#[path = "e2e/accesslog.rs"]
+mod accesslog;
+#[path = "e2e/admin.rs"]
+mod admin;
 #[path = "e2e/alloc.rs"]
 mod alloc;
+#[path = "e2e/assignment.rs"]
+mod assignment;
 #[path = "e2e/bad_input.rs"]
 mod bad_input;
 #[path = "e2e/bodies.rs"]
 mod bodies;
 #[path = "e2e/cli.rs"]
 mod cli;
+#[path = "e2e/config.rs"]
+mod config;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/hitless.rs"]
+mod hitless;
+#[path = "e2e/kernel.rs"]
+mod kernel;
+#[path = "e2e/metrics.rs"]
+mod metrics;
+#[path = "e2e/promote.rs"]
+mod promote;
 #[path = "e2e/protocol.rs"]
 mod protocol;
+#[path = "e2e/rollout.rs"]
+mod rollout;
 #[path = "e2e/split.rs"]
 mod split;
+#[path = "e2e/stagevars.rs"]
+mod stagevars;
 #[path = "e2e/thirdparty.rs"]
 mod thirdparty;
 

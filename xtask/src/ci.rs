@@ -14,9 +14,11 @@ use crate::{cargo, tools};
 /// Runs every step; `test_args` go to the test runner after `--`.
 pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
     let mut plan = Plan::new(5);
-    plan.step("tools", "rustfmt, clippy, nginx-light, curl", || {
-        tools::ensure(root)
-    })?;
+    plan.step(
+        "tools",
+        "rustfmt, clippy, nginx-light, curl, eBPF toolchain",
+        || tools::ensure(root),
+    )?;
     plan.command("fmt", cargo(root).args(["fmt", "--all", "--", "--check"]))?;
     plan.command(
         "clippy",

@@ -6,12 +6,16 @@
 //!   failing step. `.ci/run` calls exactly this, so CI and a laptop run the same thing.
 //! - `cargo xtask demo`: builds the release binary and replaces itself with
 //!   `canarygate demo`.
+//! - `cargo xtask compare`: canarygate against nginx and HAProxy on this machine (also
+//!   `--scale` for 10,000 idle connections, `--callgrind` for a profile).
 //!
 //! Every external program is run with `std::process::Command` and its exit status
 //! checked; failures come back as `anyhow` errors that name the step.
 
 mod ci;
+mod compare;
 mod demo;
+mod ebpf;
 mod step;
 mod tools;
 
@@ -59,6 +63,15 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Compare canarygate with nginx and HAProxy: req/s, p50/p99, proxy CPU per request.
+    ///
+    /// Installs nginx-light, haproxy and wrk if missing, builds canarygate and cg-load
+    /// (release), starts two nginx upstreams, then measures each proxy with 1 and 2
+    /// workers at 16, 64 and 256 connections, alternating, 3 rounds of 5 s, plus the
+    /// upstream directly. Writes target/compare/results.json and results.md.
+    /// `--scale`: RSS per idle connection with 10,000 connections held through canarygate.
+    /// `--callgrind`: instructions per request and the top functions of canarygate.
+    Compare(compare::CompareArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +92,7 @@ fn run(task: Task) -> Result<()> {
     match task {
         Task::Test { args } => ci::run(&root, &args),
         Task::Demo { args } => demo::run(&root, &args),
+        Task::Compare(args) => compare::run(&root, &args),
     }
 }
 

@@ -6,6 +6,12 @@
 //!   `apt-get install -y`; `apt-get update` runs only when that fails, and `sudo` is used
 //!   only when not root.
 //!
+//! `cargo xtask compare` uses [`ensure_packages`] for its own list (nginx-light, haproxy,
+//! wrk, and valgrind when profiling).
+//!
+//! - the eBPF toolchain for kernel accounting and the tools its tests run
+//!   (see [`crate::ebpf`]).
+//!
 //! Each tool is probed again after installing, so a step that "succeeded" without
 //! providing the tool still fails here rather than in a confusing test.
 
@@ -35,9 +41,11 @@ const COMPONENTS: [Component; 2] = [
 ];
 
 /// A Debian package and the program it provides, at the path the tests use.
-struct Package {
-    name: &'static str,
-    program: &'static str,
+pub(crate) struct Package {
+    /// Debian package name.
+    pub(crate) name: &'static str,
+    /// Absolute path of the program that proves it is installed.
+    pub(crate) program: &'static str,
 }
 
 const PACKAGES: [Package; 2] = [
@@ -55,7 +63,9 @@ const PACKAGES: [Package; 2] = [
 /// installing is impossible (no rustup, no apt-get, no sudo).
 pub(crate) fn ensure(root: &Path) -> Result<()> {
     ensure_components(root)?;
-    ensure_packages()
+    ensure_packages(&PACKAGES)?;
+    // Kernel accounting: nightly + rust-src, bpf-linker, bpftool/tc/setpriv for its tests.
+    crate::ebpf::ensure()
 }
 
 fn component_present(root: &Path, component: &Component) -> bool {
@@ -98,8 +108,9 @@ fn package_present(package: &Package) -> bool {
     Path::new(package.program).is_file()
 }
 
-fn ensure_packages() -> Result<()> {
-    let names: Vec<&str> = PACKAGES
+/// Installs whichever of `packages` is missing with apt-get.
+pub(crate) fn ensure_packages(packages: &[Package]) -> Result<()> {
+    let names: Vec<&str> = packages
         .iter()
         .filter(|p| !package_present(p))
         .map(|p| p.name)
@@ -108,21 +119,22 @@ fn ensure_packages() -> Result<()> {
         return Ok(());
     }
     if !on_path("apt-get") {
+        let programs: Vec<&str> = packages.iter().map(|p| p.program).collect();
         bail!(
-            "missing Debian packages: {} (the tests run /usr/sbin/nginx and /usr/bin/curl); apt-get \
-             is not available here, so install them with this system's package manager and \
-             rerun",
-            names.join(", ")
+            "missing Debian packages: {} (needed: {}); apt-get is not available here, so \
+             install them with this system's package manager and rerun",
+            names.join(", "),
+            programs.join(", ")
         );
     }
     let mut install = vec!["install", "-y"];
     install.extend(&names);
-    if let Err(first) = run(&mut apt(&install)?) {
+    if let Err(first) = run(&mut apt(&install, &names)?) {
         eprintln!("xtask: apt-get install failed ({first:#}); running apt-get update and retrying");
-        run(&mut apt(&["update"])?).context("apt-get update failed")?;
-        run(&mut apt(&install)?).context("apt-get install failed after apt-get update")?;
+        run(&mut apt(&["update"], &names)?).context("apt-get update failed")?;
+        run(&mut apt(&install, &names)?).context("apt-get install failed after apt-get update")?;
     }
-    if let Some(p) = PACKAGES.iter().find(|p| !package_present(p)) {
+    if let Some(p) = packages.iter().find(|p| !package_present(p)) {
         bail!(
             "apt-get installed {} but {} is still missing",
             p.name,
@@ -132,8 +144,9 @@ fn ensure_packages() -> Result<()> {
     Ok(())
 }
 
-/// `apt-get <args>`, non-interactive, through `sudo` unless already root.
-fn apt(args: &[&str]) -> Result<Command> {
+/// `apt-get <args>`, non-interactive, through `sudo` unless already root; `names` are
+/// the packages wanted, for the error message.
+fn apt(args: &[&str], names: &[&str]) -> Result<Command> {
     let mut cmd = if is_root()? {
         let mut cmd = Command::new("apt-get");
         cmd.env("DEBIAN_FRONTEND", "noninteractive");
@@ -143,7 +156,7 @@ fn apt(args: &[&str]) -> Result<Command> {
             bail!(
                 "installing Debian packages needs root, and sudo is not on PATH; run \
                  `apt-get install -y {}` as root and rerun",
-                PACKAGES.map(|p| p.name).join(" ")
+                names.join(" ")
             );
         }
         // sudo resets the environment; `env` carries the setting past it.

@@ -40,6 +40,12 @@ pub enum ProxyError {
     /// 501: a method or coding the gateway does not relay.
     #[error("not implemented: {0}")]
     NotImplemented(&'static str),
+    /// 404: no route of the stage takes the request (connection kept).
+    #[error("no route")]
+    NoRoute,
+    /// 404: no route, and the request has a body or asks to close (connection closed).
+    #[error("no route")]
+    NoRouteClose,
     /// 505: an HTTP version other than 1.0 or 1.1.
     #[error("HTTP version not supported")]
     VersionNotSupported,
@@ -83,6 +89,7 @@ impl ProxyError {
     pub fn status(&self) -> Option<(u16, &'static str)> {
         Some(match self {
             ProxyError::BadRequest(_) => (400, "Bad Request"),
+            ProxyError::NoRoute | ProxyError::NoRouteClose => (404, "Not Found"),
             ProxyError::HeadTimeout | ProxyError::ClientBodyTimeout => (408, "Request Timeout"),
             ProxyError::BodyTooLarge => (413, "Content Too Large"),
             ProxyError::UriTooLong => (414, "URI Too Long"),
@@ -106,6 +113,7 @@ impl ProxyError {
             | ProxyError::UpstreamClosed(why)
             | ProxyError::BadResponse(why) => why,
             ProxyError::HeadTimeout => "request head not received in time",
+            ProxyError::NoRoute | ProxyError::NoRouteClose => "no route matches this host and path",
             ProxyError::ClientBodyTimeout => "request body not received in time",
             ProxyError::BodyTooLarge => "request body exceeds the configured limit",
             ProxyError::UriTooLong => "request line exceeds the header size limit",
@@ -123,6 +131,7 @@ impl ProxyError {
     pub fn reject_kind(&self) -> Option<Reject> {
         Some(match self {
             ProxyError::BadRequest(_) => Reject::BadRequest,
+            ProxyError::NoRoute | ProxyError::NoRouteClose => Reject::NoRoute,
             ProxyError::HeadTimeout | ProxyError::ClientBodyTimeout => Reject::Timeout,
             ProxyError::BodyTooLarge => Reject::BodyTooLarge,
             ProxyError::UriTooLong | ProxyError::HeadTooLarge => Reject::HeadTooLarge,

@@ -70,16 +70,40 @@ pub enum Parsed {
     Complete(RequestHead),
 }
 
-/// Parses the request head at the start of `buf` and, when it is complete and valid,
-/// writes the head to send upstream into `out` (cleared first).
-pub fn parse_request(
-    buf: &[u8],
+/// A parsed, checked request head borrowing the read buffer.
+#[derive(Debug)]
+pub struct Request<'h, 'b> {
+    /// Method token.
+    pub method: &'b str,
+    /// Origin-form path and query (absolute-form targets are reduced to it).
+    pub path: &'b str,
+    /// Host to route on, without port: the target's authority, else the Host header.
+    pub host: Option<&'b [u8]>,
+    /// Every header line, as received.
+    pub headers: &'h [httparse::Header<'b>],
+    /// Framing and connection facts.
+    pub head: RequestHead,
+    facts: RequestFacts<'b>,
+}
+
+/// How the route and variant change the request on its way upstream.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rewrite<'a> {
+    /// Put before the (stripped) path.
+    pub path_prefix: &'a [u8],
+    /// Bytes removed from the start of the path (the route's prefix when stripping).
+    pub strip: usize,
+    /// Headers added (replacing client headers of the same names).
+    pub headers: &'a [(Vec<u8>, Vec<u8>)],
+}
+
+/// Parses and checks the request head at the start of `buf`; `Ok(None)` while incomplete.
+pub fn parse<'h, 'b>(
+    buf: &'b [u8],
     max_head: usize,
-    fwd: Forwarding,
-    out: &mut Vec<u8>,
-) -> Result<Parsed, ProxyError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
+    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+) -> Result<Option<Request<'h, 'b>>, ProxyError> {
+    let mut req = httparse::Request::new(headers);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
@@ -90,16 +114,17 @@ pub fn parse_request(
                     ProxyError::UriTooLong
                 });
             }
-            return Ok(Parsed::Partial);
+            return Ok(None);
         }
         Err(e) => return Err(map_parse_error(e, buf)),
     };
     if head_len > max_head {
         return Err(ProxyError::HeadTooLarge);
     }
-    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(ProxyError::BadRequest("incomplete request line"));
     };
+    let headers: &'h [httparse::Header<'b>] = req.headers;
     let version = if minor == 1 {
         Version::Http11
     } else {
@@ -108,29 +133,77 @@ pub fn parse_request(
     if method == "CONNECT" {
         return Err(ProxyError::NotImplemented("CONNECT is not supported"));
     }
-    if !(path.starts_with('/')
-        || path.starts_with("http://")
-        || path.starts_with("https://")
-        || (path == "*" && method == "OPTIONS"))
+    let (path, authority) = if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
+        (target, None)
+    } else if let Some(rest) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
     {
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if end == 0 {
+            return Err(ProxyError::BadRequest("invalid request target"));
+        }
+        let path = &rest[end..];
+        (
+            if path.is_empty() { "/" } else { path },
+            Some(&rest.as_bytes()[..end]),
+        )
+    } else {
         return Err(ProxyError::BadRequest("invalid request target"));
-    }
+    };
 
-    let facts = RequestFacts::gather(req.headers, version)?;
+    let facts = RequestFacts::gather(headers, version)?;
     let body = facts.body()?;
     let keep_alive = match version {
         Version::Http11 => !facts.conn_close,
         Version::Http10 => facts.conn_keep_alive && !facts.conn_close,
     };
     let upgrade = facts.upgrade.is_some() && facts.conn_upgrade && version == Version::Http11;
+    let host = authority.or(facts.host).map(strip_port);
+    Ok(Some(Request {
+        method,
+        path,
+        host,
+        headers,
+        head: RequestHead {
+            head_len,
+            version,
+            body,
+            is_head: method == "HEAD",
+            idempotent: matches!(
+                method,
+                "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+            ),
+            keep_alive,
+            expect_continue: facts.expect_continue,
+            upgrade,
+        },
+        facts,
+    }))
+}
 
+/// Writes the head to send upstream for `req` into `out` (cleared first): HTTP/1.1,
+/// hop-by-hop headers removed, forwarding headers and the route's headers added.
+pub fn write_upstream(req: &Request<'_, '_>, rw: &Rewrite<'_>, fwd: Forwarding, out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(rw.path_prefix);
+    let path = req.path.as_bytes().get(rw.strip..).unwrap_or_default();
+    if !(path.starts_with(b"/") || path == b"*" && rw.path_prefix.is_empty()) {
+        out.push(b'/');
+    }
+    out.extend_from_slice(path);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for h in req.headers.iter() {
-        if is_hop_by_hop(h.name, &facts.connection) || is_rewritten(h.name) {
+    let connection = &req.facts.connection[..req.facts.connections];
+    for h in req.headers {
+        if is_hop_by_hop(h.name, connection)
+            || is_rewritten(h.name)
+            || rw
+                .headers
+                .iter()
+                .any(|(n, _)| h.name.as_bytes().eq_ignore_ascii_case(n))
+        {
             continue;
         }
         write_header(out, h.name.as_bytes(), h.value);
@@ -153,28 +226,50 @@ pub fn parse_request(
     }
     // Writes into a Vec cannot fail.
     let _ = write!(out, "{}\r\nx-forwarded-proto: http\r\n", fwd.client_ip);
-    if let (true, Some(proto)) = (upgrade, facts.upgrade) {
+    for (name, value) in rw.headers {
+        write_header(out, name, value);
+    }
+    if let (true, Some(proto)) = (req.head.upgrade, req.facts.upgrade) {
         out.extend_from_slice(b"connection: upgrade\r\n");
         write_header(out, b"upgrade", proto);
     }
     out.extend_from_slice(b"\r\n");
+}
 
-    Ok(Parsed::Complete(RequestHead {
-        head_len,
-        version,
-        body,
-        is_head: method == "HEAD",
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        ),
-        keep_alive,
-        expect_continue: facts.expect_continue,
-        upgrade,
-    }))
+/// Parses the request head at the start of `buf` and, when it is complete and valid,
+/// writes the head to send upstream, unchanged by any route, into `out`.
+pub fn parse_request(
+    buf: &[u8],
+    max_head: usize,
+    fwd: Forwarding,
+    out: &mut Vec<u8>,
+) -> Result<Parsed, ProxyError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match parse(buf, max_head, &mut headers)? {
+        None => Ok(Parsed::Partial),
+        Some(req) => {
+            write_upstream(&req, &Rewrite::default(), fwd, out);
+            Ok(Parsed::Complete(req.head))
+        }
+    }
+}
+
+/// `host[:port]` or `[v6]:port` without the port.
+fn strip_port(host: &[u8]) -> &[u8] {
+    let host = host.trim_ascii();
+    if host.starts_with(b"[") {
+        return host
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(host, |i| &host[..=i]);
+    }
+    host.iter()
+        .rposition(|&b| b == b':')
+        .map_or(host, |i| &host[..i])
 }
 
 /// Facts collected from the header lines in one pass, before anything is written.
+#[derive(Debug)]
 struct RequestFacts<'h> {
     content_length: Option<u64>,
     chunked: bool,
@@ -188,6 +283,8 @@ struct RequestFacts<'h> {
     expect_continue: bool,
     /// `Connection` header values (their tokens name more hop-by-hop headers).
     connection: [&'h [u8]; 8],
+    connections: usize,
+    host: Option<&'h [u8]>,
 }
 
 impl<'h> RequestFacts<'h> {
@@ -203,6 +300,8 @@ impl<'h> RequestFacts<'h> {
             upgrade: None,
             expect_continue: false,
             connection: [&[]; 8],
+            connections: 0,
+            host: None,
         };
         let mut hosts = 0;
         let mut connections = 0;
@@ -231,6 +330,7 @@ impl<'h> RequestFacts<'h> {
                 }
             } else if name.eq_ignore_ascii_case("host") {
                 hosts += 1;
+                f.host = Some(h.value);
             } else if name.eq_ignore_ascii_case("connection") {
                 if connections == f.connection.len() {
                     return Err(ProxyError::BadRequest("too many Connection headers"));
@@ -252,6 +352,7 @@ impl<'h> RequestFacts<'h> {
                 }
             }
         }
+        f.connections = connections;
         if hosts > 1 {
             return Err(ProxyError::BadRequest("more than one Host header"));
         }

@@ -1,0 +1,295 @@
+//! Access logs, written off the hot path: workers push fixed-size records into their own
+//! bounded lock-free queue; one writer thread formats them as JSON lines into the access
+//! log and, for canary requests, also into the canary log (like AWS's separate canary log
+//! group). When the writer falls behind (slow or full disk), records are dropped and
+//! counted, never waited for.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use gateway_common::Variant;
+
+/// Records each worker can hold for the writer.
+pub const QUEUE_CAPACITY: usize = 4096;
+
+/// Bytes stored inline, truncated at `N`: copying one allocates nothing.
+#[derive(Clone, Copy)]
+pub struct Inline<const N: usize> {
+    len: u16,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Inline<N> {
+    /// Copies up to `N` bytes of `src`.
+    #[inline]
+    pub fn new(src: &[u8]) -> Self {
+        let len = src.len().min(N);
+        let mut bytes = [0u8; N];
+        bytes[..len].copy_from_slice(&src[..len]);
+        Inline {
+            len: len as u16,
+            bytes,
+        }
+    }
+
+    /// The stored bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Inline<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// One request, as logged.
+#[derive(Clone, Copy, Debug)]
+pub struct Record {
+    /// Completion time, µs since the Unix epoch.
+    pub time_us: u64,
+    /// Stage name.
+    pub stage: Inline<64>,
+    /// Route name.
+    pub route: Inline<64>,
+    /// Deployment id.
+    pub deployment: Inline<64>,
+    /// Variant.
+    pub variant: Variant,
+    /// Method.
+    pub method: Inline<16>,
+    /// Path and query as received (truncated at 256 bytes).
+    pub path: Inline<256>,
+    /// Status sent to the client (0: none).
+    pub status: u16,
+    /// Upstream endpoint tried last.
+    pub upstream: Option<SocketAddr>,
+    /// Total latency, µs.
+    pub latency_us: u64,
+    /// Time to the upstream response head, µs.
+    pub upstream_latency_us: Option<u64>,
+    /// Bytes from the client.
+    pub bytes_in: u64,
+    /// Bytes to the client.
+    pub bytes_out: u64,
+}
+
+/// Microseconds since the Unix epoch (vDSO clock read, no syscall).
+#[inline]
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The queue one worker pushes into.
+pub type Queue = Arc<ArrayQueue<Record>>;
+
+/// The running log writer.
+#[derive(Debug)]
+pub struct AccessLog {
+    queues: Vec<Queue>,
+    stop: Arc<AtomicBool>,
+}
+
+impl AccessLog {
+    /// Opens the log files (append) and starts the writer thread with one queue per worker.
+    pub fn start(
+        workers: usize,
+        all: Option<&Path>,
+        canary: Option<&Path>,
+    ) -> std::io::Result<AccessLog> {
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map(BufWriter::new)
+        };
+        let mut all = all.map(open).transpose()?;
+        let mut canary = canary.map(open).transpose()?;
+        let queues: Vec<Queue> = (0..workers)
+            .map(|_| Arc::new(ArrayQueue::new(QUEUE_CAPACITY)))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (qs, st) = (queues.clone(), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("canarygate-log".into())
+            .spawn(move || {
+                let mut line = Vec::with_capacity(1024);
+                loop {
+                    let mut any = false;
+                    for q in &qs {
+                        while let Some(rec) = q.pop() {
+                            any = true;
+                            line.clear();
+                            format_record(&rec, &mut line);
+                            write_line(&mut all, &line);
+                            if rec.variant == Variant::Canary {
+                                write_line(&mut canary, &line);
+                            }
+                        }
+                    }
+                    if !any {
+                        flush(&mut all);
+                        flush(&mut canary);
+                        if st.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })?;
+        Ok(AccessLog { queues, stop })
+    }
+
+    /// The queue of worker `worker`.
+    pub fn queue(&self, worker: usize) -> Queue {
+        Arc::clone(&self.queues[worker % self.queues.len()])
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn write_line(out: &mut Option<BufWriter<File>>, line: &[u8]) {
+    if let Some(w) = out
+        && let Err(e) = w.write_all(line)
+    {
+        log::warn!("access log write failed: {e}");
+    }
+}
+
+fn flush(out: &mut Option<BufWriter<File>>) {
+    if let Some(w) = out {
+        let _ = w.flush();
+    }
+}
+
+/// Formats `rec` as one JSON line.
+pub fn format_record(rec: &Record, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    let secs = rec.time_us / 1_000_000;
+    let _ = write!(
+        out,
+        "{{\"time\":\"{}.{:06}Z\"",
+        rfc3339_seconds(secs),
+        rec.time_us % 1_000_000
+    );
+    field(out, "stage", rec.stage.as_bytes());
+    field(out, "route", rec.route.as_bytes());
+    field(out, "variant", rec.variant.as_str().as_bytes());
+    field(out, "deployment", rec.deployment.as_bytes());
+    field(out, "method", rec.method.as_bytes());
+    field(out, "path", rec.path.as_bytes());
+    let _ = write!(out, ",\"status\":{}", rec.status);
+    match rec.upstream {
+        Some(a) => {
+            let _ = write!(out, ",\"upstream\":\"{a}\"");
+        }
+        None => out.extend_from_slice(b",\"upstream\":null"),
+    }
+    let _ = write!(out, ",\"latency_us\":{}", rec.latency_us);
+    match rec.upstream_latency_us {
+        Some(us) => {
+            let _ = write!(out, ",\"upstream_latency_us\":{us}");
+        }
+        None => out.extend_from_slice(b",\"upstream_latency_us\":null"),
+    }
+    let _ = writeln!(
+        out,
+        ",\"bytes_in\":{},\"bytes_out\":{}}}",
+        rec.bytes_in, rec.bytes_out
+    );
+}
+
+fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    for ch in String::from_utf8_lossy(value).chars() {
+        match ch {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                use std::io::Write as _;
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let mut b = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` for seconds since the epoch (UTC, proleptic Gregorian).
+fn rfc3339_seconds(secs: u64) -> String {
+    let days = (secs / 86_400).cast_signed();
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_valid_json() {
+        let rec = Record {
+            time_us: 1_795_000_000_123_456,
+            stage: Inline::new(b"prod"),
+            route: Inline::new(b"api"),
+            deployment: Inline::new(b"v2"),
+            variant: Variant::Canary,
+            method: Inline::new(b"GET"),
+            path: Inline::new(b"/a\"b\\c\x01"),
+            status: 200,
+            upstream: Some("127.0.0.1:9000".parse().unwrap()),
+            latency_us: 1234,
+            upstream_latency_us: None,
+            bytes_in: 10,
+            bytes_out: 20,
+        };
+        let mut out = Vec::new();
+        format_record(&rec, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["path"], "/a\"b\\c\u{1}");
+        assert_eq!(v["variant"], "canary");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["time"], "2026-11-18T11:06:40.123456Z");
+        assert!(out.ends_with(b"}\n"));
+    }
+
+    #[test]
+    fn inline_truncates() {
+        let i = Inline::<4>::new(b"abcdef");
+        assert_eq!(i.as_bytes(), b"abcd");
+    }
+}

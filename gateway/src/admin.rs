@@ -1,0 +1,281 @@
+//! The control-plane thread: the admin socket (a Unix socket, mode 0600, owner only), the
+//! Prometheus `/metrics` endpoint and SIGHUP reloads, all on one tokio runtime that never
+//! touches the data path. `canarygate ctl` ([`ctl`]) is the client for the socket.
+
+pub mod ctl;
+pub mod exec;
+pub mod protocol;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::config::Config;
+use crate::control::Control;
+use protocol::MAX_LINE;
+
+/// The running control plane: where it listens. Dropping it removes the socket file.
+#[derive(Debug)]
+pub struct ControlPlane {
+    admin_socket: Option<PathBuf>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl ControlPlane {
+    /// Binds the admin socket and metrics listener (so errors surface at startup), then
+    /// serves them on a dedicated thread.
+    pub fn start(config: &Config, control: Arc<Control>) -> Result<ControlPlane, String> {
+        let admin = match &config.admin_socket {
+            Some(path) => Some((bind_admin(path)?, path.clone())),
+            None => None,
+        };
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
+                l.set_nonblocking(true)
+                    .map_err(|e| format!("--metrics-listen: {e}"))?;
+                Some(l)
+            }
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+        let admin_socket = admin.as_ref().map(|(_, p)| p.clone());
+        let reloadable = config.source.is_some();
+        let owner = admin_socket
+            .as_deref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.uid());
+        std::thread::Builder::new()
+            .name("canarygate-control".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        log::error!("control plane cannot start: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(serve(
+                    control,
+                    admin.map(|(l, _)| l),
+                    metrics,
+                    reloadable,
+                    owner,
+                ));
+            })
+            .map_err(|e| format!("cannot start the control-plane thread: {e}"))?;
+        if let Some(p) = &admin_socket {
+            log::info!("admin socket at {}", p.display());
+        }
+        if let Some(a) = metrics_addr {
+            log::info!("metrics at http://{a}/metrics");
+        }
+        Ok(ControlPlane {
+            admin_socket,
+            metrics_addr,
+        })
+    }
+
+    /// Path of the admin socket.
+    pub fn admin_socket(&self) -> Option<&Path> {
+        self.admin_socket.as_deref()
+    }
+
+    /// Address of the metrics endpoint.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(p) = &self.admin_socket {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Binds the Unix socket and restricts it to its owner. A stale socket file (nobody
+/// listening) is replaced; a live one is an error.
+fn bind_admin(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
+    let name = path.display();
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "--admin-socket {name}: another process is listening there"
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("--admin-socket {name}: cannot remove the stale socket: {e}"))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| format!("--admin-socket {name}: {e}"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("--admin-socket {name}: cannot set mode 0600: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("--admin-socket {name}: {e}"))?;
+    Ok(listener)
+}
+
+async fn serve(
+    control: Arc<Control>,
+    admin: Option<std::os::unix::net::UnixListener>,
+    metrics: Option<std::net::TcpListener>,
+    reloadable: bool,
+    owner: Option<u32>,
+) {
+    if let Some(l) = admin {
+        match tokio::net::UnixListener::from_std(l) {
+            Ok(l) => {
+                tokio::spawn(admin_loop(Arc::clone(&control), l, owner));
+            }
+            Err(e) => log::error!("admin socket: {e}"),
+        }
+    }
+    tokio::spawn(crate::rollout::controller::run(Arc::clone(&control)));
+    if let Some(l) = metrics {
+        match tokio::net::TcpListener::from_std(l) {
+            Ok(l) => {
+                tokio::spawn(metrics_loop(Arc::clone(&control), l));
+            }
+            Err(e) => log::error!("metrics endpoint: {e}"),
+        }
+    }
+    if reloadable {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                while hup.recv().await.is_some() {
+                    let reply = exec::execute(&control, "reload", "SIGHUP");
+                    if reply.ok {
+                        log::info!("SIGHUP: {}", reply.text.replace('\n', "; "));
+                    } else {
+                        log::error!("SIGHUP: {}", reply.text);
+                    }
+                }
+            }
+            Err(e) => log::error!("cannot watch SIGHUP: {e}"),
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+async fn admin_loop(control: Arc<Control>, listener: tokio::net::UnixListener, owner: Option<u32>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let uid = stream.peer_cred().map(|c| c.uid()).ok();
+        // The socket is mode 0600; this also refuses anyone who got a descriptor anyway.
+        if uid.is_none() || (uid != owner && uid != Some(0)) {
+            log::warn!(target: "canarygate::audit", "refused admin connection from uid {uid:?}");
+            continue;
+        }
+        let who = format!("uid {}", uid.unwrap_or_default());
+        tokio::spawn(admin_conn(Arc::clone(&control), stream, who));
+    }
+}
+
+/// Serves commands on one admin connection until it closes.
+async fn admin_conn(control: Arc<Control>, stream: tokio::net::UnixStream, who: String) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        let n = match (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let too_long = n > MAX_LINE && !line.ends_with(b"\n");
+        let reply = if too_long {
+            exec::Reply {
+                ok: false,
+                text: format!("error: command longer than {MAX_LINE} bytes"),
+            }
+        } else {
+            match std::str::from_utf8(&line) {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => {
+                    let control = Arc::clone(&control);
+                    let (text, who) = (text.to_owned(), who.clone());
+                    // Reload reads a file; keep the runtime responsive.
+                    match tokio::task::spawn_blocking(move || exec::execute(&control, &text, &who))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => exec::Reply {
+                            ok: false,
+                            text: "error: internal error".into(),
+                        },
+                    }
+                }
+                Err(_) => exec::Reply {
+                    ok: false,
+                    text: "error: command is not UTF-8".into(),
+                },
+            }
+        };
+        let mut out = reply.text.into_bytes();
+        out.extend_from_slice(b"\n\n");
+        if write.write_all(&out).await.is_err() || too_long {
+            return;
+        }
+    }
+}
+
+async fn metrics_loop(control: Arc<Control>, listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let control = Arc::clone(&control);
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            let complete = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                true
+            })
+            .await
+            .unwrap_or(false);
+            if !complete {
+                return;
+            }
+            let (status, body) =
+                if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
+                    let mut text = crate::metrics::prometheus::render(&control.stats());
+                    crate::kernel::prometheus::render(&mut text, crate::kernel::stats().as_ref());
+                    crate::rollout::show::render_prometheus(&mut text, &control);
+                    ("200 OK", text)
+                } else {
+                    (
+                        "404 Not Found",
+                        "only GET /metrics is served here\n".to_owned(),
+                    )
+                };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(resp.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}

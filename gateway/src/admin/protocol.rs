@@ -1,0 +1,269 @@
+//! The admin protocol, in the spirit of HAProxy's runtime API: one command per line,
+//! words separated by spaces, the answer in lines followed by one empty line. Parsing is a
+//! pure function so every command and error can be tested without a socket.
+
+use std::net::SocketAddr;
+
+use crate::config::file::parse_addr;
+use crate::select::parse_percent;
+
+/// Longest accepted command line, in bytes.
+pub const MAX_LINE: usize = 4096;
+
+/// A parsed command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `help`
+    Help,
+    /// `show version`
+    ShowVersion,
+    /// `show canary [ROUTE] [json]`
+    ShowCanary { route: Option<String>, json: bool },
+    /// `show stats [ROUTE] [json]`
+    ShowStats { route: Option<String>, json: bool },
+    /// `set canary ROUTE percent P`
+    SetPercent { route: String, ppm: u32 },
+    /// `set canary ROUTE var KEY VALUE...`
+    SetVar {
+        route: String,
+        key: String,
+        value: String,
+    },
+    /// `del canary ROUTE var KEY`
+    DelVar { route: String, key: String },
+    /// `set canary ROUTE deployment ID ADDR[,ADDR..]`
+    SetDeployment {
+        route: String,
+        id: String,
+        endpoints: Vec<SocketAddr>,
+    },
+    /// `promote ROUTE`
+    Promote { route: String },
+    /// `rollback ROUTE`
+    Rollback { route: String },
+    /// `reload`
+    Reload,
+    /// `rollout start|pause|resume|abort ROUTE ...`
+    Rollout(crate::rollout::RolloutCommand),
+    /// `show rollout [ROUTE] [json]`
+    ShowRollout { route: Option<String>, json: bool },
+}
+
+impl Command {
+    /// True for commands that change the configuration (audit-logged, accept `expect`).
+    pub fn mutates(&self) -> bool {
+        !matches!(
+            self,
+            Command::Help
+                | Command::ShowVersion
+                | Command::ShowCanary { .. }
+                | Command::ShowStats { .. }
+                | Command::ShowRollout { .. }
+        )
+    }
+}
+
+/// A command with its optional compare-and-set version (`expect N <command>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Version the configuration must be at for the command to apply.
+    pub expect: Option<u64>,
+    /// The command.
+    pub command: Command,
+}
+
+/// The usage text `help` prints.
+pub const HELP: &str = "\
+help                                           this text
+show version                                   configuration version
+show canary [ROUTE] [json]                     routes, deployments, shares, variables
+show stats [ROUTE] [json]                      per-route, per-variant figures
+set canary ROUTE percent P                     canary share, 0..100 with up to 4 decimals
+set canary ROUTE var KEY VALUE                 set a canary stage-variable override
+del canary ROUTE var KEY                       remove a canary stage-variable override
+set canary ROUTE deployment ID ADDR[,ADDR..]   create or replace the canary deployment
+promote ROUTE                                  canary becomes stable; canary removed
+rollback ROUTE                                 canary share to 0 at once; canary kept
+reload                                         re-read the configuration file (also SIGHUP)
+rollout start ROUTE [steps P,P,.. interval DUR min-requests N ...]
+                                               step-wise rollout judged at each step
+rollout pause|resume|abort ROUTE               hold, continue, or stop (canary to 0)
+show rollout [ROUTE] [json]                    rollout progress and every verdict
+expect VERSION <command>                       apply only if the version is still VERSION";
+
+/// Parses one command line.
+pub fn parse(line: &str) -> Result<Request, String> {
+    if line.len() > MAX_LINE {
+        return Err(format!("command longer than {MAX_LINE} bytes"));
+    }
+    let words: Vec<&str> = line.split_ascii_whitespace().collect();
+    let (expect, words) = match words.as_slice() {
+        ["expect", v, rest @ ..] => {
+            let v = v
+                .parse::<u64>()
+                .map_err(|_| format!("expect: '{v}' is not a version number"))?;
+            if rest.is_empty() {
+                return Err("expect: a command must follow the version".into());
+            }
+            (Some(v), rest.to_vec())
+        }
+        _ => (None, words),
+    };
+    let route = |r: &str| r.to_owned();
+    let command = match words.as_slice() {
+        [] => return Err("empty command (try: help)".into()),
+        ["help"] => Command::Help,
+        ["show", "version"] => Command::ShowVersion,
+        ["show", "rollout", rest @ ..] => {
+            let (json, rest) = match rest {
+                [r @ .., "json"] => (true, r),
+                r => (false, r),
+            };
+            match rest {
+                [] => Command::ShowRollout { route: None, json },
+                [r] => Command::ShowRollout { route: Some(route(r)), json },
+                _ => return Err("usage: show rollout [ROUTE] [json]".into()),
+            }
+        }
+        ["rollout", rest @ ..] => Command::Rollout(crate::rollout::command::parse(rest)?),
+        ["show", "canary" | "stats", rest @ ..] => {
+            let (json, rest) = match rest {
+                [r @ .., "json"] => (true, r),
+                r => (false, r),
+            };
+            let route = match rest {
+                [] => None,
+                [r] => Some(route(r)),
+                _ => return Err(format!("usage: show {} [ROUTE] [json]", words[1])),
+            };
+            if words[1] == "canary" { Command::ShowCanary { route, json } } else { Command::ShowStats { route, json } }
+        }
+        ["set", "canary", r, "percent", p] => Command::SetPercent { route: route(r), ppm: parse_percent(p).map_err(|e| format!("percent: {e}"))? },
+        ["set", "canary", r, "var", k, v @ ..] if !v.is_empty() => {
+            Command::SetVar { route: route(r), key: (*k).to_owned(), value: v.join(" ") }
+        }
+        ["del", "canary", r, "var", k] => Command::DelVar { route: route(r), key: (*k).to_owned() },
+        ["set", "canary", r, "deployment", id, list] => {
+            let endpoints = list
+                .split(',')
+                .map(|a| parse_addr(a).map_err(|e| format!("deployment endpoints: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Command::SetDeployment { route: route(r), id: (*id).to_owned(), endpoints }
+        }
+        ["promote", r] => Command::Promote { route: route(r) },
+        ["rollback", r] => Command::Rollback { route: route(r) },
+        ["reload"] => Command::Reload,
+        ["set" | "del", "canary", ..] => {
+            return Err("usage: set canary ROUTE percent P | var KEY VALUE | deployment ID ADDR[,ADDR..]; del canary ROUTE var KEY".into());
+        }
+        ["show", ..] => return Err("usage: show version | show canary [ROUTE] [json] | show stats [ROUTE] [json] | show rollout [ROUTE] [json]".into()),
+        ["promote" | "rollback", ..] => return Err(format!("usage: {} ROUTE", words[0])),
+        [other, ..] => return Err(format!("unknown command '{}' (try: help)", other.chars().take(64).collect::<String>())),
+    };
+    if expect.is_some() && !command.mutates() {
+        return Err("expect only applies to commands that change the configuration".into());
+    }
+    Ok(Request { expect, command })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_command() {
+        assert_eq!(parse("help").unwrap().command, Command::Help);
+        assert_eq!(
+            parse("show canary").unwrap().command,
+            Command::ShowCanary {
+                route: None,
+                json: false
+            }
+        );
+        assert_eq!(
+            parse("show canary api json").unwrap().command,
+            Command::ShowCanary {
+                route: Some("api".into()),
+                json: true
+            }
+        );
+        assert_eq!(
+            parse("show stats json").unwrap().command,
+            Command::ShowStats {
+                route: None,
+                json: true
+            }
+        );
+        assert_eq!(
+            parse("set canary api percent 12.25").unwrap().command,
+            Command::SetPercent {
+                route: "api".into(),
+                ppm: 122_500
+            }
+        );
+        assert_eq!(
+            parse("set canary api var greeting hello world")
+                .unwrap()
+                .command,
+            Command::SetVar {
+                route: "api".into(),
+                key: "greeting".into(),
+                value: "hello world".into()
+            }
+        );
+        assert_eq!(
+            parse("del canary api var k").unwrap().command,
+            Command::DelVar {
+                route: "api".into(),
+                key: "k".into()
+            }
+        );
+        assert_eq!(
+            parse("set canary api deployment v3 127.0.0.1:1,127.0.0.1:2")
+                .unwrap()
+                .command,
+            Command::SetDeployment {
+                route: "api".into(),
+                id: "v3".into(),
+                endpoints: vec![
+                    "127.0.0.1:1".parse().unwrap(),
+                    "127.0.0.1:2".parse().unwrap()
+                ]
+            }
+        );
+        assert_eq!(
+            parse("promote api").unwrap().command,
+            Command::Promote {
+                route: "api".into()
+            }
+        );
+        assert_eq!(
+            parse("  rollback   api ").unwrap().command,
+            Command::Rollback {
+                route: "api".into()
+            }
+        );
+        let r = parse("expect 7 set canary api percent 1").unwrap();
+        assert_eq!(r.expect, Some(7));
+    }
+
+    #[test]
+    fn rejects_bad_commands_with_one_line() {
+        for bad in [
+            "",
+            "frobnicate",
+            "set canary api percent 101",
+            "set canary api percent",
+            "set canary api deployment v3 nowhere",
+            "show canary a b c",
+            "expect x promote api",
+            "expect 3",
+            "expect 3 show canary",
+            "promote",
+            &"x".repeat(MAX_LINE + 1),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(!e.contains('\n') && !e.is_empty(), "{bad}: {e}");
+        }
+    }
+}

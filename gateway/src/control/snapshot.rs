@@ -1,0 +1,270 @@
+//! The routing snapshot every worker reads: immutable, built by the control plane from
+//! the configuration, published by one atomic pointer swap. Everything a request needs
+//! (route match, assignment, endpoints, rendered stage variables) is precomputed here so
+//! the data path only reads.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use gateway_common::{VARIANT_COUNT, Variant};
+
+use super::template::render;
+use crate::config::{Assignment, Deployment, RouteConfig};
+use crate::metrics::RouteMetrics;
+use crate::rollout::KillSwitch;
+use crate::select::Split;
+
+/// A worker's handle on a snapshot. Workers share it through a worker-local `Rc`, so a
+/// request costs a non-atomic count instead of bumping the shared `Arc` all cores touch.
+#[derive(Debug)]
+pub struct Held(pub Arc<Snapshot>);
+
+impl std::ops::Deref for Held {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.0
+    }
+}
+
+/// All stages and routes at one configuration version.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Configuration version this snapshot was built from.
+    pub version: u64,
+    /// Stages in listener order.
+    pub stages: Vec<StageSnap>,
+}
+
+/// One stage's routes, in match order (host-specific first, then longest prefix).
+#[derive(Debug)]
+pub struct StageSnap {
+    /// Stage name.
+    pub name: String,
+    /// Routes in match order.
+    pub routes: Vec<Arc<RouteSnap>>,
+}
+
+/// Where one variant of a route sends requests, with stage variables already applied.
+#[derive(Debug)]
+pub struct Plan {
+    /// Deployment id.
+    pub deployment_id: String,
+    /// Endpoints (round-robin).
+    pub endpoints: Vec<SocketAddr>,
+    /// Effective stage variables for this variant.
+    pub variables: BTreeMap<String, String>,
+    /// Rendered upstream path prefix.
+    pub path_prefix: Vec<u8>,
+    /// Rendered headers added toward the upstream (lower-case names).
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// One route, ready for the data path.
+#[derive(Debug)]
+pub struct RouteSnap {
+    /// Stable small integer identifying the route for its whole life (per-worker state).
+    pub id: usize,
+    /// Route name.
+    pub name: String,
+    /// Stage name.
+    pub stage: String,
+    /// Host to match (lower-case), or any.
+    pub host: Option<String>,
+    /// Path prefix to match.
+    pub path_prefix: String,
+    /// Remove the prefix before forwarding.
+    pub strip_path_prefix: bool,
+    /// Random or sticky.
+    pub assignment: Assignment,
+    /// Forcing header (lower-case), if any.
+    pub force_header: Option<String>,
+    /// Forcing cookie, if any.
+    pub force_cookie: Option<String>,
+    /// The canary share (shared with the control plane; survives snapshots).
+    pub split: Arc<Split>,
+    /// Per-worker counters of this route (survive snapshots).
+    pub metrics: Arc<RouteMetrics>,
+    /// The canary kill switch: per-worker windows of canary outcomes (survives snapshots).
+    pub kill: Arc<KillSwitch>,
+    /// Plans indexed by [`Variant::index`]; the canary's is `None` without a canary.
+    pub plans: [Option<Plan>; VARIANT_COUNT],
+}
+
+impl RouteSnap {
+    /// Builds the data-path view of `route`.
+    pub fn build(
+        id: usize,
+        stage: &str,
+        route: &RouteConfig,
+        split: Arc<Split>,
+        metrics: Arc<RouteMetrics>,
+        kill: Arc<KillSwitch>,
+    ) -> RouteSnap {
+        let stable = plan(route, &route.stable, &route.stable.variables);
+        let canary = route.canary.as_ref().map(|c| {
+            let mut vars = route.stable.variables.clone();
+            vars.extend(
+                c.deployment
+                    .variables
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+            plan(route, &c.deployment, &vars)
+        });
+        RouteSnap {
+            id,
+            name: route.name.clone(),
+            stage: stage.to_owned(),
+            host: route.host.clone(),
+            path_prefix: route.path_prefix.clone(),
+            strip_path_prefix: route.strip_path_prefix,
+            assignment: route.assignment.clone(),
+            force_header: route.force_header.clone(),
+            force_cookie: route.force_cookie.clone(),
+            split,
+            metrics,
+            kill,
+            plans: [Some(stable), canary],
+        }
+    }
+
+    /// The plan of `variant`, falling back to stable when there is no canary.
+    #[inline]
+    pub fn plan(&self, variant: Variant) -> (&Plan, Variant) {
+        match &self.plans[variant.index()] {
+            Some(p) => (p, variant),
+            None => (
+                self.plans[0]
+                    .as_ref()
+                    .unwrap_or_else(|| unreachable!("stable plan always exists")),
+                Variant::Stable,
+            ),
+        }
+    }
+
+    /// True when the route has a canary deployment.
+    pub fn has_canary(&self) -> bool {
+        self.plans[Variant::Canary.index()].is_some()
+    }
+
+    /// True when this route takes a request for `host` (without port) and `path`.
+    pub fn matches(&self, host: Option<&[u8]>, path: &[u8]) -> bool {
+        if let Some(want) = &self.host {
+            match host {
+                Some(h) if h.eq_ignore_ascii_case(want.as_bytes()) => {}
+                _ => return false,
+            }
+        }
+        let prefix = self.path_prefix.as_bytes();
+        path.starts_with(prefix)
+            && (prefix.ends_with(b"/")
+                || matches!(path.get(prefix.len()), None | Some(b'/' | b'?')))
+    }
+}
+
+fn plan(route: &RouteConfig, d: &Deployment, vars: &BTreeMap<String, String>) -> Plan {
+    Plan {
+        deployment_id: d.id.clone(),
+        endpoints: d.endpoints.clone(),
+        variables: vars.clone(),
+        path_prefix: render(&route.upstream_path_prefix, vars).into_bytes(),
+        headers: route
+            .request_headers
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), render(v, vars).into_bytes()))
+            .collect(),
+    }
+}
+
+impl StageSnap {
+    /// Sorts routes into match order.
+    pub fn new(name: String, mut routes: Vec<Arc<RouteSnap>>) -> StageSnap {
+        routes.sort_by(|a, b| {
+            b.host
+                .is_some()
+                .cmp(&a.host.is_some())
+                .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
+        });
+        StageSnap { name, routes }
+    }
+
+    /// The first route that takes `host` and `path`.
+    #[inline]
+    pub fn find(&self, host: Option<&[u8]>, path: &[u8]) -> Option<&Arc<RouteSnap>> {
+        self.routes.iter().find(|r| r.matches(host, path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, host: Option<&str>, prefix: &str) -> Arc<RouteSnap> {
+        let mut cfg = RouteConfig::catch_all(name, vec!["127.0.0.1:1".parse().unwrap()]);
+        cfg.host = host.map(str::to_owned);
+        cfg.path_prefix = prefix.into();
+        Arc::new(RouteSnap::build(
+            0,
+            "s",
+            &cfg,
+            Arc::new(Split::new(0)),
+            Arc::new(RouteMetrics::new(1)),
+            Arc::new(KillSwitch::new(1)),
+        ))
+    }
+
+    #[test]
+    fn longest_prefix_and_host_first() {
+        let stage = StageSnap::new(
+            "s".into(),
+            vec![
+                route("root", None, "/"),
+                route("api", None, "/api"),
+                route("host", Some("a.example"), "/"),
+            ],
+        );
+        let name = |h: Option<&str>, p: &str| {
+            stage
+                .find(h.map(str::as_bytes), p.as_bytes())
+                .map(|r| r.name.clone())
+        };
+        assert_eq!(name(None, "/api/x").as_deref(), Some("api"));
+        assert_eq!(name(None, "/api").as_deref(), Some("api"));
+        assert_eq!(name(None, "/api?q").as_deref(), Some("api"));
+        assert_eq!(name(None, "/apix").as_deref(), Some("root"));
+        assert_eq!(name(Some("A.Example"), "/api").as_deref(), Some("host"));
+    }
+
+    #[test]
+    fn canary_variables_override_stage_variables() {
+        let mut cfg = RouteConfig::catch_all("r", vec!["127.0.0.1:1".parse().unwrap()]);
+        cfg.upstream_path_prefix = "/${stageVariables.v}".into();
+        cfg.request_headers = vec![("x-a".into(), "${stageVariables.a}".into())];
+        cfg.stable.variables = [
+            ("v".to_owned(), "1".to_owned()),
+            ("a".to_owned(), "s".to_owned()),
+        ]
+        .into();
+        cfg.canary = Some(crate::config::Canary {
+            deployment: Deployment {
+                id: "c".into(),
+                endpoints: vec!["127.0.0.1:2".parse().unwrap()],
+                variables: [("v".to_owned(), "2".to_owned())].into(),
+            },
+            ppm: 0,
+        });
+        let r = RouteSnap::build(
+            0,
+            "s",
+            &cfg,
+            Arc::new(Split::new(0)),
+            Arc::new(RouteMetrics::new(1)),
+            Arc::new(KillSwitch::new(1)),
+        );
+        assert_eq!(r.plan(Variant::Stable).0.path_prefix, b"/1");
+        assert_eq!(r.plan(Variant::Canary).0.path_prefix, b"/2");
+        assert_eq!(r.plan(Variant::Canary).0.headers[0].1, b"s");
+    }
+}

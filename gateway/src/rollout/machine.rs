@@ -1,0 +1,406 @@
+//! One route's rollout as a state machine. Time is passed in (`now`) and the judge's
+//! verdicts are passed in, so every transition is tested without clocks or traffic; the
+//! control plane ([`crate::control`]) applies the [`Action`]s it returns.
+//!
+//! ```text
+//! start -> Running(step 0) --pass/marginal--> Running(step+1) ... --> Promoted
+//!            |  ^   \--inconclusive--> (same step, judged again one interval later)
+//!      pause |  | resume (restarts the step's window)
+//!            v  |
+//!           Paused          fail / kill switch --> RolledBack     abort --> Aborted
+//! ```
+
+use std::time::{Duration, Instant};
+
+use gateway_common::{PPM_MAX, VARIANT_COUNT};
+use serde_json::Value;
+
+use super::plan::Plan;
+use crate::judge::{Judgement, Verdict};
+use crate::metrics::VariantStats;
+
+/// Where a rollout is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Walking through the steps.
+    Running,
+    /// Held by an operator (or by a change made by hand); the share stays where it is.
+    Paused {
+        /// Why.
+        reason: String,
+    },
+    /// The canary became the stable deployment.
+    Promoted,
+    /// The judge or the kill switch failed the canary; its share is 0.
+    RolledBack {
+        /// Why.
+        reason: String,
+    },
+    /// An operator aborted it; the canary's share is 0.
+    Aborted {
+        /// Why.
+        reason: String,
+    },
+    /// It stopped because the route or its canary changed underneath it.
+    Ended {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Phase {
+    /// Running or paused.
+    pub fn is_active(&self) -> bool {
+        matches!(self, Phase::Running | Phase::Paused { .. })
+    }
+
+    /// Name used in replies and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::Paused { .. } => "paused",
+            Phase::Promoted => "promoted",
+            Phase::RolledBack { .. } => "rolled_back",
+            Phase::Aborted { .. } => "aborted",
+            Phase::Ended { .. } => "ended",
+        }
+    }
+
+    /// Every phase name, for metrics.
+    pub const NAMES: [&'static str; 6] = [
+        "running",
+        "paused",
+        "promoted",
+        "rolled_back",
+        "aborted",
+        "ended",
+    ];
+
+    /// The reason, if the phase has one.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Phase::Paused { reason }
+            | Phase::RolledBack { reason }
+            | Phase::Aborted { reason }
+            | Phase::Ended { reason } => Some(reason),
+            Phase::Running | Phase::Promoted => None,
+        }
+    }
+}
+
+/// What the control plane must do to the route after a transition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing.
+    None,
+    /// Set the canary share (then restart the window with [`Rollout::restart_window`]).
+    SetPercent(u32),
+    /// Promote the canary.
+    Promote,
+    /// Roll the canary back to 0 %.
+    Rollback,
+}
+
+/// One verdict in a rollout's history.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// Step index (0-based).
+    pub step: usize,
+    /// Share during the step (ppm).
+    pub ppm: u32,
+    /// Time since the rollout started.
+    pub at: Duration,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// One-line summary with the statistics.
+    pub summary: String,
+    /// Every statistic, as JSON.
+    pub detail: Value,
+}
+
+/// A route's rollout.
+#[derive(Debug)]
+pub struct Rollout {
+    /// Route name.
+    pub route: String,
+    /// The plan.
+    pub plan: Plan,
+    /// Who started it: `config file` or the admin user.
+    pub origin: String,
+    /// Id of the canary deployment being rolled out.
+    pub deployment: String,
+    /// Where it is.
+    pub phase: Phase,
+    /// Current step index.
+    pub step: usize,
+    /// Every verdict so far, oldest first.
+    pub history: Vec<Record>,
+    /// Verdicts by [`Verdict`] (in [`Verdict::ALL`] order).
+    pub verdicts: [u64; 4],
+    /// Route counters when the current window started.
+    pub baseline: Box<[VariantStats; VARIANT_COUNT]>,
+    /// Kernel counters when the current window started (kernel accounting only).
+    pub kernel_baseline: Option<crate::kernel::KernelStats>,
+    started: Instant,
+    window_started: Instant,
+    next_judgement: Instant,
+}
+
+impl Rollout {
+    /// A rollout at its first step; the caller sets that share ([`Rollout::step_ppm`]).
+    pub fn new(
+        route: &str,
+        plan: Plan,
+        deployment: &str,
+        origin: &str,
+        now: Instant,
+        baseline: [VariantStats; VARIANT_COUNT],
+    ) -> Rollout {
+        Rollout {
+            route: route.to_owned(),
+            origin: origin.to_owned(),
+            deployment: deployment.to_owned(),
+            phase: Phase::Running,
+            step: 0,
+            history: Vec::new(),
+            verdicts: [0; 4],
+            baseline: Box::new(baseline),
+            kernel_baseline: None,
+            started: now,
+            window_started: now,
+            next_judgement: now + plan.interval,
+            plan,
+        }
+    }
+
+    /// Share of the current step (ppm).
+    pub fn step_ppm(&self) -> u32 {
+        self.plan.steps[self.step]
+    }
+
+    /// True when the current step is due for a verdict.
+    pub fn due(&self, now: Instant) -> bool {
+        self.phase == Phase::Running && now >= self.next_judgement
+    }
+
+    /// Time into the current window, and until the next verdict.
+    pub fn timing(&self, now: Instant) -> (Duration, Duration) {
+        (
+            now.saturating_duration_since(self.window_started),
+            self.next_judgement.saturating_duration_since(now),
+        )
+    }
+
+    /// Starts a fresh window for the current step at `now` with the route's counters.
+    pub fn restart_window(
+        &mut self,
+        now: Instant,
+        baseline: [VariantStats; VARIANT_COUNT],
+        kernel: Option<crate::kernel::KernelStats>,
+    ) {
+        *self.baseline = baseline;
+        self.kernel_baseline = kernel;
+        self.window_started = now;
+        self.next_judgement = now + self.plan.interval;
+    }
+
+    /// Applies the judge's verdict on the current window.
+    pub fn conclude(&mut self, now: Instant, judgement: &Judgement) -> Action {
+        if self.phase != Phase::Running {
+            return Action::None;
+        }
+        let verdict = judgement.verdict;
+        self.verdicts[Verdict::ALL.iter().position(|v| *v == verdict).unwrap_or(0)] += 1;
+        self.history.push(Record {
+            step: self.step,
+            ppm: self.step_ppm(),
+            at: now.saturating_duration_since(self.started),
+            verdict,
+            summary: judgement.summary(),
+            detail: judgement.json(),
+        });
+        match verdict {
+            Verdict::Fail => {
+                self.phase = Phase::RolledBack {
+                    reason: format!("step {} failed: {}", self.step + 1, judgement.summary()),
+                };
+                Action::Rollback
+            }
+            Verdict::Inconclusive => {
+                // Hold: the same window goes on and is judged again one interval later.
+                self.next_judgement = now + self.plan.interval;
+                Action::None
+            }
+            Verdict::Pass | Verdict::Marginal => self.advance(now),
+        }
+    }
+
+    fn advance(&mut self, now: Instant) -> Action {
+        match self.plan.steps.get(self.step + 1) {
+            Some(&ppm) if ppm < PPM_MAX => {
+                self.step += 1;
+                self.window_started = now;
+                self.next_judgement = now + self.plan.interval;
+                Action::SetPercent(ppm)
+            }
+            _ => {
+                self.phase = Phase::Promoted;
+                Action::Promote
+            }
+        }
+    }
+
+    /// Holds the rollout.
+    pub fn pause(&mut self, reason: String) -> Result<(), String> {
+        match self.phase {
+            Phase::Running => {
+                self.phase = Phase::Paused { reason };
+                Ok(())
+            }
+            Phase::Paused { .. } => Err("the rollout is already paused".into()),
+            _ => Err(format!(
+                "the rollout is {}, not running",
+                self.phase.as_str()
+            )),
+        }
+    }
+
+    /// Continues a paused rollout: the current step's share is set again and its window
+    /// restarts (what happened while paused is not judged).
+    pub fn resume(&mut self) -> Result<Action, String> {
+        match self.phase {
+            Phase::Paused { .. } => {
+                self.phase = Phase::Running;
+                Ok(Action::SetPercent(self.step_ppm()))
+            }
+            Phase::Running => Err("the rollout is not paused".into()),
+            _ => Err(format!(
+                "the rollout is {}; start a new one",
+                self.phase.as_str()
+            )),
+        }
+    }
+
+    /// Stops the rollout and sends nothing more to the canary.
+    pub fn abort(&mut self, reason: String) -> Result<Action, String> {
+        if !self.phase.is_active() {
+            return Err(format!("the rollout is already {}", self.phase.as_str()));
+        }
+        self.phase = Phase::Aborted { reason };
+        Ok(Action::Rollback)
+    }
+
+    /// The kill switch failed the canary (its share is already 0).
+    pub fn kill_switch(&mut self, reason: String) -> Action {
+        if !self.phase.is_active() {
+            return Action::None;
+        }
+        self.phase = Phase::RolledBack { reason };
+        Action::Rollback
+    }
+
+    /// Stops without touching the route (it changed underneath the rollout).
+    pub fn end(&mut self, reason: String) {
+        if self.phase.is_active() {
+            self.phase = Phase::Ended { reason };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::Sample;
+
+    fn judgement(verdict: Verdict) -> Judgement {
+        Judgement {
+            verdict,
+            reasons: vec![format!("because {}", verdict.as_str())],
+            stable: Sample::default(),
+            canary: Sample::default(),
+            latency: None,
+            errors: None,
+            kernel: None,
+        }
+    }
+
+    fn rollout(t0: Instant) -> Rollout {
+        let plan = Plan::new(
+            vec![50_000, 250_000, 500_000, PPM_MAX],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        Rollout::new("api", plan, "v2", "test", t0, Default::default())
+    }
+
+    #[test]
+    fn passes_walk_the_steps_then_promote() {
+        let t0 = Instant::now();
+        let mut r = rollout(t0);
+        assert_eq!(r.step_ppm(), 50_000);
+        assert!(!r.due(t0 + Duration::from_secs(9)));
+        let t = t0 + Duration::from_secs(10);
+        assert!(r.due(t));
+        assert_eq!(
+            r.conclude(t, &judgement(Verdict::Pass)),
+            Action::SetPercent(250_000)
+        );
+        assert!(!r.due(t + Duration::from_secs(5)));
+        assert_eq!(
+            r.conclude(t, &judgement(Verdict::Marginal)),
+            Action::SetPercent(500_000)
+        );
+        // The final 100 % step is the promotion itself.
+        assert_eq!(r.conclude(t, &judgement(Verdict::Pass)), Action::Promote);
+        assert_eq!(r.phase, Phase::Promoted);
+        assert_eq!(r.history.len(), 3);
+        assert_eq!(r.verdicts, [2, 1, 0, 0]);
+    }
+
+    #[test]
+    fn inconclusive_holds_and_fail_rolls_back() {
+        let t0 = Instant::now();
+        let mut r = rollout(t0);
+        let t = t0 + Duration::from_secs(10);
+        assert_eq!(
+            r.conclude(t, &judgement(Verdict::Inconclusive)),
+            Action::None
+        );
+        assert_eq!((r.step, r.phase.clone()), (0, Phase::Running));
+        assert!(!r.due(t + Duration::from_secs(9)) && r.due(t + Duration::from_secs(10)));
+        assert_eq!(r.conclude(t, &judgement(Verdict::Fail)), Action::Rollback);
+        assert!(
+            r.phase.reason().unwrap().contains("step 1 failed: fail"),
+            "{:?}",
+            r.phase
+        );
+        assert_eq!(
+            r.conclude(t, &judgement(Verdict::Pass)),
+            Action::None,
+            "finished rollouts ignore verdicts"
+        );
+    }
+
+    #[test]
+    fn pause_resume_abort() {
+        let t0 = Instant::now();
+        let mut r = rollout(t0);
+        r.pause("by hand".into()).unwrap();
+        assert!(r.pause("again".into()).is_err());
+        assert!(
+            !r.due(t0 + Duration::from_secs(60)),
+            "a paused rollout is never judged"
+        );
+        assert_eq!(r.resume().unwrap(), Action::SetPercent(50_000));
+        assert!(r.resume().is_err());
+        r.restart_window(t0 + Duration::from_secs(60), Default::default(), None);
+        assert!(!r.due(t0 + Duration::from_secs(65)) && r.due(t0 + Duration::from_secs(70)));
+        assert_eq!(r.abort("stop".into()).unwrap(), Action::Rollback);
+        assert_eq!(r.phase.as_str(), "aborted");
+        assert!(r.abort("again".into()).is_err());
+        assert!(r.resume().is_err());
+        let mut k = rollout(t0);
+        assert_eq!(k.kill_switch("tripped".into()), Action::Rollback);
+        assert_eq!(k.phase.as_str(), "rolled_back");
+    }
+}

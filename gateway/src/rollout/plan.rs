@@ -1,0 +1,425 @@
+//! Rollout plans: the steps (canary shares) a rollout walks through, how long each lasts
+//! at least, and the judge's criteria. They come from a route's `rollout = { ... }` in the
+//! configuration file or from `rollout start ROUTE steps ... interval ...` on the admin
+//! socket; both are checked here, as pure functions.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use gateway_common::PPM_MAX;
+use serde::Deserialize;
+
+use crate::judge::Criteria;
+use crate::select::{format_percent, parse_percent};
+
+/// Shortest step interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Interval used when none is given.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A checked rollout plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Canary shares in parts per million, strictly increasing. A last step of 100 % is
+    /// the promotion itself (there is no stable traffic left to compare with).
+    pub steps: Vec<u32>,
+    /// Minimum duration of each step; the judge runs when it has passed.
+    pub interval: Duration,
+    /// How the judge decides (includes the minimum requests per variant).
+    pub criteria: Criteria,
+}
+
+impl Plan {
+    /// A plan with default criteria.
+    pub fn new(steps: Vec<u32>, interval: Duration) -> Result<Plan, String> {
+        let plan = Plan {
+            steps,
+            interval,
+            criteria: Criteria::default(),
+        };
+        plan.check()?;
+        Ok(plan)
+    }
+
+    /// Checks steps, interval and criteria.
+    pub fn check(&self) -> Result<(), String> {
+        if self.steps.is_empty() {
+            return Err("steps: at least one step is needed".into());
+        }
+        if self.steps.iter().any(|&s| s == 0 || s > PPM_MAX) {
+            return Err("steps: each step is a percentage above 0 and at most 100".into());
+        }
+        if self.steps.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("steps: each step must be larger than the one before".into());
+        }
+        if self.steps[0] == PPM_MAX {
+            return Err("steps: a plan needs a step below 100 (100 is the promotion)".into());
+        }
+        if self.interval < MIN_INTERVAL {
+            return Err(format!("interval: at least {}ms", MIN_INTERVAL.as_millis()));
+        }
+        let c = &self.criteria;
+        if !(c.confidence > 0.5 && c.confidence < 1.0) {
+            return Err("confidence must be above 0.5 and below 1 (e.g. 0.95)".into());
+        }
+        if c.min_requests == 0 {
+            return Err("min_requests must be at least 1".into());
+        }
+        for (name, v) in [
+            ("latency_tolerance", Some(c.latency_tolerance)),
+            ("error_tolerance", Some(c.error_tolerance)),
+        ] {
+            if v.is_some_and(|v| !(0.0..=10.0).contains(&v)) {
+                return Err(format!("{name} must be a fraction >= 0 (0.1 = 10%)"));
+            }
+        }
+        for (name, v) in [
+            ("max_error_rate", c.max_error_rate),
+            ("max_retransmit_rate", c.max_retransmit_rate),
+        ] {
+            if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                return Err(format!("{name} must be a fraction within 0..=1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps that are judged (the final 100 %, if any, is the promotion).
+    pub fn judged_steps(&self) -> usize {
+        self.steps.iter().filter(|&&s| s < PPM_MAX).count()
+    }
+
+    /// `steps 5,25,50,100 interval 60s min-requests 100 confidence 0.95 ...`
+    pub fn describe(&self) -> String {
+        let c = &self.criteria;
+        let mut s = format!(
+            "steps {} interval {} min-requests {} confidence {} latency-tolerance {} latency-tolerance-abs {} error-tolerance {}",
+            self.steps
+                .iter()
+                .map(|&p| format_percent(p))
+                .collect::<Vec<_>>()
+                .join(","),
+            duration(self.interval),
+            c.min_requests,
+            c.confidence,
+            c.latency_tolerance,
+            duration(c.latency_tolerance_abs),
+            c.error_tolerance
+        );
+        if let Some(d) = c.max_p99 {
+            let _ = write!(s, " max-p99 {}", duration(d));
+        }
+        if let Some(r) = c.max_error_rate {
+            let _ = write!(s, " max-error-rate {r}");
+        }
+        if let Some(r) = c.max_retransmit_rate {
+            let _ = write!(s, " max-retransmit-rate {r}");
+        }
+        s
+    }
+}
+
+/// `60s`, `1500ms`.
+pub fn duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Changes to a plan given on the admin socket; unset fields keep the base plan's value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlanArgs {
+    /// `steps P,P,..`
+    pub steps: Option<Vec<u32>>,
+    /// `interval DUR`
+    pub interval: Option<Duration>,
+    /// `min-requests N`
+    pub min_requests: Option<u64>,
+    /// `confidence C`
+    pub confidence: Option<f64>,
+    /// `latency-tolerance F`
+    pub latency_tolerance: Option<f64>,
+    /// `latency-tolerance-abs DUR`
+    pub latency_tolerance_abs: Option<Duration>,
+    /// `error-tolerance F`
+    pub error_tolerance: Option<f64>,
+    /// `max-p99 DUR`
+    pub max_p99: Option<Duration>,
+    /// `max-error-rate F`
+    pub max_error_rate: Option<f64>,
+    /// `max-retransmit-rate F`
+    pub max_retransmit_rate: Option<f64>,
+}
+
+impl Eq for PlanArgs {}
+
+impl PlanArgs {
+    /// Parses `KEY VALUE` pairs.
+    pub fn parse(words: &[&str]) -> Result<PlanArgs, String> {
+        let mut a = PlanArgs::default();
+        let mut it = words.chunks(2);
+        for pair in &mut it {
+            let [key, value] = pair else {
+                return Err(format!("rollout: '{}' needs a value", pair[0]));
+            };
+            let frac = |v: &str| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .ok_or_else(|| format!("{key}: '{v}' is not a number"))
+            };
+            let dur = |v: &str| crate::cli::parse_duration(v).map_err(|e| format!("{key}: {e}"));
+            match *key {
+                "steps" => {
+                    let steps = value
+                        .split(',')
+                        .map(|p| parse_percent(p).map_err(|e| format!("steps: {e}")))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    a.steps = Some(steps);
+                }
+                "interval" => a.interval = Some(dur(value)?),
+                "min-requests" => {
+                    a.min_requests = Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("min-requests: '{value}' is not a count"))?,
+                    );
+                }
+                "confidence" => a.confidence = Some(frac(value)?),
+                "latency-tolerance" => a.latency_tolerance = Some(frac(value)?),
+                "latency-tolerance-abs" => a.latency_tolerance_abs = Some(dur(value)?),
+                "error-tolerance" => a.error_tolerance = Some(frac(value)?),
+                "max-p99" => a.max_p99 = Some(dur(value)?),
+                "max-error-rate" => a.max_error_rate = Some(frac(value)?),
+                "max-retransmit-rate" => a.max_retransmit_rate = Some(frac(value)?),
+                other => {
+                    return Err(format!(
+                        "rollout: unknown setting '{}' (steps, interval, min-requests, confidence, latency-tolerance, latency-tolerance-abs, error-tolerance, max-p99, max-error-rate, max-retransmit-rate)",
+                        other.chars().take(40).collect::<String>()
+                    ));
+                }
+            }
+        }
+        Ok(a)
+    }
+
+    /// `base` (the route's configured plan, if any) with these changes applied, checked.
+    pub fn apply(&self, base: Option<&Plan>) -> Result<Plan, String> {
+        let mut plan = match (base, &self.steps) {
+            (Some(b), _) => b.clone(),
+            (None, Some(steps)) => Plan { steps: steps.clone(), interval: DEFAULT_INTERVAL, criteria: Criteria::default() },
+            (None, None) => return Err("this route has no rollout plan in the configuration file: give one (steps P,P,.. interval DUR)".into()),
+        };
+        let c = &mut plan.criteria;
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = self.$field { c.$field = v; })* };
+        }
+        set!(
+            min_requests,
+            confidence,
+            latency_tolerance,
+            latency_tolerance_abs,
+            error_tolerance
+        );
+        if self.max_p99.is_some() {
+            c.max_p99 = self.max_p99;
+        }
+        if self.max_error_rate.is_some() {
+            c.max_error_rate = self.max_error_rate;
+        }
+        if self.max_retransmit_rate.is_some() {
+            c.max_retransmit_rate = self.max_retransmit_rate;
+        }
+        if let Some(steps) = &self.steps {
+            plan.steps.clone_from(steps);
+        }
+        if let Some(i) = self.interval {
+            plan.interval = i;
+        }
+        plan.check()?;
+        Ok(plan)
+    }
+}
+
+/// A step or bound in the file: `5`, `12.5` or `"12.5"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Number {
+    fn text(&self) -> String {
+        match self {
+            Number::Int(i) => i.to_string(),
+            Number::Float(f) => f.to_string(),
+            Number::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// `rollout = { steps = [5, 25, 50, 100], interval = "60s", min_requests = 100, ... }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePlan {
+    steps: Vec<Number>,
+    interval: Option<String>,
+    min_requests: Option<u64>,
+    confidence: Option<f64>,
+    latency_tolerance: Option<f64>,
+    latency_tolerance_abs: Option<String>,
+    error_tolerance: Option<f64>,
+    max_p99: Option<String>,
+    max_error_rate: Option<f64>,
+    max_retransmit_rate: Option<f64>,
+}
+
+impl FilePlan {
+    /// The checked plan.
+    pub fn check(&self) -> Result<Plan, String> {
+        let dur = |name: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|t| crate::cli::parse_duration(t).map_err(|e| format!("{name}: {e}")))
+                .transpose()
+        };
+        let args = PlanArgs {
+            steps: Some(
+                self.steps
+                    .iter()
+                    .map(|s| parse_percent(&s.text()).map_err(|e| format!("steps: {e}")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            interval: dur("interval", &self.interval)?,
+            min_requests: self.min_requests,
+            confidence: self.confidence,
+            latency_tolerance: self.latency_tolerance,
+            latency_tolerance_abs: dur("latency_tolerance_abs", &self.latency_tolerance_abs)?,
+            error_tolerance: self.error_tolerance,
+            max_p99: dur("max_p99", &self.max_p99)?,
+            max_error_rate: self.max_error_rate,
+            max_retransmit_rate: self.max_retransmit_rate,
+        };
+        args.apply(None)
+            .map_err(|e| e.replace("min-requests", "min_requests"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_arguments_make_a_plan() {
+        let a = PlanArgs::parse(&[
+            "steps",
+            "5,25,50,100",
+            "interval",
+            "2s",
+            "min-requests",
+            "50",
+            "max-p99",
+            "250ms",
+        ])
+        .unwrap();
+        let p = a.apply(None).unwrap();
+        assert_eq!(p.steps, vec![50_000, 250_000, 500_000, 1_000_000]);
+        assert_eq!(p.interval, Duration::from_secs(2));
+        assert_eq!(p.criteria.min_requests, 50);
+        assert_eq!(p.criteria.max_p99, Some(Duration::from_millis(250)));
+        assert_eq!(p.judged_steps(), 3);
+        assert!(
+            p.describe()
+                .starts_with("steps 5,25,50,100 interval 2s min-requests 50"),
+            "{}",
+            p.describe()
+        );
+        // Overrides keep the rest of the base plan.
+        let q = PlanArgs::parse(&["interval", "5s"])
+            .unwrap()
+            .apply(Some(&p))
+            .unwrap();
+        assert_eq!(
+            (q.steps.len(), q.interval, q.criteria.min_requests),
+            (4, Duration::from_secs(5), 50)
+        );
+    }
+
+    #[test]
+    fn bad_plans_are_refused_with_a_reason() {
+        for (words, want) in [
+            (&["steps", "50,25"][..], "larger than the one before"),
+            (&["steps", "100"], "below 100"),
+            (&["steps", "5", "interval", "10ms"], "interval"),
+            (&["steps", "5", "confidence", "2"], "confidence"),
+            (&["steps", "5,101"], "steps"),
+            (&["steps"], "needs a value"),
+            (&["steps", "5", "bogus", "1"], "unknown setting"),
+            (&["interval", "5s"], "no rollout plan"),
+        ] {
+            let e = PlanArgs::parse(words)
+                .and_then(|a| a.apply(None))
+                .unwrap_err();
+            assert!(e.contains(want), "{words:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn config_file_routes_take_a_plan_and_a_kill_switch() {
+        let text = r#"
+[[stage]]
+name = "s"
+listen = "127.0.0.1:0"
+
+[[stage.route]]
+name = "api"
+stable = { id = "v1", endpoints = ["127.0.0.1:1"] }
+canary = { id = "v2", endpoints = ["127.0.0.1:2"] }
+rollout = { steps = [5, 25, 100], interval = "2s", min_requests = 50 }
+kill_switch = { window = 20, max_error_rate = 0.25 }
+"#;
+        let parse = |t: &str| crate::config::file::parse(t, std::path::Path::new("cg.toml"));
+        let c = parse(text).unwrap();
+        let r = &c.stages[0].routes[0];
+        assert_eq!(
+            r.rollout.as_ref().unwrap().steps,
+            vec![50_000, 250_000, 1_000_000]
+        );
+        assert_eq!(r.rollout.as_ref().unwrap().criteria.min_requests, 50);
+        assert_eq!(r.kill_switch.unwrap().threshold(), 6);
+        let e = parse(&text.replace("[5, 25, 100]", "[25, 5]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cg.toml:10:") && e.contains("rollout: steps"),
+            "{e}"
+        );
+        let e = parse(&text.replace("max_error_rate = 0.25", "max_error_rate = 2"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cg.toml:11:") && e.contains("kill_switch: max_error_rate"),
+            "{e}"
+        );
+        let e = parse(&text.replace("window = 20", "window = 20, bogus = 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 11") && e.contains("unknown field `bogus`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn file_plans_use_the_same_rules() {
+        let f: FilePlan = toml::from_str("steps = [1, 12.5, \"50\", 100]\ninterval = \"1s\"\nmin_requests = 20\nmax_error_rate = 0.05").unwrap();
+        let p = f.check().unwrap();
+        assert_eq!(p.steps, vec![10_000, 125_000, 500_000, 1_000_000]);
+        assert_eq!(p.criteria.max_error_rate, Some(0.05));
+        let f: FilePlan = toml::from_str("steps = [5]\nmin_requests = 0").unwrap();
+        assert!(f.check().unwrap_err().contains("min_requests"));
+    }
+}
