@@ -65,7 +65,7 @@ pub(crate) struct CompareArgs {
         long,
         value_delimiter = ',',
         value_enum,
-        default_value = "canarygate,nginx,haproxy"
+        default_value = "canarygate,canarygate-nokernel,nginx,haproxy"
     )]
     proxies: Vec<ProxyKind>,
     /// Do not measure the upstream directly.
@@ -112,7 +112,10 @@ pub(crate) struct CompareArgs {
 /// A proxy the comparison can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ProxyKind {
+    /// canarygate as deployed: `--kernel-accounting auto` (on when run as root).
     Canarygate,
+    /// canarygate with `--kernel-accounting off`, to price the eBPF accounting.
+    CanarygateNokernel,
     Nginx,
     Haproxy,
 }
@@ -121,6 +124,7 @@ impl ProxyKind {
     fn name(self) -> &'static str {
         match self {
             ProxyKind::Canarygate => "canarygate",
+            ProxyKind::CanarygateNokernel => "canarygate-nokernel",
             ProxyKind::Nginx => "nginx",
             ProxyKind::Haproxy => "haproxy",
         }
@@ -326,10 +330,16 @@ fn measure_workers(
     let mut procs: Vec<(ProxyKind, Proc, u16)> = Vec::new();
     for &kind in &args.proxies {
         let (p, port) = match kind {
-            ProxyKind::Canarygate => {
+            ProxyKind::Canarygate | ProxyKind::CanarygateNokernel => {
                 let pool = args.pool.to_string();
                 let mut extra = driver_args(args);
                 extra.extend(["--pool-max-idle", &pool]);
+                let accounting = if kind == ProxyKind::Canarygate {
+                    "auto"
+                } else {
+                    "off"
+                };
+                extra.extend(["--kernel-accounting", accounting]);
                 procs::canarygate(
                     &setup.run,
                     &setup.canarygate,

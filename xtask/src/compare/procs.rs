@@ -389,7 +389,16 @@ pub(crate) fn canarygate(
     extra: &[&str],
     ready_timeout: Duration,
 ) -> Result<(Proc, u16)> {
-    let name = format!("canarygate-w{workers}");
+    // Its log file is named after it; the harness may run it with and without eBPF.
+    let accounting_off = extra
+        .windows(2)
+        .any(|a| a == ["--kernel-accounting", "off"]);
+    let label = if accounting_off {
+        "canarygate-nokernel"
+    } else {
+        "canarygate"
+    };
+    let name = format!("{label}-w{workers}");
     let mut cmd = match wrap.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);

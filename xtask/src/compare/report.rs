@@ -248,7 +248,7 @@ impl Results {
             {
                 s.push_str(&row("direct to upstream (ceiling)".into(), "direct", 0));
             }
-            for p in ["canarygate", "nginx", "haproxy"] {
+            for p in ["canarygate", "canarygate-nokernel", "nginx", "haproxy"] {
                 if self.summary.iter().any(|x| x.proxy == p && x.workers == *w) {
                     s.push_str(&row(proxy_label(p).into(), p, *w));
                 }
@@ -268,6 +268,21 @@ impl Results {
                     r.rps,
                     r.p99,
                     r.cpu.map_or_else(|| "-".into(), |c| format!("{c:.2}"))
+                );
+            }
+            s.push('\n');
+        }
+        let cost = kernel_cost(&self.summary);
+        if !cost.is_empty() {
+            s.push_str(
+                "### Kernel accounting: `auto` (eBPF on) / `off`, same workers and connections\n\n\
+                 | workers | conns | req/s ratio | CPU/req ratio |\n|---|---|---|---|\n",
+            );
+            for (w, c, rps, cpu) in &cost {
+                let _ = writeln!(
+                    s,
+                    "| {w} | {c} | {rps:.3} | {} |",
+                    cpu.map_or_else(|| "-".into(), |v| format!("{v:.3}"))
                 );
             }
             s.push('\n');
@@ -333,7 +348,8 @@ impl Results {
 
 fn proxy_label(p: &str) -> &'static str {
     match p {
-        "canarygate" => "canarygate (5% canary, variant header)",
+        "canarygate" => "canarygate (5% canary, variant header, kernel accounting auto)",
+        "canarygate-nokernel" => "canarygate, kernel accounting off",
         "nginx" => "nginx, upstream weights 95/5, keepalive",
         "haproxy" => "HAProxy, weights 95/5, http-reuse always",
         _ => "direct to upstream",
@@ -373,9 +389,49 @@ fn ratios(summary: &[Summary]) -> Vec<Ratio> {
     out
 }
 
-/// The issue's targets, for 1 worker, against the better of nginx and HAProxy.
+/// For each workers/connections pair measured both ways: canarygate's req/s and CPU per
+/// request with kernel accounting `auto` divided by the same with it `off`.
+fn kernel_cost(summary: &[Summary]) -> Vec<(usize, usize, f64, Option<f64>)> {
+    summary
+        .iter()
+        .filter(|s| s.proxy == "canarygate")
+        .filter_map(|on| {
+            let off = find(summary, "canarygate-nokernel", on.workers, on.connections)?;
+            let cpu = on
+                .proxy_cpu_us_per_req
+                .zip(off.proxy_cpu_us_per_req)
+                .map(|(a, b)| a / b);
+            Some((on.workers, on.connections, on.rps / off.rps, cpu))
+        })
+        .collect()
+}
+
+/// The issue's targets, for 1 worker, against the better of nginx and HAProxy, and the
+/// kernel accounting's cost (under 3% in req/s and in CPU per request, 1 worker, c64).
 fn targets(summary: &[Summary]) -> Vec<TargetCheck> {
     let mut out = Vec::new();
+    for (w, c, rps, cpu) in kernel_cost(summary) {
+        if (w, c) != (1, 64) {
+            continue;
+        }
+        // Throughput lost: off/on - 1 (0.03 = accounting costs 3% of req/s).
+        let lost = 1.0 / rps - 1.0;
+        out.push(TargetCheck {
+            target: "kernel accounting req/s cost c64".into(),
+            measured: lost,
+            limit: 0.03,
+            met: lost <= 0.03,
+        });
+        if let Some(cpu) = cpu {
+            let extra = cpu - 1.0;
+            out.push(TargetCheck {
+                target: "kernel accounting CPU/req cost c64".into(),
+                measured: extra,
+                limit: 0.03,
+                met: extra <= 0.03,
+            });
+        }
+    }
     let conns: BTreeSet<usize> = summary.iter().map(|s| s.connections).collect();
     for c in conns {
         let (Some(cg), Some(n), Some(h)) = (
