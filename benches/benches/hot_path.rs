@@ -18,9 +18,7 @@ fn pick(c: &mut Criterion) {
 }
 
 fn parse(c: &mut Criterion) {
-    let fwd = Forwarding {
-        client_ip: "10.1.2.3".parse().expect("valid ip"),
-    };
+    let fwd = Forwarding::new("10.1.2.3".parse().expect("valid ip"));
     let mut out = Vec::with_capacity(8192);
     for extra in [0, 16, 60] {
         let head = benches::request_head(extra);

@@ -41,6 +41,8 @@ const OUT_CAPACITY: usize = 32 * 1024;
 struct Client {
     stream: TcpStream,
     ip: IpAddr,
+    /// `ip` as text, for `X-Forwarded-For`.
+    fwd: Forwarding,
     /// Index of the stage (listener) the connection arrived on.
     stage: usize,
     buf: InBuf,
@@ -104,6 +106,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, stag
     let mut client = Client {
         stream,
         ip: peer.ip(),
+        fwd: Forwarding::new(peer.ip()),
         stage,
         buf: InBuf::new(cfg.limits.max_header_bytes.max(16 * 1024) + 1),
         out: Vec::with_capacity(OUT_CAPACITY),
@@ -254,7 +257,7 @@ fn route_request(w: &Worker, c: &mut Client) -> Result<Option<Routed>, ProxyErro
         strip,
         headers: &plan.headers,
     };
-    write_upstream(&req, &rw, Forwarding { client_ip: c.ip }, &mut c.out);
+    write_upstream(&req, &rw, &c.fwd, &mut c.out);
     let log = w.log.is_some().then(|| {
         (
             Inline::new(req.method.as_bytes()),

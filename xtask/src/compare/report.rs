@@ -548,9 +548,11 @@ mod tests {
             samples.push(sample("canarygate", r, 90_000.0 + f, 1_000.0, 8.0));
             samples.push(sample("nginx", r, 50_000.0 + f, 2_000.0, 20.0));
             samples.push(sample("haproxy", r, 60_000.0 + f, 2_500.0, 16.0));
+            // Kernel accounting off: 1% more req/s, and 8 / 7.6 = 5.3% less CPU.
+            samples.push(sample("canarygate-nokernel", r, 90_901.0 + f, 1_000.0, 7.6));
         }
         let res = Results::new(machine, samples);
-        assert_eq!(res.summary.len(), 3);
+        assert_eq!(res.summary.len(), 4);
         let cg = res.find("canarygate", 1, 64).expect("summarized");
         assert!((cg.rps - 90_001.0).abs() < 1e-9);
         assert_eq!(cg.proxy_cpu_per_loadgen_cpu, Some(1.6));
@@ -561,13 +563,23 @@ mod tests {
             .expect("ratio");
         assert!((vs_nginx.p99 - 0.5).abs() < 1e-9);
         assert_eq!(vs_nginx.cpu, Some(0.4));
-        // 90,001 / 60,001 = 1.5 >= 1.3; 8 / 16 = 0.5 <= 0.6; 1000 / 2000 = 0.5 <= 1.
-        assert_eq!(res.targets.len(), 3);
-        assert!(res.targets.iter().all(|t| t.met));
+        // 90,001 / 60,001 = 1.5 >= 1.3; 8 / 16 = 0.5 <= 0.6; 1000 / 2000 = 0.5 <= 1;
+        // kernel accounting: ~1% of req/s (met), ~5% of CPU (missed).
+        assert_eq!(res.targets.len(), 5);
+        let missed: Vec<&str> = res
+            .targets
+            .iter()
+            .filter(|t| !t.met)
+            .map(|t| t.target.as_str())
+            .collect();
+        assert_eq!(missed, ["kernel accounting CPU/req cost c64"]);
         let md = res.markdown();
         assert!(
-            md.contains("| canarygate (5% canary, variant header) | 90,001 |"),
+            md.contains(
+                "| canarygate (5% canary, variant header, kernel accounting auto) | 90,001 |"
+            ),
             "{md}"
         );
+        assert!(md.contains("| 1 | 64 | 0.990 | 1.053 |"), "{md}");
     }
 }

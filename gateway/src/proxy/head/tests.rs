@@ -2,9 +2,7 @@ use super::*;
 
 fn parse(raw: &[u8]) -> Result<(RequestHead, String), ProxyError> {
     let mut out = Vec::new();
-    let fwd = Forwarding {
-        client_ip: "10.0.0.7".parse().unwrap(),
-    };
+    let fwd = Forwarding::new("10.0.0.7".parse().unwrap());
     match parse_request(raw, 16 * 1024, fwd, &mut out)? {
         Parsed::Complete(h) => Ok((h, String::from_utf8(out).unwrap())),
         Parsed::Partial => panic!("partial"),
@@ -147,9 +145,7 @@ fn upgrade_and_expect() {
 #[test]
 fn limits() {
     let mut out = Vec::new();
-    let fwd = Forwarding {
-        client_ip: "::1".parse().unwrap(),
-    };
+    let fwd = Forwarding::new("::1".parse().unwrap());
     let big = [b"GET / HTTP/1.1\r\nHost: a\r\nX: ".as_slice(), &[b'a'; 200]].concat();
     assert!(matches!(
         parse_request(&big, 100, fwd, &mut out),
@@ -173,4 +169,21 @@ fn limits() {
         parse_request(&many, 1 << 20, fwd, &mut out),
         Err(ProxyError::HeadTooLarge)
     ));
+}
+
+#[test]
+fn forwarding_formats_every_address_in_full() {
+    for ip in [
+        "10.0.0.7",
+        "255.255.255.255",
+        "::1",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "::ffff:255.255.255.255",
+    ] {
+        let addr: IpAddr = ip.parse().unwrap();
+        assert_eq!(
+            Forwarding::new(addr).client_ip(),
+            addr.to_string().as_bytes()
+        );
+    }
 }
