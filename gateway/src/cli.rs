@@ -85,6 +85,11 @@ pub struct RunArgs {
     /// Append a JSON line per canary request to this file (the canary's own log stream).
     #[arg(long, value_name = "PATH")]
     pub canary_access_log: Option<PathBuf>,
+    /// On SIGTERM or SIGINT: how long to let requests in flight (and upgraded
+    /// connections) finish after new connections stop being accepted; each response in
+    /// that time carries `Connection: close`. A second signal, or `0s`, stops at once.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -138,7 +143,7 @@ pub struct Tuning {
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
     pub pool_idle_timeout: Duration,
     /// Idle upstream connections kept per endpoint and per worker.
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    #[arg(long, value_name = "N", default_value_t = 256)]
     pub pool_max_idle: usize,
     /// Largest request head in bytes (431 above).
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..=1_048_576), default_value = "16384")]
@@ -270,10 +275,53 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             println!("metrics on {a}");
         }
     }
-    wait_for_signal();
+    let signals = wait_for_signal();
+    drain(&gateway, args.drain_timeout, signals);
     log::info!("stopping");
     drop(gateway);
     Ok(())
+}
+
+/// Graceful stop: stops accepting, then waits until nothing is in flight, `timeout`
+/// passes, or another SIGINT/SIGTERM arrives.
+fn drain(
+    gateway: &crate::Gateway,
+    timeout: Duration,
+    mut signals: Option<signal_hook::iterator::Signals>,
+) {
+    if timeout.is_zero() {
+        return;
+    }
+    gateway.begin_drain();
+    let busy = gateway.busy();
+    if busy == 0 {
+        return;
+    }
+    log::info!(
+        "draining: {busy} request(s) or tunnel(s) in flight, waiting up to {timeout:?} (signal again to stop now)"
+    );
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let busy = gateway.busy();
+        if busy == 0 {
+            log::info!("drained");
+            return;
+        }
+        if signals
+            .as_mut()
+            .is_some_and(|s| s.pending().next().is_some())
+        {
+            log::warn!("second signal: stopping with {busy} request(s) or tunnel(s) in flight");
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            log::warn!(
+                "--drain-timeout {timeout:?} passed: stopping with {busy} request(s) or tunnel(s) in flight"
+            );
+            return;
+        }
+    }
 }
 
 /// Names the flag behind a start failure.
@@ -316,12 +364,14 @@ fn ctl(args: &CtlArgs) -> ExitCode {
     }
 }
 
-/// Blocks until SIGINT or SIGTERM. SIGHUP is left to the control plane (reload).
-pub fn wait_for_signal() {
+/// Blocks until SIGINT or SIGTERM, then returns the handle that sees later ones. SIGHUP
+/// is left to the control plane (reload).
+pub fn wait_for_signal() -> Option<signal_hook::iterator::Signals> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
         Ok(mut signals) => {
             let _ = signals.forever().next();
+            Some(signals)
         }
         Err(e) => {
             log::warn!("cannot watch SIGINT/SIGTERM ({e}); stop the process with SIGKILL");

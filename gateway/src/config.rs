@@ -225,7 +225,7 @@ impl Default for Limits {
         Limits {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 1 << 30,
-            pool_max_idle: 64,
+            pool_max_idle: 256,
         }
     }
 }

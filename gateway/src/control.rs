@@ -11,7 +11,7 @@ pub mod state;
 pub mod template;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -23,6 +23,8 @@ pub use state::{Control, ControlError};
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
     generation: AtomicU64,
+    /// Set once at shutdown: workers answer what they have with `Connection: close`.
+    draining: AtomicBool,
 }
 
 impl Shared {
@@ -35,6 +37,17 @@ impl Shared {
     /// The current snapshot.
     pub fn load(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// True once the gateway is shutting down gracefully.
+    #[inline]
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Tells every worker to close each client connection after its current response.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Publishes `snapshot` to every worker.

@@ -91,7 +91,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("serving until Ctrl-C; try:  curl -i http://{addr}/");
-    crate::cli::wait_for_signal();
+    let _ = crate::cli::wait_for_signal();
     Ok(())
 }
 

@@ -172,6 +172,9 @@ pub struct WorkerMetrics {
     pub accepted: Counter,
     /// Client connections currently open (gauge).
     pub open: Counter,
+    /// Requests being served right now, and upgraded connections being tunnelled
+    /// (gauge; a graceful stop waits for it to reach 0).
+    pub busy: Counter,
     /// Access-log records dropped because the log writer fell behind.
     pub log_dropped: Counter,
 }

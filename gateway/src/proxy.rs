@@ -114,13 +114,21 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, stag
     };
     let upgraded = loop {
         match serve_request(&worker, &mut client).await {
+            // A graceful stop began while the response went out: close now rather than
+            // wait for a next request (requests already buffered were pipelined before
+            // the stop and are still answered).
+            Next::KeepAlive if worker.shared.draining() && client.buf.is_empty() => {
+                break None;
+            }
             Next::KeepAlive => client.served += 1,
             Next::Close => break None,
             Next::Upgrade(up) => break Some(up),
         }
     };
     if let Some(up) = upgraded {
+        m.busy.inc();
         tunnel(client.stream, client.buf, up.stream, up.buf).await;
+        m.busy.dec();
     }
     m.open.dec();
 }
@@ -143,7 +151,12 @@ async fn serve_request(w: &Worker, c: &mut Client) -> Next {
             };
         }
     };
-    let head = routed.head;
+    let mut head = routed.head;
+    if w.shared.draining() {
+        // Shutting down: this response says `Connection: close` and ends the connection.
+        head.keep_alive = false;
+    }
+    w.metrics.busy.inc();
     let mut ctx = RequestCtx {
         start: Instant::now(),
         snap: Some(routed.snap),
@@ -184,6 +197,7 @@ async fn serve_request(w: &Worker, c: &mut Client) -> Next {
         }
     };
     record(w, &ctx);
+    w.metrics.busy.dec();
     next
 }
 
@@ -432,7 +446,14 @@ async fn exchange_head(
         .variant_header
         .as_deref()
         .map(|name| (name, variant.as_str()));
+    // A graceful stop that began while the upstream worked still closes this connection
+    // after the response, and says so in it.
+    let draining = RequestHead {
+        keep_alive: false,
+        ..*head
+    };
     loop {
+        let head = if w.shared.draining() { &draining } else { head };
         if !up.buf.is_empty()
             && let Some(resp) = parse_response(up.buf.data(), head, variant_header, &mut c.out)?
         {

@@ -130,6 +130,8 @@ pub struct Gateway {
     metrics: Vec<Arc<WorkerMetrics>>,
     driver: Driver,
     threads: Vec<JoinHandle<()>>,
+    /// Duplicates of the listening sockets, for [`Gateway::begin_drain`].
+    stop_handles: Vec<std::net::TcpListener>,
     _log: Option<AccessLog>,
     control_plane: Option<crate::admin::ControlPlane>,
     /// Kernel accounting; dropping the gateway detaches it (see `crate::kernel`).
@@ -156,6 +158,23 @@ impl Gateway {
     /// The control plane: routing state and the changes operators make to it.
     pub fn control(&self) -> &Arc<Control> {
         &self.control
+    }
+
+    /// Starts a graceful stop: no new connections are accepted (the listening sockets
+    /// are shut, so a successor bound to the same port with `SO_REUSEPORT` gets them),
+    /// each response from now on carries `Connection: close`, and each client connection
+    /// closes after its current response. Wait for [`Gateway::busy`] to reach 0, then
+    /// drop the gateway.
+    pub fn begin_drain(&self) {
+        self.control.shared().start_draining();
+        for l in &self.stop_handles {
+            let _ = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read);
+        }
+    }
+
+    /// Requests being served plus upgraded connections being tunnelled, all workers.
+    pub fn busy(&self) -> u64 {
+        self.metrics.iter().map(|m| m.busy.get()).sum()
     }
 
     /// Where the admin socket and metrics endpoint listen, when they run.
@@ -273,6 +292,15 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(workers);
+    // Second handles on every listening socket, so a graceful stop can shut them all
+    // (which wakes each worker's pending accept) from the main thread.
+    let mut stop_handles = Vec::new();
+    for l in per_worker.iter().flatten() {
+        stop_handles.push(l.try_clone().map_err(|source| StartError::Bind {
+            addr: l.local_addr().unwrap_or(local_addrs[0]),
+            source,
+        })?);
+    }
     for (id, listeners) in per_worker.into_iter().enumerate() {
         let m = Arc::clone(&metrics[id]);
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
@@ -332,6 +360,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         metrics,
         driver,
         threads,
+        stop_handles,
         _log: log,
         control_plane,
         kernel,
@@ -386,6 +415,11 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, stage: usize) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 monoio::spawn(crate::proxy::serve(Rc::clone(&worker), stream, peer, stage));
+            }
+            Err(_) if worker.shared.draining() => {
+                // The listener was shut for a graceful stop. Returning would end the
+                // worker's runtime, and with it the requests still in flight.
+                std::future::pending::<()>().await;
             }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning.

@@ -79,7 +79,7 @@ pub(crate) struct CompareArgs {
     canarygate: Option<PathBuf>,
     /// Idle upstream connections kept per endpoint and worker: canarygate
     /// `--pool-max-idle`, nginx `keepalive` (HAProxy keeps all of them).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     pool: usize,
     /// canarygate's I/O driver (auto, io-uring, epoll); its default when not given.
     #[arg(long, value_name = "DRIVER")]

@@ -7,10 +7,13 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tests::{Client, GatewayProc, TestUpstream, free_port, gateway_bin, run_cli};
+use tests::{
+    Client, GatewayProc, TestUpstream, TunableUpstream, free_port, gateway_bin, get_request,
+    run_cli,
+};
 
 /// Every `run` flag SPEC.md lists.
-const RUN_FLAGS: [&str; 14] = [
+const RUN_FLAGS: [&str; 15] = [
     "--listen",
     "--stable",
     "--canary",
@@ -25,6 +28,7 @@ const RUN_FLAGS: [&str; 14] = [
     "--pool-max-idle",
     "--max-header-bytes",
     "--max-body-bytes",
+    "--drain-timeout",
 ];
 
 /// Whether `text` mentions `flag` as a whole flag (`--canary` does not count inside
@@ -213,6 +217,73 @@ fn sigterm_and_sigint_stop_the_gateway() {
             "canarygate still running 10s after SIG{sig}"
         );
     }
+}
+
+/// SIGTERM with a request in flight: the listener stops accepting at once, the request
+/// is answered in full with `Connection: close`, an idle keep-alive client does not hold
+/// the stop up, and the process exits right after.
+#[test]
+fn sigterm_drains_requests_in_flight_then_stops() {
+    let up = TunableUpstream::start("stable");
+    up.set_delay(Duration::from_millis(1500));
+    let mut gw = GatewayProc::start(&["--stable", &up.addr_str(), "--drain-timeout", "20s"]);
+    let mut idle = Client::connect(gw.addr()).unwrap();
+    idle.set_read_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(idle.get("/warm").unwrap().status, 200);
+
+    let mut busy = Client::connect(gw.addr()).unwrap();
+    busy.set_read_timeout(Duration::from_secs(10)).unwrap();
+    busy.send(&get_request("/slow")).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        TcpStream::connect_timeout(&gw.addr(), Duration::from_secs(1)).is_err(),
+        "the gateway still accepts connections while draining"
+    );
+    assert!(
+        gw.try_wait().is_none(),
+        "the gateway exited with a request in flight"
+    );
+    let r = busy.read_response(false).unwrap();
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(r.text(), "stable");
+    assert!(r.connection_has("close"), "{}", r.describe());
+    let status = gw.wait_exit(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "canarygate did not exit cleanly after draining: {status:?}"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(6),
+        "the idle keep-alive client held the stop up"
+    );
+    assert!(gw.stderr().contains("drained"), "{}", gw.stderr());
+}
+
+/// A request slower than `--drain-timeout` does not hold the stop up for longer.
+#[test]
+fn drain_timeout_bounds_a_graceful_stop() {
+    let up = TunableUpstream::start("stable");
+    up.set_delay(Duration::from_secs(8));
+    let mut gw = GatewayProc::start(&["--stable", &up.addr_str(), "--drain-timeout", "500ms"]);
+    let mut busy = Client::connect(gw.addr()).unwrap();
+    busy.send(&get_request("/slow")).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait_exit(Duration::from_secs(5));
+    assert!(
+        status.is_some(),
+        "canarygate still running 5 s after SIGTERM"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "stopped only after {:?}",
+        signalled.elapsed()
+    );
+    assert!(gw.stderr().contains("--drain-timeout"), "{}", gw.stderr());
 }
 
 #[test]
