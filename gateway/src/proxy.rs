@@ -399,6 +399,7 @@ async fn exchange_head(
         vm.upstream_connects.inc();
     }
 
+    let mut refused_body = false;
     if head.body == BodyKind::None {
         // Kept in `c.out` so a retry can send it again.
         let out = std::mem::take(&mut c.out);
@@ -415,7 +416,7 @@ async fn exchange_head(
         }
         let limit = w.config.limits.max_body_bytes;
         let timeout = w.config.timeouts.response;
-        let n = relay_body(
+        let sent = relay_body(
             &mut c.stream,
             &mut c.buf,
             &mut up.stream,
@@ -425,20 +426,30 @@ async fn exchange_head(
             timeout,
             limit,
         )
-        .await
-        .map_err(|e| match e {
-            RelayError::SrcClosed | RelayError::SrcIo => {
-                ProxyError::ClientGone(std::io::ErrorKind::UnexpectedEof.into())
+        .await;
+        match sent {
+            Ok(n) => {
+                ctx.bytes_in += n;
+                ctx.request_done = true;
             }
-            RelayError::SrcTimeout => ProxyError::ClientBodyTimeout,
-            RelayError::DstIo => {
-                ProxyError::UpstreamClosed("upstream closed while receiving the body")
+            // The upstream stopped taking the body: it may have answered already (a 413
+            // or 401 before reading an upload), and that answer is what the client
+            // should see. Read on; without a response head this is a 502 below.
+            Err(RelayError::DstIo) => refused_body = true,
+            Err(e) => {
+                return Err(match e {
+                    RelayError::SrcClosed | RelayError::SrcIo => {
+                        ProxyError::ClientGone(std::io::ErrorKind::UnexpectedEof.into())
+                    }
+                    RelayError::SrcTimeout => ProxyError::ClientBodyTimeout,
+                    RelayError::Framing(_) => ProxyError::BadRequest("invalid chunked body"),
+                    RelayError::TooLarge => ProxyError::BodyTooLarge,
+                    RelayError::DstIo => {
+                        ProxyError::UpstreamClosed("upstream closed while receiving the body")
+                    }
+                });
             }
-            RelayError::Framing(_) => ProxyError::BadRequest("invalid chunked body"),
-            RelayError::TooLarge => ProxyError::BodyTooLarge,
-        })?;
-        ctx.bytes_in += n;
-        ctx.request_done = true;
+        }
     }
 
     let variant_header = w
@@ -446,14 +457,19 @@ async fn exchange_head(
         .variant_header
         .as_deref()
         .map(|name| (name, variant.as_str()));
-    // A graceful stop that began while the upstream worked still closes this connection
-    // after the response, and says so in it.
-    let draining = RequestHead {
+    // The client connection closes after this response, and the response says so, when
+    // the rest of the request body was never read, or when a graceful stop began while
+    // the upstream worked.
+    let closing = RequestHead {
         keep_alive: false,
         ..*head
     };
     loop {
-        let head = if w.shared.draining() { &draining } else { head };
+        let head = if refused_body || w.shared.draining() {
+            &closing
+        } else {
+            head
+        };
         if !up.buf.is_empty()
             && let Some(resp) = parse_response(up.buf.data(), head, variant_header, &mut c.out)?
         {
@@ -469,6 +485,14 @@ async fn exchange_head(
                 continue;
             }
             up.buf.consume(resp.head_len);
+            let resp = if refused_body {
+                ResponseHead {
+                    reusable: false,
+                    ..resp
+                }
+            } else {
+                resp
+            };
             return Ok((up, resp));
         }
         if up.buf.is_full() {
@@ -476,6 +500,11 @@ async fn exchange_head(
         }
         match monoio::time::timeout(w.config.timeouts.response, up.buf.fill(&mut up.stream)).await {
             Err(_) => return Err(ProxyError::ResponseTimeout),
+            Ok(Ok(0) | Err(_)) if refused_body => {
+                return Err(ProxyError::UpstreamClosed(
+                    "upstream closed while receiving the body",
+                ));
+            }
             Ok(Ok(0) | Err(_)) => {
                 return Err(ProxyError::UpstreamClosed(
                     "upstream closed before responding",

@@ -567,3 +567,42 @@ fn request_line_over_limit_gets_414() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(up.requests(), 0);
 }
+
+/// A client still uploading when the gateway refuses its body must read the 413, not a
+/// connection reset: the gateway stops writing, keeps reading (and discarding) the rest
+/// for a while, and only then closes (a lingering close, as nginx and Apache do).
+#[test]
+fn refused_upload_reads_its_413_not_a_reset() {
+    let up = TestUpstream::start("stable");
+    let gw = start_gw(&up.addr_str(), &["--max-body-bytes", "1000"]);
+    for round in 0..5 {
+        let mut c = Client::connect(gw.addr()).unwrap();
+        let total = 8 << 20;
+        c.send(
+            format!("POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {total}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut writer = c.stream().try_clone().unwrap();
+        let uploader = thread::spawn(move || {
+            let chunk = vec![b'u'; 64 * 1024];
+            let mut sent = 0;
+            while sent < total {
+                if writer.write_all(&chunk).is_err() {
+                    break;
+                }
+                sent += chunk.len();
+            }
+        });
+        // Let the upload get going so unread bytes sit in the gateway's receive buffer.
+        thread::sleep(Duration::from_millis(50));
+        let r = c
+            .read_response(false)
+            .unwrap_or_else(|e| panic!("round {round}: no 413 while uploading: {e}"));
+        assert_eq!(r.status, 413, "round {round}: {}", r.describe());
+        c.wait_closed(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("round {round}: not closed after the 413: {e}"));
+        uploader.join().unwrap();
+    }
+    assert_eq!(up.requests(), 0);
+}

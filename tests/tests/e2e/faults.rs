@@ -273,3 +273,71 @@ fn upstream_stalling_mid_body_is_cut_off() {
         "stable"
     );
 }
+
+/// An upstream that answers an upload before reading it, then closes without reading
+/// the rest (so its kernel resets the connection): the client gets that answer, marked
+/// `Connection: close`, not a 502, and the next client is served normally.
+#[test]
+fn upstream_answering_before_reading_the_body_reaches_the_client() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        for _ in 0..3 {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if std::io::Read::read(&mut s, &mut byte).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let reply = if head.starts_with(b"POST") {
+                "HTTP/1.1 401 Unauthorized\r\ncontent-length: 5\r\nconnection: close\r\n\r\nnope\n"
+            } else {
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n"
+            };
+            let _ = std::io::Write::write_all(&mut s, reply.as_bytes());
+            // Give the gateway time to fill the socket with body bytes nobody reads,
+            // then drop it: the close with unread data is a reset.
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let gw = start_gw(&addr.to_string(), &[]);
+    for round in 0..2 {
+        let mut c = Client::connect(gw.addr()).unwrap();
+        let body = vec![b'b'; 4 << 20];
+        let mut raw = format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body);
+        let mut writer = c.stream().try_clone().unwrap();
+        let uploader = thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut writer, &raw);
+        });
+        let r = c
+            .read_response(false)
+            .unwrap_or_else(|e| panic!("round {round}: no answer: {e}"));
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (401, "nope\n"),
+            "round {round}: {}",
+            r.describe()
+        );
+        assert!(r.connection_has("close"), "round {round}: {}", r.describe());
+        let _ = c.wait_closed(CLOSE_WITHIN);
+        uploader.join().unwrap();
+    }
+    let r = Client::connect(gw.addr()).unwrap().get("/after").unwrap();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "ok\n"),
+        "{}",
+        r.describe()
+    );
+    server.join().unwrap();
+}

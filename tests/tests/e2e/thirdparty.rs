@@ -182,3 +182,33 @@ fn curl_through_gateway_to_nginx() {
     ]);
     assert_eq!(body, "got\n");
 }
+
+/// nginx refuses an 8 MiB upload to `/` (its default `client_max_body_size` is 1 MiB)
+/// with 413 as soon as it has the head, while curl is still sending: the client gets
+/// nginx's own 413 through the gateway, not a 502 or a reset, and the gateway keeps
+/// serving.
+#[test]
+fn upstream_refusing_an_upload_early_reaches_curl() {
+    let nginx = Nginx::start();
+    let gw = start_gw(&nginx.addr().to_string(), &[]);
+    let dir = TempDir::new("curl-413");
+    let big = write_file(&dir, "big.bin", &pattern_bytes(8 * 1024 * 1024));
+    let url = format!("http://{}/", gw.addr());
+    let data = format!("@{}", big.display());
+    for expect in ["Expect:", "Expect: 100-continue"] {
+        let out = curl_ok(&[
+            "-sS",
+            "-w",
+            "\n%{http_code}",
+            "--data-binary",
+            &data,
+            "-H",
+            expect,
+            &url,
+        ]);
+        let (body, code) = out.rsplit_once('\n').unwrap();
+        assert_eq!(code, "413", "{expect}: {out}");
+        assert!(body.contains("nginx"), "{expect}: not nginx's page: {body}");
+    }
+    assert_eq!(curl_ok(&["-sS", &url]), "nginx\n");
+}
