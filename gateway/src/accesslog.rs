@@ -5,7 +5,7 @@
 //! counted, never waited for.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use gateway_common::Variant;
+
+use crate::metrics::WorkerMetrics;
 
 /// Records each worker can hold for the writer.
 pub const QUEUE_CAPACITY: usize = 4096;
@@ -101,17 +103,19 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Opens the log files (append) and starts the writer thread with one queue per worker.
+    /// Records lost to a full queue or a failed write are counted in `metrics[worker]`.
     pub fn start(
-        workers: usize,
+        metrics: &[Arc<WorkerMetrics>],
         all: Option<&Path>,
         canary: Option<&Path>,
     ) -> std::io::Result<AccessLog> {
+        let workers = metrics.len().max(1);
         let open = |p: &Path| {
             OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(p)
-                .map(BufWriter::new)
+                .map(|file| Sink::new(file, p, workers))
         };
         let mut all = all.map(open).transpose()?;
         let mut canary = canary.map(open).transpose()?;
@@ -120,26 +124,32 @@ impl AccessLog {
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let (qs, st) = (queues.clone(), Arc::clone(&stop));
+        let metrics = metrics.to_vec();
         std::thread::Builder::new()
             .name("canarygate-log".into())
             .spawn(move || {
                 let mut line = Vec::with_capacity(1024);
                 loop {
                     let mut any = false;
-                    for q in &qs {
+                    for (worker, q) in qs.iter().enumerate() {
                         while let Some(rec) = q.pop() {
                             any = true;
                             line.clear();
                             format_record(&rec, &mut line);
-                            write_line(&mut all, &line);
-                            if rec.variant == Variant::Canary {
-                                write_line(&mut canary, &line);
+                            if let Some(s) = &mut all {
+                                s.push(worker, &line);
+                            }
+                            if rec.variant == Variant::Canary
+                                && let Some(s) = &mut canary
+                            {
+                                s.push(worker, &line);
                             }
                         }
                     }
+                    for s in [&mut all, &mut canary].into_iter().flatten() {
+                        s.write(&metrics);
+                    }
                     if !any {
-                        flush(&mut all);
-                        flush(&mut canary);
                         if st.load(Ordering::Relaxed) {
                             return;
                         }
@@ -162,17 +172,64 @@ impl Drop for AccessLog {
     }
 }
 
-fn write_line(out: &mut Option<BufWriter<File>>, line: &[u8]) {
-    if let Some(w) = out
-        && let Err(e) = w.write_all(line)
-    {
-        log::warn!("access log write failed: {e}");
-    }
+/// One log file and the lines formatted for it since the last write.
+struct Sink {
+    file: File,
+    path: String,
+    batch: Vec<u8>,
+    /// Lines in `batch` per worker, so a failed write is counted against each.
+    lines: Vec<u64>,
+    /// The last write failed (so the next failure is not logged again).
+    failing: bool,
 }
 
-fn flush(out: &mut Option<BufWriter<File>>) {
-    if let Some(w) = out {
-        let _ = w.flush();
+impl Sink {
+    fn new(file: File, path: &Path, workers: usize) -> Self {
+        Sink {
+            file,
+            path: path.display().to_string(),
+            batch: Vec::with_capacity(64 * 1024),
+            lines: vec![0; workers],
+            failing: false,
+        }
+    }
+
+    fn push(&mut self, worker: usize, line: &[u8]) {
+        self.batch.extend_from_slice(line);
+        self.lines[worker] += 1;
+    }
+
+    /// Writes the batch with one `write` (or a few); on failure (full disk, I/O error)
+    /// drops it and counts its lines as dropped, logging only when the state changes.
+    fn write(&mut self, metrics: &[Arc<WorkerMetrics>]) {
+        if self.batch.is_empty() {
+            return;
+        }
+        match self.file.write_all(&self.batch) {
+            Ok(()) => {
+                if self.failing {
+                    log::info!("access log {}: writing again", self.path);
+                    self.failing = false;
+                }
+            }
+            Err(e) => {
+                let lost: u64 = self.lines.iter().sum();
+                if !self.failing {
+                    log::warn!(
+                        "access log {}: write failed ({e}); dropping records and counting them \
+                         in canarygate_access_log_dropped_total until writes succeed again",
+                        self.path
+                    );
+                    self.failing = true;
+                }
+                log::debug!("access log {}: {lost} records dropped", self.path);
+                for (m, n) in metrics.iter().zip(&self.lines) {
+                    m.log_dropped.add(*n);
+                }
+            }
+        }
+        self.batch.clear();
+        self.lines.iter_mut().for_each(|n| *n = 0);
     }
 }
 

@@ -268,7 +268,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let log = if config.access_log.is_some() || config.canary_access_log.is_some() {
         Some(
             AccessLog::start(
-                workers,
+                &metrics,
                 config.access_log.as_deref(),
                 config.canary_access_log.as_deref(),
             )

@@ -295,3 +295,40 @@ stable = {{ id = "w1", endpoints = ["{}"] }}
         as_logged(&sent, "canary", true)
     );
 }
+
+/// A log device that refuses every write (`/dev/full`, like a full disk) costs no request
+/// anything: all are answered, every lost record is counted in
+/// `canarygate_access_log_dropped_total`, and the failure is logged once, not per line.
+#[test]
+fn a_full_log_device_drops_and_counts_records_without_failing_requests() {
+    let stable = TestUpstream::start("stable");
+    let gw = GatewayProc::start(&[
+        "--stable",
+        &stable.addr_str(),
+        "--access-log",
+        "/dev/full",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let n = 300;
+    let paths: Vec<String> = (0..n).map(|i| format!("/?id={i}")).collect();
+    let sent = send_all(gw.addr(), &paths);
+    assert_eq!(sent.len(), n);
+    assert!(sent.values().all(|(s, _)| *s == 200), "non-200 answers");
+    let dropped = || {
+        let r = Client::connect(gw.metrics_addr())
+            .and_then(|mut c| c.get("/metrics"))
+            .expect("GET /metrics");
+        let p = tests::parse_prometheus(&r.text()).expect("valid exposition");
+        p.int("canarygate_access_log_dropped_total", &[])
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = dropped();
+    while seen < n as u64 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        seen = dropped();
+    }
+    assert_eq!(seen, n as u64, "records dropped vs requests logged");
+    let warnings = gw.stderr().matches("write failed").count();
+    assert_eq!(warnings, 1, "{}", gw.stderr());
+}
