@@ -245,7 +245,11 @@ fn route_request(w: &Worker, c: &mut Client) -> Result<Option<Routed>, ProxyErro
     let Some(route_idx) = stage
         .routes
         .iter()
-        .position(|r| r.matches(req.host, req.path.as_bytes()))
+        // `OPTIONS *` asks about the server as a whole: the routes for `/` take it.
+        .position(|r| {
+            let path = if req.path == "*" { "/" } else { req.path };
+            r.matches(req.host, path.as_bytes())
+        })
     else {
         // The head is consumed so the connection can go on (the body, if any, cannot be
         // skipped safely, so then it closes).
@@ -270,6 +274,7 @@ fn route_request(w: &Worker, c: &mut Client) -> Result<Option<Routed>, ProxyErro
         path_prefix: &plan.path_prefix,
         strip,
         headers: &plan.headers,
+        fallback_host: plan.endpoints.first().copied(),
     };
     write_upstream(&req, &rw, &c.fwd, &mut c.out);
     let log = w.log.is_some().then(|| {

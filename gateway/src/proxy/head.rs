@@ -102,6 +102,9 @@ pub struct Request<'h, 'b> {
     pub path: &'b str,
     /// Host to route on, without port: the target's authority, else the Host header.
     pub host: Option<&'b [u8]>,
+    /// The authority of an absolute-form target (`http://authority/path`), which
+    /// replaces the Host header on the way upstream (RFC 9112 §3.2.2).
+    pub authority: Option<&'b [u8]>,
     /// Every header line, as received.
     pub headers: &'h [httparse::Header<'b>],
     /// Framing and connection facts.
@@ -118,6 +121,9 @@ pub struct Rewrite<'a> {
     pub strip: usize,
     /// Headers added (replacing client headers of the same names).
     pub headers: &'a [(Vec<u8>, Vec<u8>)],
+    /// `Host` sent upstream when the client sent none (HTTP/1.0 allows that; the
+    /// upstream request is HTTP/1.1, which requires one): the first endpoint's address.
+    pub fallback_host: Option<std::net::SocketAddr>,
 }
 
 /// Parses and checks the request head at the start of `buf`; `Ok(None)` while incomplete.
@@ -163,7 +169,7 @@ pub fn parse<'h, 'b>(
         .or_else(|| target.strip_prefix("https://"))
     {
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if end == 0 {
+        if end == 0 || !valid_host(&rest.as_bytes()[..end]) {
             return Err(ProxyError::BadRequest("invalid request target"));
         }
         let path = &rest[end..];
@@ -187,6 +193,7 @@ pub fn parse<'h, 'b>(
         method,
         path,
         host,
+        authority,
         headers,
         head: RequestHead {
             head_len,
@@ -227,6 +234,7 @@ pub fn write_upstream(
     for h in req.headers {
         if is_hop_by_hop(h.name, connection)
             || is_rewritten(h.name)
+            || (req.authority.is_some() && h.name.eq_ignore_ascii_case("host"))
             || rw
                 .headers
                 .iter()
@@ -235,6 +243,14 @@ pub fn write_upstream(
             continue;
         }
         write_header(out, h.name.as_bytes(), h.value);
+    }
+    match (req.authority, req.facts.host, rw.fallback_host) {
+        (Some(authority), _, _) => write_header(out, b"host", authority),
+        (None, None, Some(addr)) => {
+            // Writes into a Vec cannot fail; only HTTP/1.0 requests without Host get here.
+            let _ = write!(out, "host: {addr}\r\n");
+        }
+        _ => {}
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     let mut any = false;
@@ -358,6 +374,9 @@ impl<'h> RequestFacts<'h> {
                 }
             } else if name.eq_ignore_ascii_case("host") {
                 hosts += 1;
+                if !valid_host(h.value) {
+                    return Err(ProxyError::BadRequest("invalid Host header"));
+                }
                 f.host = Some(h.value);
             } else if name.eq_ignore_ascii_case("connection") {
                 if connections == f.connection.len() {
@@ -431,6 +450,35 @@ pub fn is_hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
 }
 
 /// Headers the gateway writes itself.
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2), possibly empty, with
+/// optional whitespace around it: no userinfo, path, query, fragment or spaces inside.
+fn valid_host(value: &[u8]) -> bool {
+    value.trim_ascii().iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            )
+    })
+}
+
 fn is_rewritten(name: &str) -> bool {
     name.eq_ignore_ascii_case("x-forwarded-for")
         || name.eq_ignore_ascii_case("x-forwarded-proto")

@@ -560,3 +560,52 @@ fn many_concurrent_connections() {
     }
     assert_eq!(up.requests(), 3 * conns as u64);
 }
+
+/// Request-target forms (RFC 9112 §3.2) as the upstream sees them: absolute-form is sent
+/// in origin-form with its authority as `Host` (the client's Host ignored); an HTTP/1.0
+/// request without Host gets the upstream's address as Host on the HTTP/1.1 hop;
+/// `OPTIONS *` reaches the upstream as is; a Host with userinfo is refused.
+#[test]
+fn request_target_forms_reach_the_upstream_correctly() {
+    let up = TestUpstream::start("stable");
+    let gw = start_gw(&up.addr_str(), &[]);
+    let seen = |raw: &str| {
+        let r = Client::connect(gw.addr())
+            .unwrap()
+            .request(raw.as_bytes())
+            .unwrap();
+        assert_eq!(r.status, 200, "{raw:?}: {}", r.describe());
+        up.last_request().expect("the upstream saw the request")
+    };
+
+    let s = seen("GET http://api.example:8080/?q=1 HTTP/1.1\r\nHost: other.example\r\n\r\n");
+    assert_eq!(s.target, "/?q=1");
+    assert_eq!(s.header_values("host"), ["api.example:8080"]);
+
+    let s = seen("GET /?old HTTP/1.0\r\n\r\n");
+    assert_eq!(s.target, "/?old");
+    assert_eq!(s.minor_version, 1);
+    assert_eq!(s.header_values("host"), [up.addr_str()]);
+
+    // The test upstream answers 404 to `*`; what matters is that it got the request.
+    let r = Client::connect(gw.addr())
+        .unwrap()
+        .request(format!("OPTIONS * HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(r.header("x-upstream"), Some("stable"), "{}", r.describe());
+    let s = up.last_request().expect("the upstream saw OPTIONS *");
+    assert_eq!((s.method.as_str(), s.target.as_str()), ("OPTIONS", "*"));
+
+    let before = up.requests();
+    for bad in [
+        "GET / HTTP/1.1\r\nHost: user@a.example\r\n\r\n",
+        "GET http://user@a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n",
+    ] {
+        let r = Client::connect(gw.addr())
+            .unwrap()
+            .request(bad.as_bytes())
+            .unwrap();
+        assert_eq!(r.status, 400, "{bad:?}: {}", r.describe());
+    }
+    assert_eq!(up.requests(), before);
+}

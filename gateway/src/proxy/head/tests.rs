@@ -187,3 +187,65 @@ fn forwarding_formats_every_address_in_full() {
         );
     }
 }
+
+#[test]
+fn absolute_form_replaces_host_and_is_sent_in_origin_form() {
+    let (_, out) =
+        parse(b"GET http://api.example:8080/v1?q HTTP/1.1\r\nHost: other\r\nA: b\r\n\r\n").unwrap();
+    assert!(out.starts_with("GET /v1?q HTTP/1.1\r\n"), "{out}");
+    assert!(out.contains("host: api.example:8080\r\n"), "{out}");
+    assert!(!out.contains("other"), "{out}");
+    assert_eq!(
+        status(b"GET http://user@api.example/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+        400
+    );
+}
+
+#[test]
+fn host_must_be_a_host() {
+    for ok in ["a", "a.example:80", "[::1]:8080", "10.0.0.1", ""] {
+        let raw = format!("GET / HTTP/1.1\r\nHost: {ok}\r\n\r\n");
+        assert!(parse(raw.as_bytes()).is_ok(), "{ok:?}");
+    }
+    for bad in ["u@a", "a b", "a/b", "a?b", "a#b"] {
+        let raw = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+        assert_eq!(status(raw.as_bytes()), 400, "{bad:?}");
+    }
+}
+
+#[test]
+fn http10_without_host_gets_the_upstream_as_host() {
+    let raw = b"GET /x HTTP/1.0\r\nA: b\r\n\r\n";
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let req = super::parse(raw, 16 * 1024, &mut headers).unwrap().unwrap();
+    let rw = Rewrite {
+        fallback_host: Some("10.1.1.1:9000".parse().unwrap()),
+        ..Rewrite::default()
+    };
+    let mut out = Vec::new();
+    write_upstream(
+        &req,
+        &rw,
+        &Forwarding::new("::1".parse().unwrap()),
+        &mut out,
+    );
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with("GET /x HTTP/1.1\r\n"), "{out}");
+    assert!(out.contains("host: 10.1.1.1:9000\r\n"), "{out}");
+    // With a Host of its own, nothing is added.
+    let raw = b"GET /x HTTP/1.0\r\nHost: mine\r\n\r\n";
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let req = super::parse(raw, 16 * 1024, &mut headers).unwrap().unwrap();
+    let mut out = Vec::new();
+    write_upstream(
+        &req,
+        &rw,
+        &Forwarding::new("::1".parse().unwrap()),
+        &mut out,
+    );
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("Host: mine\r\n") && !out.contains("10.1.1.1"),
+        "{out}"
+    );
+}
