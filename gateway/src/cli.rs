@@ -85,6 +85,12 @@ pub struct RunArgs {
     /// Append a JSON line per canary request to this file (the canary's own log stream).
     #[arg(long, value_name = "PATH")]
     pub canary_access_log: Option<PathBuf>,
+    /// Send an idempotent canary request (GET, HEAD, ... without a body) to stable when
+    /// the canary upstream fails before answering; the failure still counts against the
+    /// canary (metrics, judge, kill switch). With --config: `retry_on_stable = true` in a
+    /// route.
+    #[arg(long, conflicts_with = "config")]
+    pub canary_retry_on_stable: bool,
     /// On SIGTERM or SIGINT: how long to let requests in flight (and upgraded
     /// connections) finish after new connections stop being accepted; each response in
     /// that time carries `Connection: close`. A second signal, or `0s`, stops at once.
@@ -166,6 +172,7 @@ impl Tuning {
             stable,
             canary,
             canary_ppm: self.canary_percent,
+            retry_on_stable: false,
             workers: self.workers.map_or(0, usize::from),
             io_driver: self.io_driver,
             kernel_accounting: self.kernel_accounting,
@@ -237,8 +244,11 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         let listen = args
             .listen
             .ok_or_else(|| anyhow::anyhow!("--listen is required without --config"))?;
-        args.tuning
-            .config(listen, args.stable.clone(), args.canary.clone())
+        let mut c = args
+            .tuning
+            .config(listen, args.stable.clone(), args.canary.clone());
+        c.retry_on_stable = args.canary_retry_on_stable;
+        c
     };
     if args.admin_socket.is_some() {
         config.admin_socket.clone_from(&args.admin_socket);

@@ -71,6 +71,10 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Remove `path_prefix` from the path before forwarding.
     pub strip_path_prefix: bool,
+    /// An idempotent canary request without a body whose canary upstream fails before
+    /// answering (refused, reset, closed, timed out) is sent to stable instead; the
+    /// failure still counts against the canary.
+    pub retry_on_stable: bool,
     /// Prefix put before the path sent upstream; may use `${stageVariables.NAME}`.
     pub upstream_path_prefix: String,
     /// Headers added toward the upstream (replacing any the client sent with the same
@@ -111,6 +115,7 @@ impl RouteConfig {
             host: None,
             path_prefix: "/".into(),
             strip_path_prefix: false,
+            retry_on_stable: false,
             upstream_path_prefix: String::new(),
             request_headers: Vec::new(),
             assignment: Assignment::Random,
@@ -193,6 +198,8 @@ pub struct Config {
     pub canary: Vec<SocketAddr>,
     /// Initial canary share in parts per million.
     pub canary_ppm: u32,
+    /// `retry_on_stable` of the shortcut's route (see [`RouteConfig::retry_on_stable`]).
+    pub retry_on_stable: bool,
     /// Worker threads, one per core; 0 means one per available core.
     pub workers: usize,
     /// I/O driver.
@@ -244,6 +251,7 @@ impl Config {
             stable,
             canary: Vec::new(),
             canary_ppm: 0,
+            retry_on_stable: false,
             workers: 0,
             io_driver: DriverChoice::Auto,
             kernel_accounting: crate::kernel::KernelAccounting::Off,
@@ -259,6 +267,7 @@ impl Config {
             return self.stages.clone();
         }
         let mut route = RouteConfig::catch_all(DEFAULT_NAME, self.stable.clone());
+        route.retry_on_stable = self.retry_on_stable;
         if !self.canary.is_empty() {
             route.canary = Some(Canary {
                 deployment: Deployment {

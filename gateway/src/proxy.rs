@@ -22,7 +22,7 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
 use crate::accesslog::{Inline, Record};
-use crate::control::{Held, RouteSnap};
+use crate::control::{Held, Plan, RouteSnap};
 use crate::runtime::Worker;
 use crate::select::assign::assign;
 use crate::upstream::UpConn;
@@ -47,6 +47,9 @@ struct Client {
     stage: usize,
     buf: InBuf,
     out: Vec<u8>,
+    /// The stable deployment's version of the upstream head, written beside `out` for
+    /// canary requests that may fail over to stable (`retry_on_stable`); else empty.
+    alt: Vec<u8>,
     served: u64,
 }
 
@@ -110,6 +113,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, stag
         stage,
         buf: InBuf::new(cfg.limits.max_header_bytes.max(16 * 1024) + 1),
         out: Vec::with_capacity(OUT_CAPACITY),
+        alt: Vec::new(),
         served: 0,
     };
     let upgraded = loop {
@@ -178,13 +182,7 @@ async fn serve_request(w: &Worker, c: &mut Client) -> Next {
         Ok(next) => next,
         Err(e) => {
             log::debug!("request from {} failed: {e}", c.ip);
-            ctx.connect_failed = matches!(
-                e.upstream_failure(),
-                Some(
-                    crate::metrics::UpstreamFailure::Connect
-                        | crate::metrics::UpstreamFailure::ConnectTimeout
-                )
-            );
+            ctx.connect_failed = is_connect_failure(&e);
             if ctx.response_started || e.status().is_none() {
                 Next::Close
             } else {
@@ -265,18 +263,16 @@ fn route_request(w: &Worker, c: &mut Client) -> Result<Option<Routed>, ProxyErro
     let route = &stage.routes[route_idx];
     let (variant, _) = assign(route, req.headers, c.ip, &mut w.picker.borrow_mut());
     let (plan, variant) = route.plan(variant);
-    let strip = if route.strip_path_prefix && route.path_prefix != "/" {
-        route.path_prefix.len()
-    } else {
-        0
-    };
-    let rw = Rewrite {
-        path_prefix: &plan.path_prefix,
-        strip,
-        headers: &plan.headers,
-        fallback_host: plan.endpoints.first().copied(),
-    };
-    write_upstream(&req, &rw, &c.fwd, &mut c.out);
+    write_upstream(&req, &rewrite(route, plan), &c.fwd, &mut c.out);
+    c.alt.clear();
+    if variant == Variant::Canary
+        && route.retry_on_stable
+        && req.head.idempotent
+        && req.head.body == BodyKind::None
+    {
+        let (stable, _) = route.plan(Variant::Stable);
+        write_upstream(&req, &rewrite(route, stable), &c.fwd, &mut c.alt);
+    }
     let log = w.log.is_some().then(|| {
         (
             Inline::new(req.method.as_bytes()),
@@ -291,6 +287,32 @@ fn route_request(w: &Worker, c: &mut Client) -> Result<Option<Routed>, ProxyErro
         variant,
         log,
     }))
+}
+
+/// The upstream could not be connected to (in time).
+fn is_connect_failure(e: &ProxyError) -> bool {
+    matches!(
+        e.upstream_failure(),
+        Some(
+            crate::metrics::UpstreamFailure::Connect
+                | crate::metrics::UpstreamFailure::ConnectTimeout
+        )
+    )
+}
+
+/// How `route` and the deployment's `plan` change a request on its way upstream.
+fn rewrite<'a>(route: &RouteSnap, plan: &'a Plan) -> Rewrite<'a> {
+    let strip = if route.strip_path_prefix && route.path_prefix != "/" {
+        route.path_prefix.len()
+    } else {
+        0
+    };
+    Rewrite {
+        path_prefix: &plan.path_prefix,
+        strip,
+        headers: &plan.headers,
+        fallback_host: plan.endpoints.first().copied(),
+    }
 }
 
 /// Phases 2-5: pick a variant, get an upstream connection, send the request, relay the
@@ -310,13 +332,13 @@ async fn proxy_request(
         return Err(ProxyError::BodyTooLarge);
     }
 
-    let Some(variant) = ctx.variant else {
+    let Some(mut variant) = ctx.variant else {
         return Err(ProxyError::NoRoute);
     };
     let snap = ctx.snap.clone().ok_or(ProxyError::NoRoute)?;
     let route = &snap.stages[ctx.stage].routes[ctx.route];
-    let (plan, _) = route.plan(variant);
-    let vm = route.metrics.slot(w.id, variant);
+    let (mut plan, _) = route.plan(variant);
+    let mut vm = route.metrics.slot(w.id, variant);
     vm.requests.inc();
     vm.in_flight.inc();
 
@@ -332,6 +354,37 @@ async fn proxy_request(
         ctx.upstream = Some(endpoint);
         match exchange_head(w, c, head, ctx, route, variant, endpoint).await {
             Ok(done) => break done,
+            Err(e)
+                if variant == Variant::Canary
+                    && !c.alt.is_empty()
+                    && e.upstream_failure().is_some() =>
+            {
+                // `retry_on_stable`: the canary failed before answering; stable answers
+                // instead, with the head written for it. The canary is charged with the
+                // failure as if it had answered 502 (metrics, judge, kill switch).
+                log::debug!("canary {endpoint} failed ({e}); sending the request to stable");
+                if let Some(kind) = e.upstream_failure() {
+                    vm.upstream_failures[kind as usize].inc();
+                }
+                vm.responses[4].inc();
+                vm.in_flight.dec();
+                vm.total_latency
+                    .record(ctx.start.elapsed().as_micros() as u64);
+                route
+                    .kill
+                    .record(w.id, &route.name, 502, is_connect_failure(&e), &route.split);
+                std::mem::swap(&mut c.out, &mut c.alt);
+                c.alt.clear();
+                variant = Variant::Stable;
+                plan = route.plan(variant).0;
+                vm = route.metrics.slot(w.id, variant);
+                vm.requests.inc();
+                vm.in_flight.inc();
+                vm.retries.inc();
+                ctx.variant = Some(variant);
+                ctx.start = Instant::now();
+                ctx.upstream_head = None;
+            }
             Err(e) if retryable && attempt == 0 && e.upstream_failure().is_some() => {
                 log::debug!("retrying after {e} from {endpoint}");
                 if let Some(kind) = e.upstream_failure() {

@@ -109,6 +109,8 @@ struct FileRoute {
     path_prefix: Option<Spanned<String>>,
     #[serde(default)]
     strip_path_prefix: bool,
+    #[serde(default)]
+    retry_on_stable: bool,
     upstream_path_prefix: Option<Spanned<String>>,
     #[serde(default)]
     request_headers: BTreeMap<String, Spanned<String>>,
@@ -391,6 +393,7 @@ impl Cx<'_> {
             route.path_prefix.clone_from(p.get_ref());
         }
         route.strip_path_prefix = r.strip_path_prefix;
+        route.retry_on_stable = r.retry_on_stable;
         if let Some(t) = &r.upstream_path_prefix {
             Template::parse(t.get_ref())
                 .map_err(|e| self.invalid(t.span(), at(&format!("upstream_path_prefix: {e}"))))?;
@@ -528,6 +531,7 @@ upstream_path_prefix = "/${stageVariables.version}"
 request_headers = { "x-version" = "${stageVariables.version}" }
 assignment = "sticky"
 sticky_key = "cookie:uid"
+retry_on_stable = true
 stable = { id = "v1", endpoints = ["127.0.0.1:9001"], variables = { version = "v1" } }
 canary = { id = "v2", endpoints = ["127.0.0.1:9002", "127.0.0.1:9003"], percent = 12.25, variables = { version = "v2" } }
 
@@ -554,6 +558,7 @@ stable = { id = "w1", endpoints = ["127.0.0.1:9004"] }
             }
         );
         assert_eq!(api.force_header.as_deref(), Some("x-canary"));
+        assert!(api.retry_on_stable && !c.stages[0].routes[1].retry_on_stable);
         assert_eq!(c.stages[0].routes[1].path_prefix, "/");
         assert_eq!(c.admin_socket.as_deref(), Some(Path::new("/tmp/cg.sock")));
     }
@@ -570,11 +575,11 @@ stable = { id = "w1", endpoints = ["127.0.0.1:9004"] }
         );
         let e = err(&GOOD.replace("percent = 12.25", "percent = 150"));
         assert!(
-            e.starts_with("cg.toml:18:") && e.contains("canary.percent"),
+            e.starts_with("cg.toml:19:") && e.contains("canary.percent"),
             "{e}"
         );
         let e = err(&GOOD.replace("\"127.0.0.1:9004\"", "\"nowhere\""));
-        assert!(e.starts_with("cg.toml:22:") && e.contains("nowhere"), "{e}");
+        assert!(e.starts_with("cg.toml:23:") && e.contains("nowhere"), "{e}");
         let e = err(&GOOD.replace("name = \"web\"", "name = \"api\""));
         assert!(e.contains("used twice"), "{e}");
         let e = err(&GOOD.replace(

@@ -76,6 +76,8 @@ pub struct RouteSnap {
     pub path_prefix: String,
     /// Remove the prefix before forwarding.
     pub strip_path_prefix: bool,
+    /// Failed idempotent canary requests go to stable (see `RouteConfig`).
+    pub retry_on_stable: bool,
     /// Random or sticky.
     pub assignment: Assignment,
     /// Forcing header (lower-case), if any.
@@ -120,6 +122,7 @@ impl RouteSnap {
             host: route.host.clone(),
             path_prefix: route.path_prefix.clone(),
             strip_path_prefix: route.strip_path_prefix,
+            retry_on_stable: route.retry_on_stable,
             assignment: route.assignment.clone(),
             force_header: route.force_header.clone(),
             force_cookie: route.force_cookie.clone(),

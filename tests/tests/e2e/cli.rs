@@ -13,7 +13,7 @@ use tests::{
 };
 
 /// Every `run` flag SPEC.md lists.
-const RUN_FLAGS: [&str; 15] = [
+const RUN_FLAGS: [&str; 16] = [
     "--listen",
     "--stable",
     "--canary",
@@ -29,6 +29,7 @@ const RUN_FLAGS: [&str; 15] = [
     "--max-header-bytes",
     "--max-body-bytes",
     "--drain-timeout",
+    "--canary-retry-on-stable",
 ];
 
 /// Whether `text` mentions `flag` as a whole flag (`--canary` does not count inside

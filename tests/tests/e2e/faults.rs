@@ -341,3 +341,81 @@ fn upstream_answering_before_reading_the_body_reaches_the_client() {
     );
     server.join().unwrap();
 }
+
+/// `--canary-retry-on-stable`: with a canary that refuses every connection, idempotent
+/// requests without a body are all answered by stable, while the canary is still charged
+/// with each failure (a 5xx and a connect error in its metrics); a POST is never resent.
+#[test]
+fn failed_idempotent_canary_requests_are_answered_by_stable() {
+    let stable = TestUpstream::start("stable");
+    let dead = refused_addr();
+    let gw = tests::GatewayProc::start(&[
+        "--stable",
+        &stable.addr_str(),
+        "--canary",
+        &dead.to_string(),
+        "--canary-percent",
+        "50",
+        "--canary-retry-on-stable",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let mut c = Client::connect(gw.addr()).unwrap();
+    let n = 200;
+    for i in 0..n {
+        let r = c.get(&format!("/?id={i}")).unwrap();
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "stable"),
+            "{}",
+            r.describe()
+        );
+    }
+    assert_eq!(stable.requests(), n);
+    let r = Client::connect(gw.metrics_addr())
+        .unwrap()
+        .get("/metrics")
+        .unwrap();
+    let p = tests::parse_prometheus(&r.text()).unwrap();
+    let canary_5xx = p.int(
+        "canarygate_responses_total",
+        &[
+            ("route", "default"),
+            ("variant", "canary"),
+            ("class", "5xx"),
+        ],
+    );
+    let stable_2xx = p.int(
+        "canarygate_responses_total",
+        &[
+            ("route", "default"),
+            ("variant", "stable"),
+            ("class", "2xx"),
+        ],
+    );
+    let canary_requests = p.int(
+        "canarygate_requests_total",
+        &[("route", "default"), ("variant", "canary")],
+    );
+    assert!(
+        (50..150).contains(&canary_5xx),
+        "canary picks charged as failures: {canary_5xx} of {n}"
+    );
+    assert_eq!(canary_requests, canary_5xx);
+    assert_eq!(stable_2xx, n);
+
+    // A request with a body is not resent: the canary's failure reaches its client.
+    let mut statuses = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let r = Client::connect(gw.addr())
+            .unwrap()
+            .request(&post_request("/echo", b"x", Framing::Length, ""))
+            .unwrap();
+        statuses.insert(r.status);
+    }
+    assert_eq!(
+        statuses,
+        [200, 502].into(),
+        "POST statuses at 50% to a dead canary"
+    );
+}
