@@ -48,6 +48,13 @@ fn main() -> anyhow::Result<()> {
 /// Builds the object into `OUT_DIR` with aya-build; errors are returned as text.
 fn build(ebpf_dir: &Path) -> Result<(), String> {
     let root_dir = ebpf_dir.to_string_lossy().into_owned();
+    // aya-build relays every line its nested cargo prints on stderr as a cargo warning,
+    // so each `Compiling ...` of the eBPF build showed up as a warning of this crate.
+    // Quiet keeps errors (which still fail the build, with their text) and drops the
+    // progress lines.
+    // SAFETY: build scripts run single-threaded; nothing else reads the environment
+    // concurrently.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: EBPF_PACKAGE,
