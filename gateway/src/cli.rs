@@ -145,6 +145,10 @@ pub struct Tuning {
     /// Time the upstream may take to answer, and between reads of a body (504 after).
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
     pub response_timeout: Duration,
+    /// A client (or upstream) that takes none of the bytes sent to it for this long is
+    /// disconnected (TCP_USER_TIMEOUT; covers a peer that stops reading).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "60s")]
+    pub send_timeout: Duration,
     /// Idle upstream connections older than this are closed.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
     pub pool_idle_timeout: Duration,
@@ -188,6 +192,7 @@ impl Tuning {
                 keepalive: self.keepalive_timeout,
                 connect: self.connect_timeout,
                 response: self.response_timeout,
+                send: self.send_timeout,
                 pool_idle: self.pool_idle_timeout,
             },
             limits: Limits {
@@ -473,6 +478,7 @@ impl Tuning {
             ),
             (self.connect_timeout, d.connect_timeout, &mut t.connect),
             (self.response_timeout, d.response_timeout, &mut t.response),
+            (self.send_timeout, d.send_timeout, &mut t.send),
             (
                 self.pool_idle_timeout,
                 d.pool_idle_timeout,

@@ -159,6 +159,10 @@ pub struct Timeouts {
     pub response: Duration,
     /// Idle upstream connections older than this are closed instead of reused.
     pub pool_idle: Duration,
+    /// A peer (client or upstream) that takes none of the bytes sent to it for this long
+    /// is cut off (`TCP_USER_TIMEOUT`, which also covers a zero receive window), so a
+    /// client that stops reading cannot hold a response and its upstream forever.
+    pub send: Duration,
 }
 
 /// Size limits applied by every worker.
@@ -222,6 +226,7 @@ impl Default for Timeouts {
             keepalive: Duration::from_secs(60),
             connect: Duration::from_secs(3),
             response: Duration::from_secs(30),
+            send: Duration::from_secs(60),
             pool_idle: Duration::from_secs(30),
         }
     }

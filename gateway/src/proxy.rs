@@ -103,6 +103,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, stag
     m.open.inc();
     // Small heads must not wait for Nagle; failure only costs latency.
     let _ = stream.set_nodelay(true);
+    set_send_timeout(&stream, worker.config.timeouts.send);
     // Kernel accounting: this socket counts as downstream.
     crate::kernel::tag_downstream(&stream);
     let cfg = &worker.config;
@@ -287,6 +288,19 @@ fn route_request(w: &Worker, c: &mut Client) -> Result<Option<Routed>, ProxyErro
         variant,
         log,
     }))
+}
+
+/// Cuts the connection off when the peer takes none of what is sent to it for `timeout`
+/// (`TCP_USER_TIMEOUT`: unacknowledged data, or a zero window, for that long). Failing
+/// to set it only loses that protection.
+pub(crate) fn set_send_timeout(stream: &TcpStream, timeout: Duration) {
+    use std::os::fd::{AsRawFd as _, BorrowedFd};
+    if timeout.is_zero() {
+        return;
+    }
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let _ = socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(timeout));
 }
 
 /// The upstream could not be connected to (in time).

@@ -316,11 +316,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                let upstreams = Upstreams::new(
-                    config.limits.pool_max_idle,
-                    config.timeouts.pool_idle,
-                    config.timeouts.connect,
-                );
+                let upstreams = Upstreams::new(config.limits.pool_max_idle, &config.timeouts);
                 let snap = RefCell::new((shared.generation(), Rc::new(Held(shared.load()))));
                 let worker = Rc::new(Worker {
                     id,

@@ -47,17 +47,20 @@ pub struct Upstreams {
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    send_timeout: Duration,
 }
 
 impl Upstreams {
-    /// Pools holding up to `max_idle` connections per endpoint for at most `idle_timeout`.
-    pub fn new(max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
+    /// Pools holding up to `max_idle` connections per endpoint for at most
+    /// `timeouts.pool_idle`; new connections get `timeouts.connect` and `timeouts.send`.
+    pub fn new(max_idle: usize, timeouts: &crate::Timeouts) -> Self {
         Upstreams {
             pools: RefCell::new(HashMap::default()),
             cursors: RefCell::new(Vec::new()),
             max_idle,
-            idle_timeout,
-            connect_timeout,
+            idle_timeout: timeouts.pool_idle,
+            connect_timeout: timeouts.connect,
+            send_timeout: timeouts.send,
         }
     }
 
@@ -104,6 +107,7 @@ impl Upstreams {
         };
         // Small heads must not wait for Nagle; failure only costs latency.
         let _ = stream.set_nodelay(true);
+        crate::proxy::set_send_timeout(&stream, self.send_timeout);
         // Kernel accounting: this socket's TCP figures count for `variant` from now on.
         crate::kernel::tag_upstream(&stream, variant);
         Ok(UpConn {

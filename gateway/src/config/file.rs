@@ -86,6 +86,7 @@ struct FileServer {
     keepalive_timeout: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
     response_timeout: Option<Spanned<String>>,
+    send_timeout: Option<Spanned<String>>,
     pool_idle_timeout: Option<Spanned<String>>,
     pool_max_idle: Option<usize>,
     max_header_bytes: Option<usize>,
@@ -328,6 +329,11 @@ impl Cx<'_> {
             s.response_timeout.as_ref(),
             "response_timeout",
             &mut c.timeouts.response,
+        )?;
+        self.duration(
+            s.send_timeout.as_ref(),
+            "send_timeout",
+            &mut c.timeouts.send,
         )?;
         self.duration(
             s.pool_idle_timeout.as_ref(),

@@ -13,7 +13,7 @@ use tests::{
 };
 
 /// Every `run` flag SPEC.md lists.
-const RUN_FLAGS: [&str; 16] = [
+const RUN_FLAGS: [&str; 17] = [
     "--listen",
     "--stable",
     "--canary",
@@ -30,6 +30,7 @@ const RUN_FLAGS: [&str; 16] = [
     "--max-body-bytes",
     "--drain-timeout",
     "--canary-retry-on-stable",
+    "--send-timeout",
 ];
 
 /// Whether `text` mentions `flag` as a whole flag (`--canary` does not count inside

@@ -419,3 +419,44 @@ fn failed_idempotent_canary_requests_are_answered_by_stable() {
         "POST statuses at 50% to a dead canary"
     );
 }
+
+/// A client that asks for a large response and then stops reading (a slow-read attack)
+/// is cut off after `--send-timeout`, and the upstream connection behind it is closed
+/// rather than held: the upstream's connection count goes back to zero.
+#[test]
+fn client_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    let up = TestUpstream::start("stable");
+    let gw = start_gw(&up.addr_str(), &["--send-timeout", "1s"]);
+    let mut c = Client::connect(gw.addr()).unwrap();
+    // Far more than the socket buffers on both sides of the gateway hold.
+    c.send(format!("GET /big?n={} HTTP/1.1\r\nHost: {HOST}\r\n\r\n", 256 << 20).as_bytes())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while up.accepted() == 0 || up.open_connections() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream connection is still held 20 s after the client stopped reading"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // The client's connection was aborted (reset), not left open.
+    c.set_read_timeout(Duration::from_secs(5)).unwrap();
+    let mut sink = vec![0u8; 1 << 20];
+    let mut got = 0usize;
+    let ended = loop {
+        match std::io::Read::read(&mut c.stream().try_clone().unwrap(), &mut sink) {
+            Ok(0) | Err(_) => break true,
+            Ok(n) => got += n,
+        }
+        if got > 256 << 20 {
+            break false;
+        }
+    };
+    assert!(
+        ended && got < 256 << 20,
+        "the whole response still arrived ({got} bytes)"
+    );
+    // And the gateway serves the next client.
+    let r = Client::connect(gw.addr()).unwrap().get("/").unwrap();
+    assert_eq!(r.status, 200, "{}", r.describe());
+}
