@@ -40,6 +40,9 @@ pub fn execute(control: &Control, line: &str, who: &str) -> Reply {
         Ok(r) => r,
         Err(e) => return Reply::err(e),
     };
+    // A trip the workers made since the controller's last tick is part of the state
+    // this command reads or changes.
+    control.record_kill_switch_trips();
     let expect = request.expect;
     let mutates = request.command.mutates();
     let reply = match request.command {

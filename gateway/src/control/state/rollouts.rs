@@ -354,6 +354,27 @@ impl Control {
     pub fn rollout_tick(&self, now: Instant) {
         let mut guard = self.lock();
         let st = &mut *guard;
+        self.record_trips_locked(st);
+        let active: Vec<String> = st
+            .rollouts
+            .iter()
+            .filter(|(_, r)| r.phase.is_active())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in active {
+            self.tick_one(st, &name, now);
+        }
+    }
+
+    /// Records kill-switch trips the workers made since the last look: the rollout (if
+    /// any) fails, and the configuration's share becomes 0 as the workers already set it.
+    /// Admin commands call this first, so what they show and change includes every trip.
+    pub fn record_kill_switch_trips(&self) {
+        let mut guard = self.lock();
+        self.record_trips_locked(&mut guard);
+    }
+
+    fn record_trips_locked(&self, st: &mut State) {
         let switches: Vec<(String, Arc<KillSwitch>)> = st
             .runtime
             .iter()
@@ -373,15 +394,6 @@ impl Control {
                 Err(e) => e.to_string(),
             };
             log::warn!(target: "canarygate::audit", "route {name}: kill switch tripped ({detail}): {what}");
-        }
-        let active: Vec<String> = st
-            .rollouts
-            .iter()
-            .filter(|(_, r)| r.phase.is_active())
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in active {
-            self.tick_one(st, &name, now);
         }
     }
 
