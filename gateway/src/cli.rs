@@ -94,7 +94,7 @@ pub struct RunArgs {
     /// On SIGTERM or SIGINT: how long to let requests in flight (and upgraded
     /// connections) finish after new connections stop being accepted; each response in
     /// that time carries `Connection: close`. A second signal, or `0s`, stops at once.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration_or_zero, default_value = "30s")]
     pub drain_timeout: Duration,
     #[command(flatten)]
     pub tuning: Tuning,
@@ -433,23 +433,28 @@ pub fn parse_header_name(text: &str) -> Result<String, String> {
 
 /// `500ms`, `2s`, `1m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration_or_zero(text)?;
+    if d.is_zero() {
+        return Err(format!("'{text}' must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// Like [`parse_duration`], but `0` (or `0s`, `0ms`) is allowed.
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
         .map_err(|_| format!("'{text}' is not a duration like 500ms, 2s or 1m"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("'{text}' is not a duration like 500ms, 2s or 1m")),
-    };
-    if d.is_zero() {
-        return Err(format!("'{text}' must be greater than zero"));
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!("'{text}' is not a duration like 500ms, 2s or 1m")),
     }
-    Ok(d)
 }
 
 impl Tuning {

@@ -264,11 +264,26 @@ fn sigterm_drains_requests_in_flight_then_stops() {
     assert!(gw.stderr().contains("drained"), "{}", gw.stderr());
 }
 
-/// A request slower than `--drain-timeout` does not hold the stop up for longer.
+/// A request slower than `--drain-timeout` does not hold the stop up for longer, and
+/// `--drain-timeout 0s` stops at once.
 #[test]
 fn drain_timeout_bounds_a_graceful_stop() {
     let up = TunableUpstream::start("stable");
     up.set_delay(Duration::from_secs(8));
+    let mut now = GatewayProc::start(&["--stable", &up.addr_str(), "--drain-timeout", "0s"]);
+    let mut busy = Client::connect(now.addr()).unwrap();
+    busy.send(&get_request("/slow")).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    now.signal("TERM");
+    assert!(now.wait_exit(Duration::from_secs(5)).is_some());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "--drain-timeout 0s stopped only after {:?}",
+        signalled.elapsed()
+    );
+    assert!(!now.stderr().contains("draining"), "{}", now.stderr());
+
     let mut gw = GatewayProc::start(&["--stable", &up.addr_str(), "--drain-timeout", "500ms"]);
     let mut busy = Client::connect(gw.addr()).unwrap();
     busy.send(&get_request("/slow")).unwrap();
