@@ -12,7 +12,7 @@ use tests::{AdminConn, Client, ConfigFile, Expect, GatewayProc, TestUpstream, ge
 /// Requests per pipelined write.
 const PIPELINE: usize = 100;
 
-/// The sticky bucket as SPEC.md documents it: FNV-1a-64 over salt ++ 0xFF ++ key, the
+/// The sticky bucket as the README documents it: FNV-1a-64 over salt ++ 0xFF ++ key, the
 /// splitmix64 finalizer, then `(h * 1e6) >> 64`.
 fn spec_bucket(salt: &str, key: &str) -> u32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

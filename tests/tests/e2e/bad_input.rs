@@ -1,4 +1,4 @@
-//! Bad client input through the real binary, each case with the exact status from SPEC.md:
+//! Bad client input through the real binary, each case with the exact status the README documents:
 //! 400 for malformed or ambiguous heads and framing, 431 for oversized heads, 413 for
 //! oversized bodies, 408 for a head that never completes, 501/505/417 for what is not
 //! supported. The 400/408/413/431 connections close, and nothing reaches the upstream.

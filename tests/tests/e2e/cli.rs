@@ -1,5 +1,5 @@
 //! The command line of the real binary: invalid flags exit with code 2 and one `error:`
-//! line naming the flag, `--help` documents every flag of SPEC.md, valid edge values are
+//! line naming the flag, `--help` documents every flag of the README, valid edge values are
 //! accepted, SIGTERM stops `run`, and `demo` serves its built-in upstreams.
 
 use std::net::{SocketAddr, TcpStream};
@@ -12,7 +12,7 @@ use tests::{
     run_cli,
 };
 
-/// Every `run` flag SPEC.md lists.
+/// Every `run` flag the README lists.
 const RUN_FLAGS: [&str; 17] = [
     "--listen",
     "--stable",

@@ -1,4 +1,4 @@
-//! Upstream faults through the real binary, each with the status from SPEC.md: 502 for
+//! Upstream faults through the real binary, each with the status the README documents: 502 for
 //! refusing, resetting, closing or malformed upstreams (GET retried on the next endpoint,
 //! POST never), 504 for connect and response timeouts; plus the ways a broken exchange
 //! could poison the upstream pool: a client that leaves mid-response, an upstream that
