@@ -144,6 +144,8 @@ pub struct Rollout {
     started: Instant,
     window_started: Instant,
     next_judgement: Instant,
+    /// Inconclusive verdicts in a row on the current step.
+    pub inconclusive: u32,
 }
 
 impl Rollout {
@@ -169,6 +171,7 @@ impl Rollout {
             started: now,
             window_started: now,
             next_judgement: now + plan.interval,
+            inconclusive: 0,
             plan,
         }
     }
@@ -202,6 +205,7 @@ impl Rollout {
         self.kernel_baseline = kernel;
         self.window_started = now;
         self.next_judgement = now + self.plan.interval;
+        self.inconclusive = 0;
     }
 
     /// Applies the judge's verdict on the current window.
@@ -227,8 +231,21 @@ impl Rollout {
                 Action::Rollback
             }
             Verdict::Inconclusive => {
-                // Hold: the same window goes on and is judged again one interval later.
+                // Hold: the same window goes on and is judged again one interval later,
+                // unless the plan's patience ran out: then the operator decides.
+                self.inconclusive += 1;
                 self.next_judgement = now + self.plan.interval;
+                if self.plan.max_inconclusive > 0 && self.inconclusive >= self.plan.max_inconclusive
+                {
+                    self.phase = Phase::Paused {
+                        reason: format!(
+                            "step {} was inconclusive {} times in a row ({}); resume to judge it again, or abort",
+                            self.step + 1,
+                            self.inconclusive,
+                            judgement.summary()
+                        ),
+                    };
+                }
                 Action::None
             }
             Verdict::Pass | Verdict::Marginal => self.advance(now),
@@ -239,6 +256,7 @@ impl Rollout {
         match self.plan.steps.get(self.step + 1) {
             Some(&ppm) if ppm < PPM_MAX => {
                 self.step += 1;
+                self.inconclusive = 0;
                 self.window_started = now;
                 self.next_judgement = now + self.plan.interval;
                 Action::SetPercent(ppm)
@@ -271,6 +289,7 @@ impl Rollout {
         match self.phase {
             Phase::Paused { .. } => {
                 self.phase = Phase::Running;
+                self.inconclusive = 0;
                 Ok(Action::SetPercent(self.step_ppm()))
             }
             Phase::Running => Err("the rollout is not paused".into()),
@@ -379,6 +398,48 @@ mod tests {
             Action::None,
             "finished rollouts ignore verdicts"
         );
+    }
+
+    #[test]
+    fn inconclusive_limit_pauses_for_the_operator() {
+        let t0 = Instant::now();
+        let mut r = rollout(t0);
+        r.plan.max_inconclusive = 3;
+        for i in 1..=2 {
+            assert_eq!(
+                r.conclude(t0, &judgement(Verdict::Inconclusive)),
+                Action::None
+            );
+            assert_eq!(r.phase, Phase::Running, "after {i}");
+        }
+        // A pass in between starts the count again (on the next step).
+        assert_eq!(
+            r.conclude(t0, &judgement(Verdict::Pass)),
+            Action::SetPercent(250_000)
+        );
+        for _ in 0..2 {
+            r.conclude(t0, &judgement(Verdict::Inconclusive));
+        }
+        assert_eq!(r.phase, Phase::Running);
+        assert_eq!(
+            r.conclude(t0, &judgement(Verdict::Inconclusive)),
+            Action::None
+        );
+        let reason = r.phase.reason().unwrap_or_default().to_owned();
+        assert!(
+            r.phase.as_str() == "paused"
+                && reason.contains("step 2 was inconclusive 3 times in a row"),
+            "{:?}",
+            r.phase
+        );
+        assert_eq!(r.resume().unwrap(), Action::SetPercent(250_000));
+        assert_eq!(r.inconclusive, 0);
+        // 0: hold for ever.
+        let mut h = rollout(t0);
+        for _ in 0..50 {
+            h.conclude(t0, &judgement(Verdict::Inconclusive));
+        }
+        assert_eq!(h.phase, Phase::Running);
     }
 
     #[test]

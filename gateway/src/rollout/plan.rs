@@ -27,6 +27,10 @@ pub struct Plan {
     pub interval: Duration,
     /// How the judge decides (includes the minimum requests per variant).
     pub criteria: Criteria,
+    /// Inconclusive verdicts in a row on one step after which the rollout pauses for
+    /// the operator (as Argo Rollouts' `inconclusiveLimit`); 0 holds and re-judges for
+    /// ever.
+    pub max_inconclusive: u32,
 }
 
 impl Plan {
@@ -36,6 +40,7 @@ impl Plan {
             steps,
             interval,
             criteria: Criteria::default(),
+            max_inconclusive: 0,
         };
         plan.check()?;
         Ok(plan)
@@ -115,6 +120,9 @@ impl Plan {
         if let Some(r) = c.max_retransmit_rate {
             let _ = write!(s, " max-retransmit-rate {r}");
         }
+        if self.max_inconclusive > 0 {
+            let _ = write!(s, " max-inconclusive {}", self.max_inconclusive);
+        }
         s
     }
 }
@@ -151,6 +159,8 @@ pub struct PlanArgs {
     pub max_error_rate: Option<f64>,
     /// `max-retransmit-rate F`
     pub max_retransmit_rate: Option<f64>,
+    /// `max-inconclusive N`
+    pub max_inconclusive: Option<u32>,
 }
 
 impl Eq for PlanArgs {}
@@ -194,9 +204,16 @@ impl PlanArgs {
                 "max-p99" => a.max_p99 = Some(dur(value)?),
                 "max-error-rate" => a.max_error_rate = Some(frac(value)?),
                 "max-retransmit-rate" => a.max_retransmit_rate = Some(frac(value)?),
+                "max-inconclusive" => {
+                    a.max_inconclusive = Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("max-inconclusive: '{value}' is not a count"))?,
+                    );
+                }
                 other => {
                     return Err(format!(
-                        "rollout: unknown setting '{}' (steps, interval, min-requests, confidence, latency-tolerance, latency-tolerance-abs, error-tolerance, max-p99, max-error-rate, max-retransmit-rate)",
+                        "rollout: unknown setting '{}' (steps, interval, min-requests, confidence, latency-tolerance, latency-tolerance-abs, error-tolerance, max-p99, max-error-rate, max-retransmit-rate, max-inconclusive)",
                         other.chars().take(40).collect::<String>()
                     ));
                 }
@@ -209,7 +226,7 @@ impl PlanArgs {
     pub fn apply(&self, base: Option<&Plan>) -> Result<Plan, String> {
         let mut plan = match (base, &self.steps) {
             (Some(b), _) => b.clone(),
-            (None, Some(steps)) => Plan { steps: steps.clone(), interval: DEFAULT_INTERVAL, criteria: Criteria::default() },
+            (None, Some(steps)) => Plan { steps: steps.clone(), interval: DEFAULT_INTERVAL, criteria: Criteria::default(), max_inconclusive: 0 },
             (None, None) => return Err("this route has no rollout plan in the configuration file: give one (steps P,P,.. interval DUR)".into()),
         };
         let c = &mut plan.criteria;
@@ -237,6 +254,9 @@ impl PlanArgs {
         }
         if let Some(i) = self.interval {
             plan.interval = i;
+        }
+        if let Some(n) = self.max_inconclusive {
+            plan.max_inconclusive = n;
         }
         plan.check()?;
         Ok(plan)
@@ -276,6 +296,7 @@ pub struct FilePlan {
     max_p99: Option<String>,
     max_error_rate: Option<f64>,
     max_retransmit_rate: Option<f64>,
+    max_inconclusive: Option<u32>,
 }
 
 impl FilePlan {
@@ -302,6 +323,7 @@ impl FilePlan {
             max_p99: dur("max_p99", &self.max_p99)?,
             max_error_rate: self.max_error_rate,
             max_retransmit_rate: self.max_retransmit_rate,
+            max_inconclusive: self.max_inconclusive,
         };
         args.apply(None)
             .map_err(|e| e.replace("min-requests", "min_requests"))

@@ -48,6 +48,8 @@ pub fn rollout_json(
         "plan": r.plan.describe(),
         "interval_ms": r.plan.interval.as_millis() as u64,
         "min_requests": r.plan.criteria.min_requests,
+        "max_inconclusive": r.plan.max_inconclusive,
+        "inconclusive_in_a_row": r.inconclusive,
         "window_ms": elapsed.as_millis() as u64,
         "next_verdict_in_ms": (r.phase.as_str() == "running").then_some(next.as_millis() as u64),
         "verdicts": verdicts,

@@ -552,3 +552,50 @@ fn restart_restarts_file_plans_from_the_first_step_and_forgets_the_rest() {
         "{text}"
     );
 }
+
+/// A step that cannot get enough samples is judged inconclusive again and again; with
+/// `max-inconclusive N` the rollout pauses after N of them, says why, and keeps the
+/// share where it was (the operator resumes or aborts).
+#[test]
+fn inconclusive_steps_pause_the_rollout_after_max_inconclusive() {
+    let mut s = setup("0", "");
+    let traffic = load(&s.gw);
+    s.admin.ok(
+        "rollout start api steps 10,50 interval 300ms min-requests 100000000 max-inconclusive 2",
+    );
+    let r = wait_rollout(&mut s.admin, "a pause", |r| r["state"] == "paused");
+    let reason = r["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("step 1 was inconclusive 2 times in a row"),
+        "{r:#}"
+    );
+    assert_eq!(
+        (r["step"].as_u64(), r["canary_percent"].as_str()),
+        (Some(1), Some("10")),
+        "{r:#}"
+    );
+    assert_eq!(
+        verdicts(&r),
+        [
+            (1, "inconclusive".to_owned()),
+            (1, "inconclusive".to_owned())
+        ],
+        "{r:#}"
+    );
+    assert!(
+        r["plan"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max-inconclusive 2"),
+        "{r:#}"
+    );
+    assert!(
+        s.gw.stderr()
+            .contains("rollout paused: step 1 was inconclusive"),
+        "{}",
+        s.gw.stderr()
+    );
+    let reply = s.admin.ok("rollout abort api");
+    assert!(reply.contains("rolled back"), "{reply}");
+    traffic.finish();
+}

@@ -459,6 +459,9 @@ impl Control {
         } else {
             log::info!(target: "canarygate::audit", "{line}");
         }
+        if let Phase::Paused { reason } = &r.phase {
+            log::warn!(target: "canarygate::audit", "route {name}: rollout paused: {reason}");
+        }
         if let Err(e) = self.act(st, name, &action, now) {
             log::error!(target: "canarygate::audit", "route {name}: rollout could not apply {action:?}: {e}");
         }
