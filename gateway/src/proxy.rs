@@ -51,6 +51,9 @@ struct Client {
     /// canary requests that may fail over to stable (`retry_on_stable`); else empty.
     alt: Vec<u8>,
     served: u64,
+    /// The connection closes while the client may still be sending (a refused or
+    /// unread body, a rejected head): close it lingering (see [`linger`]).
+    linger: bool,
 }
 
 /// What happens to the client connection after a request.
@@ -116,6 +119,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, stag
         out: Vec::with_capacity(OUT_CAPACITY),
         alt: Vec::new(),
         served: 0,
+        linger: false,
     };
     let upgraded = loop {
         match serve_request(&worker, &mut client).await {
@@ -134,6 +138,8 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, stag
         m.busy.inc();
         tunnel(client.stream, client.buf, up.stream, up.buf).await;
         m.busy.dec();
+    } else if client.linger {
+        linger(&mut client).await;
     }
     m.open.dec();
 }
@@ -152,6 +158,7 @@ async fn serve_request(w: &Worker, c: &mut Client) -> Next {
             return if matches!(e, ProxyError::NoRoute) {
                 Next::KeepAlive
             } else {
+                c.linger = true;
                 Next::Close
             };
         }
@@ -188,6 +195,7 @@ async fn serve_request(w: &Worker, c: &mut Client) -> Next {
                 Next::Close
             } else {
                 let close = !(e.keeps_client() && ctx.request_done && head.keep_alive);
+                c.linger |= close && !ctx.request_done;
                 ctx.status = e.status().map_or(0, |s| s.0);
                 ctx.bytes_out += answer_error(w, c, &e, ctx.variant, close).await;
                 if close { Next::Close } else { Next::KeepAlive }
@@ -301,6 +309,36 @@ pub(crate) fn set_send_timeout(stream: &TcpStream, timeout: Duration) {
     // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     let _ = socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(timeout));
+}
+
+/// Longest a lingering close keeps reading, and longest it waits for one read.
+const LINGER_TIME: Duration = Duration::from_secs(10);
+const LINGER_IDLE: Duration = Duration::from_secs(2);
+
+/// Closes a connection whose client may still be sending (nginx's and Apache's
+/// "lingering close"): stop writing (FIN after the answer), then read and discard what
+/// arrives until the client closes, goes quiet for [`LINGER_IDLE`], or [`LINGER_TIME`]
+/// passes. Closing with unread bytes at once would reset the connection, and a client
+/// still writing its request would fail on that reset before reading the answer.
+async fn linger(c: &mut Client) {
+    use monoio::io::AsyncWriteRent as _;
+    if c.stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER_TIME;
+    loop {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(LINGER_IDLE);
+        if wait.is_zero() {
+            return;
+        }
+        c.buf.consume(c.buf.data().len());
+        match monoio::time::timeout(wait, c.buf.fill(&mut c.stream)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
 }
 
 /// The upstream could not be connected to (in time).
@@ -507,7 +545,10 @@ async fn exchange_head(
             // The upstream stopped taking the body: it may have answered already (a 413
             // or 401 before reading an upload), and that answer is what the client
             // should see. Read on; without a response head this is a 502 below.
-            Err(RelayError::DstIo) => refused_body = true,
+            Err(RelayError::DstIo) => {
+                refused_body = true;
+                c.linger = true;
+            }
             Err(e) => {
                 return Err(match e {
                     RelayError::SrcClosed | RelayError::SrcIo => {

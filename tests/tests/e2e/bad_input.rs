@@ -606,3 +606,30 @@ fn refused_upload_reads_its_413_not_a_reset() {
     }
     assert_eq!(up.requests(), 0);
 }
+
+/// A simple client writes its whole request before it reads anything. When the gateway
+/// refuses the body (413 on Content-Length), it must go on taking (and discarding) what
+/// the client still sends for a while before it closes (a lingering close), or the
+/// client's own write fails on a reset and it never reads the 413.
+#[test]
+fn client_that_writes_everything_first_still_reads_its_413() {
+    let up = TestUpstream::start("stable");
+    let gw = start_gw(&up.addr_str(), &["--max-body-bytes", "1000"]);
+    for round in 0..3 {
+        let mut c = Client::connect(gw.addr()).unwrap();
+        let body = vec![b'u'; 8 << 20];
+        let mut raw = format!(
+            "POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body);
+        c.send(&raw)
+            .unwrap_or_else(|e| panic!("round {round}: the upload failed: {e}"));
+        let r = c
+            .read_response(false)
+            .unwrap_or_else(|e| panic!("round {round}: no 413: {e}"));
+        assert_eq!(r.status, 413, "round {round}: {}", r.describe());
+    }
+    assert_eq!(up.requests(), 0);
+}
