@@ -154,8 +154,9 @@ async fn serve_request(w: &Worker, c: &mut Client) -> Next {
                 w.metrics.rejected[kind as usize].inc();
             }
             log::debug!("rejected request from {}: {e}", c.ip);
-            answer_error(w, c, &e, None, !matches!(e, ProxyError::NoRoute)).await;
-            return if matches!(e, ProxyError::NoRoute) {
+            let keep = matches!(e, ProxyError::NoRoute);
+            answer_error(w, c, &e, None, !keep).await;
+            return if keep {
                 Next::KeepAlive
             } else {
                 c.linger = true;
@@ -249,15 +250,7 @@ fn route_request(w: &Worker, c: &mut Client) -> Result<Option<Routed>, ProxyErro
     };
     let snap = w.snapshot();
     let stage = &snap.stages[c.stage];
-    let Some(route_idx) = stage
-        .routes
-        .iter()
-        // `OPTIONS *` asks about the server as a whole: the routes for `/` take it.
-        .position(|r| {
-            let path = if req.path == "*" { "/" } else { req.path };
-            r.matches(req.host, path.as_bytes())
-        })
-    else {
+    let Some(route_idx) = stage.find(req.host, req.path.as_bytes()) else {
         // The head is consumed so the connection can go on (the body, if any, cannot be
         // skipped safely, so then it closes).
         let close = req.head.body != BodyKind::None || !req.head.keep_alive;
@@ -291,7 +284,7 @@ fn route_request(w: &Worker, c: &mut Client) -> Result<Option<Routed>, ProxyErro
     let head = req.head;
     Ok(Some(Routed {
         head,
-        snap: Rc::clone(&snap),
+        snap,
         route: route_idx,
         variant,
         log,
@@ -418,13 +411,9 @@ async fn proxy_request(
                 if let Some(kind) = e.upstream_failure() {
                     vm.upstream_failures[kind as usize].inc();
                 }
-                vm.responses[4].inc();
-                vm.in_flight.dec();
-                vm.total_latency
-                    .record(ctx.start.elapsed().as_micros() as u64);
-                route
-                    .kill
-                    .record(w.id, &route.name, 502, is_connect_failure(&e), &route.split);
+                let now = Instant::now();
+                let canary_us = now.duration_since(ctx.start).as_micros() as u64;
+                settle(w, route, variant, 502, is_connect_failure(&e), canary_us);
                 std::mem::swap(&mut c.out, &mut c.alt);
                 c.alt.clear();
                 variant = Variant::Stable;
@@ -434,7 +423,7 @@ async fn proxy_request(
                 vm.in_flight.inc();
                 vm.retries.inc();
                 ctx.variant = Some(variant);
-                ctx.start = Instant::now();
+                ctx.start = now;
                 ctx.upstream_head = None;
             }
             Err(e) if retryable && attempt == 0 && e.upstream_failure().is_some() => {
@@ -573,18 +562,13 @@ async fn exchange_head(
     // The client connection closes after this response, and the response says so, when
     // the rest of the request body was never read, or when a graceful stop began while
     // the upstream worked.
-    let closing = RequestHead {
-        keep_alive: false,
-        ..*head
-    };
+    let mut head = *head;
     loop {
-        let head = if refused_body || w.shared.draining() {
-            &closing
-        } else {
-            head
-        };
+        if refused_body || w.shared.draining() {
+            head.keep_alive = false;
+        }
         if !up.buf.is_empty()
-            && let Some(resp) = parse_response(up.buf.data(), head, variant_header, &mut c.out)?
+            && let Some(resp) = parse_response(up.buf.data(), &head, variant_header, &mut c.out)?
         {
             if (100..200).contains(&resp.status) && !resp.upgraded {
                 if head.version == Version::Http11 && resp.status != 100 {
@@ -681,15 +665,34 @@ impl Next {
 
 /// Phase 6, the one place every routed request is counted: status class, bytes and
 /// latency for its route and variant, and its access-log record.
+/// Ends one attempt of `variant` on `route` in the figures: no longer in flight, its
+/// status class, its total latency, and (for the canary) the kill switch's window.
+fn settle(
+    w: &Worker,
+    route: &RouteSnap,
+    variant: Variant,
+    status: u16,
+    connect_failed: bool,
+    total_us: u64,
+) {
+    let vm = route.metrics.slot(w.id, variant);
+    vm.in_flight.dec();
+    if (100..600).contains(&status) {
+        vm.responses[usize::from(status / 100 - 1)].inc();
+    }
+    vm.total_latency.record(total_us);
+    if variant == Variant::Canary {
+        route
+            .kill
+            .record(w.id, &route.name, status, connect_failed, &route.split);
+    }
+}
+
 fn record(w: &Worker, ctx: &RequestCtx) {
     let (Some(route), Some(variant)) = (ctx.route(), ctx.variant) else {
         return;
     };
     let vm = route.metrics.slot(w.id, variant);
-    vm.in_flight.dec();
-    if (100..600).contains(&ctx.status) {
-        vm.responses[usize::from(ctx.status / 100 - 1)].inc();
-    }
     vm.bytes_in.add(ctx.bytes_in);
     vm.bytes_out.add(ctx.bytes_out);
     let upstream_us = ctx.upstream_head.map(|d| d.as_micros() as u64);
@@ -697,16 +700,7 @@ fn record(w: &Worker, ctx: &RequestCtx) {
         vm.upstream_latency.record(us);
     }
     let total_us = ctx.start.elapsed().as_micros() as u64;
-    vm.total_latency.record(total_us);
-    if variant == Variant::Canary {
-        route.kill.record(
-            w.id,
-            &route.name,
-            ctx.status,
-            ctx.connect_failed,
-            &route.split,
-        );
-    }
+    settle(w, route, variant, ctx.status, ctx.connect_failed, total_us);
     if let (Some(queue), Some((method, path))) = (&w.log, &ctx.log) {
         let (plan, _) = route.plan(variant);
         let rec = Record {

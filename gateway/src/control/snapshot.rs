@@ -53,8 +53,6 @@ pub struct Plan {
     pub deployment_id: String,
     /// Endpoints (round-robin).
     pub endpoints: Vec<SocketAddr>,
-    /// Effective stage variables for this variant.
-    pub variables: BTreeMap<String, String>,
     /// Rendered upstream path prefix.
     pub path_prefix: Vec<u8>,
     /// Rendered headers added toward the upstream (lower-case names).
@@ -171,7 +169,6 @@ fn plan(route: &RouteConfig, d: &Deployment, vars: &BTreeMap<String, String>) ->
     Plan {
         deployment_id: d.id.clone(),
         endpoints: d.endpoints.clone(),
-        variables: vars.clone(),
         path_prefix: render(&route.upstream_path_prefix, vars).into_bytes(),
         headers: route
             .request_headers
@@ -193,10 +190,12 @@ impl StageSnap {
         StageSnap { name, routes }
     }
 
-    /// The first route that takes `host` and `path`.
+    /// Index of the first route that takes `host` and `path`. `OPTIONS *` (path `*`)
+    /// asks about the server as a whole: the routes for `/` take it.
     #[inline]
-    pub fn find(&self, host: Option<&[u8]>, path: &[u8]) -> Option<&Arc<RouteSnap>> {
-        self.routes.iter().find(|r| r.matches(host, path))
+    pub fn find(&self, host: Option<&[u8]>, path: &[u8]) -> Option<usize> {
+        let path = if path == b"*" { b"/" } else { path };
+        self.routes.iter().position(|r| r.matches(host, path))
     }
 }
 
@@ -231,7 +230,7 @@ mod tests {
         let name = |h: Option<&str>, p: &str| {
             stage
                 .find(h.map(str::as_bytes), p.as_bytes())
-                .map(|r| r.name.clone())
+                .map(|i| stage.routes[i].name.clone())
         };
         assert_eq!(name(None, "/api/x").as_deref(), Some("api"));
         assert_eq!(name(None, "/api").as_deref(), Some("api"));
