@@ -17,8 +17,8 @@ pub fn request_head(extra: usize) -> Vec<u8> {
     head
 }
 
-/// Parses a duration as the gateway's flags do: `500ms`, `2s`, `1m`, or bare seconds
-/// (decimals allowed).
+/// Parses a load duration: `500ms`, `2s`, `1m`, or bare seconds, decimals allowed (unlike
+/// the gateway's flags, which take whole numbers, also `h`, and refuse 0).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let (number, scale) = if let Some(n) = s.strip_suffix("ms") {

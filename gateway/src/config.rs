@@ -146,7 +146,7 @@ pub enum DriverChoice {
 }
 
 /// Timeouts applied by every worker.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// Time a client has to send a complete request head once it started one (408 after).
     pub header: Duration,
@@ -166,7 +166,7 @@ pub struct Timeouts {
 }
 
 /// Size limits applied by every worker.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted request head (request line plus headers), in bytes (431 above).
     pub max_header_bytes: usize,

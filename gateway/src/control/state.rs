@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use gateway_common::Variant;
+use gateway_common::{VARIANT_COUNT, Variant};
 
 use super::Shared;
 use super::snapshot::{RouteSnap, Snapshot, StageSnap};
 use crate::config::{Canary, Config, Deployment, RouteConfig};
-use crate::metrics::{RouteMetrics, RouteStats, Stats, WorkerMetrics};
+use crate::metrics::{RouteMetrics, RouteStats, Stats, VariantStats, WorkerMetrics};
 use crate::select::{Split, format_percent};
 
 // Rollouts and kill switches: `Control` methods that need this module's private state.
@@ -415,13 +415,15 @@ impl Control {
                 lines.push(format!("route {name}: removed"));
             }
         }
-        let server_changed = format!(
-            "{:?}{:?}{:?}{:?}",
-            st.config.timeouts, st.config.limits, st.config.workers, st.config.variant_header
-        ) != format!(
-            "{:?}{:?}{:?}{:?}",
-            new.timeouts, new.limits, new.workers, new.variant_header
-        );
+        let server = |c: &Config| {
+            (
+                c.timeouts.clone(),
+                c.limits.clone(),
+                c.workers,
+                c.variant_header.clone(),
+            )
+        };
+        let server_changed = server(&st.config) != server(&new);
         if server_changed {
             lines.push("server settings changed: they apply after a restart".into());
         }
@@ -444,9 +446,18 @@ impl Control {
         let mut routes = Vec::new();
         for stage in &snap.stages {
             for r in &stage.routes {
+                // Each worker's figures are read once, and added to its worker's totals
+                // and to the route's.
+                let mut variants: [VariantStats; VARIANT_COUNT] = Default::default();
                 for (i, w) in workers.iter_mut().enumerate() {
-                    for (total, one) in w.variants.iter_mut().zip(r.metrics.worker_snapshot(i)) {
-                        total.add(&one);
+                    for ((worker, route), one) in w
+                        .variants
+                        .iter_mut()
+                        .zip(variants.iter_mut())
+                        .zip(r.metrics.worker_snapshot(i))
+                    {
+                        worker.add(&one);
+                        route.add(&one);
                     }
                 }
                 routes.push(RouteStats {
@@ -455,7 +466,7 @@ impl Control {
                     canary_ppm: if r.has_canary() { r.split.ppm() } else { 0 },
                     deployments: [Variant::Stable, Variant::Canary]
                         .map(|v| r.plans[v.index()].as_ref().map(|p| p.deployment_id.clone())),
-                    variants: r.metrics.snapshot(),
+                    variants,
                 });
             }
         }
@@ -505,7 +516,7 @@ fn rollback_route(r: &mut RouteConfig, split: &Split) -> Result<String, ControlE
 }
 
 fn check_var_name(key: &str) -> Result<(), ControlError> {
-    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if super::template::is_var_name(key) {
         Ok(())
     } else {
         Err(ControlError::Invalid(format!(

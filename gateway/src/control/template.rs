@@ -3,6 +3,11 @@
 
 use std::collections::BTreeMap;
 
+/// A stage-variable name: ASCII letters, digits and `_`, at least one.
+pub fn is_var_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// A parsed template: literal text and variable references.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
@@ -36,7 +41,7 @@ impl Template {
                 return Err(format!("unterminated ${{ in '{text}'"));
             };
             let name = &after[..end];
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            if !is_var_name(name) {
                 return Err(format!(
                     "'{name}' is not a variable name (letters, digits, _) in '{text}'"
                 ));

@@ -76,8 +76,7 @@ pub fn judge(
         );
     }
     if let Some(max) = criteria.max_p99
-        && let Some(p99) =
-            (!canary.latency.is_empty()).then(|| canary.latency.value_at_quantile(0.99))
+        && let Some(p99) = canary.quantile(0.99)
         && p99 > max.as_micros() as u64
     {
         worse(

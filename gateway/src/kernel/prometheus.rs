@@ -8,6 +8,7 @@ use gateway_common::{ClassCounters, Variant};
 use hdrhistogram::Histogram;
 
 use super::KernelStats;
+use crate::metrics::prometheus::header;
 
 /// Upper bounds (seconds) of the RTT histogram buckets: 10 µs to 1 s.
 const RTT_BUCKETS: [f64; 14] = [
@@ -118,10 +119,6 @@ pub fn render(out: &mut String, stats: Option<&KernelStats>) {
         "canarygate_kernel_tag_failures_total {}",
         stats.tag_failures
     );
-}
-
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// A Prometheus histogram from an HDR histogram of microseconds.

@@ -213,7 +213,8 @@ pub fn render(stats: &Stats) -> String {
     out
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+/// `# HELP` and `# TYPE` lines of one metric family.
+pub(crate) fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -240,7 +241,7 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
 }
 
 /// Escapes a label value.
-fn esc(v: &str) -> String {
+pub(crate) fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

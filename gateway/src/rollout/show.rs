@@ -10,6 +10,7 @@ use super::machine::Rollout;
 use super::plan::Plan;
 use crate::control::Control;
 use crate::judge::Verdict;
+use crate::metrics::prometheus::{esc, header};
 use crate::select::format_percent;
 
 /// One route's rollout as JSON (`"state": "none"` without one).
@@ -51,7 +52,7 @@ pub fn rollout_json(
         "max_inconclusive": r.plan.max_inconclusive,
         "inconclusive_in_a_row": r.inconclusive,
         "window_ms": elapsed.as_millis() as u64,
-        "next_verdict_in_ms": (r.phase.as_str() == "running").then_some(next.as_millis() as u64),
+        "next_verdict_in_ms": (r.phase == super::machine::Phase::Running).then_some(next.as_millis() as u64),
         "verdicts": verdicts,
         "last": history.last(),
         "history": history,
@@ -149,19 +150,10 @@ pub fn kill_switch_line(control: &Control, route: &str) -> String {
         .map_or_else(|| "off".into(), |(k, c)| k.describe(c.as_ref()))
 }
 
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// Appends the rollout and kill-switch series in the Prometheus text format.
 pub fn render_prometheus(out: &mut String, control: &Control) {
     let Ok(items) = control.rollout_report(None, Instant::now()) else {
         return;
-    };
-    let header = |out: &mut String, name: &str, help: &str, kind: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
     let with_rollout = || items.iter().filter(|i| i["state"] != "none");
     header(
