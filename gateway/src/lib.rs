@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod rollout;
 pub mod runtime;
 pub mod select;
+mod socket;
 pub mod upstream;
 
 pub use config::{Config, DriverChoice, Limits, Timeouts};

@@ -147,6 +147,9 @@ pub struct VariantMetrics {
     pub upstream_failures: [Counter; UPSTREAM_FAILURE_KINDS],
     /// Retries made after an upstream failure.
     pub retries: Counter,
+    /// Requests sent again on a new connection after a reused one turned out to be
+    /// closed by the upstream (no response byte had arrived).
+    pub stale_retries: Counter,
     /// New upstream connections opened.
     pub upstream_connects: Counter,
     /// Requests sent on a pooled (reused) upstream connection.
@@ -238,6 +241,7 @@ impl VariantMetrics {
             responses: self.responses.each_ref().map(Counter::get),
             upstream_failures: self.upstream_failures.each_ref().map(Counter::get),
             retries: self.retries.get(),
+            stale_retries: self.stale_retries.get(),
             upstream_connects: self.upstream_connects.get(),
             upstream_reuses: self.upstream_reuses.get(),
             bytes_in: self.bytes_in.get(),
@@ -263,6 +267,8 @@ pub struct VariantStats {
     pub upstream_failures: [u64; UPSTREAM_FAILURE_KINDS],
     /// Retries after an upstream failure.
     pub retries: u64,
+    /// Requests resent on a new connection after a stale reused one.
+    pub stale_retries: u64,
     /// New upstream connections.
     pub upstream_connects: u64,
     /// Requests on reused upstream connections.
@@ -286,6 +292,7 @@ impl Default for VariantStats {
             responses: [0; 5],
             upstream_failures: [0; UPSTREAM_FAILURE_KINDS],
             retries: 0,
+            stale_retries: 0,
             upstream_connects: 0,
             upstream_reuses: 0,
             bytes_in: 0,
@@ -318,6 +325,7 @@ impl VariantStats {
             *a += b;
         }
         self.retries += other.retries;
+        self.stale_retries += other.stale_retries;
         self.upstream_connects += other.upstream_connects;
         self.upstream_reuses += other.upstream_reuses;
         self.bytes_in += other.bytes_in;

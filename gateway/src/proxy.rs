@@ -31,7 +31,7 @@ use error::{ProxyError, write_error_response};
 use head::{
     BodyKind, Forwarding, MAX_HEADERS, RequestHead, Rewrite, Version, parse, write_upstream,
 };
-use relay::{RelayError, relay_body, tunnel};
+use relay::{BodySpec, Ends, RelayError, relay_body, tunnel};
 use response::{ResponseHead, parse_response};
 
 /// Initial capacity of the per-connection output buffer (heads and small bodies).
@@ -106,7 +106,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, stag
     m.open.inc();
     // Small heads must not wait for Nagle; failure only costs latency.
     let _ = stream.set_nodelay(true);
-    set_send_timeout(&stream, worker.config.timeouts.send);
+    crate::socket::set_send_timeout(&stream, worker.config.timeouts.send);
     // Kernel accounting: this socket counts as downstream.
     crate::kernel::tag_downstream(&stream);
     let cfg = &worker.config;
@@ -291,19 +291,6 @@ fn route_request(w: &Worker, c: &mut Client) -> Result<Option<Routed>, ProxyErro
     }))
 }
 
-/// Cuts the connection off when the peer takes none of what is sent to it for `timeout`
-/// (`TCP_USER_TIMEOUT`: unacknowledged data, or a zero window, for that long). Failing
-/// to set it only loses that protection.
-pub(crate) fn set_send_timeout(stream: &TcpStream, timeout: Duration) {
-    use std::os::fd::{AsRawFd as _, BorrowedFd};
-    if timeout.is_zero() {
-        return;
-    }
-    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let _ = socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(timeout));
-}
-
 /// Longest a lingering close keeps reading, and longest it waits for one read.
 const LINGER_TIME: Duration = Duration::from_secs(10);
 const LINGER_IDLE: Duration = Duration::from_secs(2);
@@ -389,16 +376,31 @@ async fn proxy_request(
 
     let retryable = head.idempotent && head.body == BodyKind::None;
     let mut attempt = 0;
+    // After a stale pooled connection: the same endpoint again, on a new connection.
+    let mut resend: Option<SocketAddr> = None;
+    let mut stale_resent = false;
     let (mut up, resp) = loop {
-        let Some(endpoint) = w
-            .upstreams
-            .next_endpoint(route.id, variant, &plan.endpoints)
-        else {
+        let Some(endpoint) = resend.take().or_else(|| {
+            w.upstreams
+                .next_endpoint(route.id, variant, &plan.endpoints)
+        }) else {
             return Err(ProxyError::Connect(std::io::ErrorKind::NotFound.into()));
         };
         ctx.upstream = Some(endpoint);
-        match exchange_head(w, c, head, ctx, route, variant, endpoint).await {
+        match exchange_head(w, c, head, ctx, route, variant, endpoint, stale_resent).await {
             Ok(done) => break done,
+            // The upstream had closed the pooled connection while it was idle (its
+            // keep-alive timeout, a restart) and the close showed only now. Sending again
+            // is safe when the request never reached it, or when it is idempotent (RFC
+            // 9110 §9.2.2); either way only without a body, which is not kept.
+            Err(ProxyError::Stale { sent })
+                if !stale_resent && head.body == BodyKind::None && (!sent || head.idempotent) =>
+            {
+                log::debug!("pooled connection to {endpoint} was closed; sending again");
+                vm.stale_retries.inc();
+                stale_resent = true;
+                resend = Some(endpoint);
+            }
             Err(e)
                 if variant == Variant::Canary
                     && !c.alt.is_empty()
@@ -450,14 +452,18 @@ async fn proxy_request(
     ctx.response_started = true;
     let timeout = w.config.timeouts.response;
     let body = relay_body(
-        &mut up.stream,
-        &mut up.buf,
-        &mut c.stream,
-        &mut c.out,
-        resp.body,
-        resp.dechunk,
-        timeout,
-        0,
+        Ends {
+            src: &mut up.stream,
+            src_buf: &mut up.buf,
+            dst: &mut c.stream,
+            out: &mut c.out,
+        },
+        BodySpec {
+            kind: resp.body,
+            dechunk: resp.dechunk,
+            read_timeout: timeout,
+            limit: 0,
+        },
     )
     .await
     .map_err(|e| match e {
@@ -470,7 +476,7 @@ async fn proxy_request(
     })?;
     ctx.bytes_out += body;
     if resp.reusable {
-        w.upstreams.put(up);
+        w.upstreams.put(up, resp.idle_timeout_s);
     }
     Ok(if resp.close_client {
         Next::Close
@@ -479,8 +485,13 @@ async fn proxy_request(
     })
 }
 
-/// Phase 3-4: connection from the pool (or a new one), request head and body out,
-/// response head in (interim 1xx responses forwarded or skipped).
+/// Phase 3-4: connection from the pool (or a new one when `fresh`), request head and
+/// body out, response head in (interim 1xx responses forwarded or skipped). A pooled
+/// connection that fails before any response byte is [`ProxyError::Stale`].
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the phase's inputs are distinct borrows; the layers issue gives them a context"
+)]
 async fn exchange_head(
     w: &Worker,
     c: &mut Client,
@@ -489,9 +500,12 @@ async fn exchange_head(
     route: &RouteSnap,
     variant: Variant,
     endpoint: SocketAddr,
+    fresh: bool,
 ) -> Result<(UpConn, ResponseHead), ProxyError> {
     let vm = route.metrics.slot(w.id, variant);
-    let mut up = w.upstreams.get(endpoint, variant).await?;
+    let mut up = w.upstreams.get(endpoint, variant, fresh).await?;
+    // Any response byte (even of a 1xx) means the upstream took the request.
+    let mut answered = false;
     if up.reused {
         vm.upstream_reuses.inc();
     } else {
@@ -504,7 +518,13 @@ async fn exchange_head(
         let out = std::mem::take(&mut c.out);
         let (res, out) = up.stream.write_all(out).await;
         c.out = out;
-        res.map_err(|_| ProxyError::UpstreamClosed("upstream closed before the request was sent"))?;
+        if res.is_err() {
+            return Err(if up.reused {
+                ProxyError::Stale { sent: false }
+            } else {
+                ProxyError::UpstreamClosed("upstream closed before the request was sent")
+            });
+        }
     } else {
         if head.expect_continue && c.buf.is_empty() {
             let (res, _) = c
@@ -516,14 +536,18 @@ async fn exchange_head(
         let limit = w.config.limits.max_body_bytes;
         let timeout = w.config.timeouts.response;
         let sent = relay_body(
-            &mut c.stream,
-            &mut c.buf,
-            &mut up.stream,
-            &mut c.out,
-            head.body,
-            false,
-            timeout,
-            limit,
+            Ends {
+                src: &mut c.stream,
+                src_buf: &mut c.buf,
+                dst: &mut up.stream,
+                out: &mut c.out,
+            },
+            BodySpec {
+                kind: head.body,
+                dechunk: false,
+                read_timeout: timeout,
+                limit,
+            },
         )
         .await;
         match sent {
@@ -570,6 +594,7 @@ async fn exchange_head(
         if !up.buf.is_empty()
             && let Some(resp) = parse_response(up.buf.data(), &head, variant_header, &mut c.out)?
         {
+            answered = true;
             if (100..200).contains(&resp.status) && !resp.upgraded {
                 if head.version == Version::Http11 && resp.status != 100 {
                     up.buf
@@ -601,6 +626,9 @@ async fn exchange_head(
                 return Err(ProxyError::UpstreamClosed(
                     "upstream closed while receiving the body",
                 ));
+            }
+            Ok(Ok(0) | Err(_)) if up.reused && !answered && up.buf.is_empty() => {
+                return Err(ProxyError::Stale { sent: true });
             }
             Ok(Ok(0) | Err(_)) => {
                 return Err(ProxyError::UpstreamClosed(

@@ -84,14 +84,22 @@ impl Upstreams {
         Some(endpoints[i])
     }
 
-    /// An idle pooled connection to `addr`, or a new one. `variant` is the deployment the
-    /// connection serves (kernel accounting tags new sockets with it).
-    pub async fn get(&self, addr: SocketAddr, variant: Variant) -> Result<UpConn, ProxyError> {
-        let pooled = self
-            .pools
-            .borrow_mut()
-            .get_mut(&addr)
-            .and_then(|p| p.take(Instant::now()));
+    /// An idle pooled connection to `addr` (unless `fresh`), or a new one. `variant` is
+    /// the deployment the connection serves (kernel accounting tags new sockets with it).
+    pub async fn get(
+        &self,
+        addr: SocketAddr,
+        variant: Variant,
+        fresh: bool,
+    ) -> Result<UpConn, ProxyError> {
+        let pooled = if fresh {
+            None
+        } else {
+            self.pools
+                .borrow_mut()
+                .get_mut(&addr)
+                .and_then(|p| p.take(Instant::now()))
+        };
         if let Some(conn) = pooled {
             return Ok(conn);
         }
@@ -107,7 +115,7 @@ impl Upstreams {
         };
         // Small heads must not wait for Nagle; failure only costs latency.
         let _ = stream.set_nodelay(true);
-        crate::proxy::set_send_timeout(&stream, self.send_timeout);
+        crate::socket::set_send_timeout(&stream, self.send_timeout);
         // Kernel accounting: this socket's TCP figures count for `variant` from now on.
         crate::kernel::tag_upstream(&stream, variant);
         Ok(UpConn {
@@ -119,8 +127,9 @@ impl Upstreams {
         })
     }
 
-    /// Returns a connection whose last exchange completed cleanly to its pool.
-    pub fn put(&self, mut conn: UpConn) {
+    /// Returns a connection whose last exchange completed cleanly to its pool;
+    /// `upstream_timeout_s` is the idle timeout the upstream announced in that exchange.
+    pub fn put(&self, mut conn: UpConn, upstream_timeout_s: Option<u32>) {
         if !conn.buf.is_empty() {
             // Bytes after the response: the upstream is out of step; never reuse.
             return;
@@ -131,10 +140,11 @@ impl Upstreams {
             .borrow_mut()
             .entry(conn.addr)
             .or_insert_with(|| Pool::new(max_idle, idle_timeout))
-            .put(conn, Instant::now());
+            .put(conn, Instant::now(), upstream_timeout_s);
     }
 
-    /// Closes idle connections past their idle timeout; forgets empty pools.
+    /// Closes idle connections past their retirement time or closed by their upstream;
+    /// forgets empty pools.
     pub fn sweep(&self) {
         let now = Instant::now();
         self.pools.borrow_mut().retain(|_, pool| {

@@ -242,14 +242,18 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             return;
         }
         let Ok(stream) = stream else { continue };
-        let id = shared.accepted.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Ok(clone) = stream.try_clone() {
-            shared
-                .open
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, clone);
-        }
+        // The connection is registered as open before it is counted as accepted, so
+        // `accepted() > 0 && open_connections() == 0` always means "it has ended" (the
+        // other order let a test see an accepted connection that was not open yet).
+        let id = {
+            let mut open = shared.open.lock().unwrap_or_else(PoisonError::into_inner);
+            let id = shared.accepted.load(Ordering::SeqCst) + 1;
+            if let Ok(clone) = stream.try_clone() {
+                open.insert(id, clone);
+            }
+            shared.accepted.store(id, Ordering::SeqCst);
+            id
+        };
         let shared = Arc::clone(shared);
         let spawned = thread::Builder::new()
             .name(format!("upstream-conn-{id}"))

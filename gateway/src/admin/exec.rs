@@ -256,6 +256,7 @@ fn variant_json(v: &VariantStats) -> Value {
             .map(|k| (k.as_str().to_owned(), json!(v.upstream_failures[*k as usize])))
             .collect::<serde_json::Map<String, Value>>(),
         "retries": v.retries,
+        "stale_retries": v.stale_retries,
         "upstream_connects": v.upstream_connects,
         "upstream_reuses": v.upstream_reuses,
         "bytes_in": v.bytes_in,

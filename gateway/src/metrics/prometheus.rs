@@ -55,6 +55,13 @@ pub fn render(stats: &Stats) -> String {
     );
     per_variant(
         &mut out,
+        "canarygate_upstream_stale_total",
+        "Requests sent again on a new upstream connection because a reused one had been closed by the upstream before any response byte.",
+        "counter",
+        &|s| s.stale_retries,
+    );
+    per_variant(
+        &mut out,
         "canarygate_upstream_connects_total",
         "New upstream connections opened.",
         "counter",

@@ -64,6 +64,13 @@ pub enum ProxyError {
     /// 502: the upstream closed or reset the connection before a complete response.
     #[error("upstream closed the connection: {0}")]
     UpstreamClosed(&'static str),
+    /// A reused (pooled) connection turned out closed before any response byte came:
+    /// the upstream closed it while idle. `sent`: the request head had been written.
+    #[error("upstream closed the reused connection (request sent: {sent})")]
+    Stale {
+        /// Whether the request head was written before the close showed.
+        sent: bool,
+    },
     /// 504: the upstream did not answer in time.
     #[error("upstream response timeout")]
     ResponseTimeout,
@@ -79,6 +86,7 @@ impl ProxyError {
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamClosed(_)
+            | ProxyError::Stale { .. }
             | ProxyError::ResponseTimeout
             | ProxyError::BadResponse(_) => Side::Upstream,
             _ => Side::Downstream,
@@ -97,9 +105,10 @@ impl ProxyError {
             ProxyError::ExpectationFailed => (417, "Expectation Failed"),
             ProxyError::NotImplemented(_) => (501, "Not Implemented"),
             ProxyError::VersionNotSupported => (505, "HTTP Version Not Supported"),
-            ProxyError::Connect(_) | ProxyError::UpstreamClosed(_) | ProxyError::BadResponse(_) => {
-                (502, "Bad Gateway")
-            }
+            ProxyError::Connect(_)
+            | ProxyError::UpstreamClosed(_)
+            | ProxyError::Stale { .. }
+            | ProxyError::BadResponse(_) => (502, "Bad Gateway"),
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => (504, "Gateway Timeout"),
             ProxyError::ClientGone(_) => return None,
         })
@@ -124,6 +133,7 @@ impl ProxyError {
             ProxyError::Connect(_) => "upstream refused or failed the connection",
             ProxyError::ConnectTimeout => "upstream connect timed out",
             ProxyError::ResponseTimeout => "upstream did not answer in time",
+            ProxyError::Stale { .. } => "upstream closed a reused connection before responding",
         }
     }
 
@@ -147,7 +157,7 @@ impl ProxyError {
         Some(match self {
             ProxyError::Connect(_) => UpstreamFailure::Connect,
             ProxyError::ConnectTimeout => UpstreamFailure::ConnectTimeout,
-            ProxyError::UpstreamClosed(_) => UpstreamFailure::Closed,
+            ProxyError::UpstreamClosed(_) | ProxyError::Stale { .. } => UpstreamFailure::Closed,
             ProxyError::ResponseTimeout => UpstreamFailure::ResponseTimeout,
             ProxyError::BadResponse(_) => UpstreamFailure::BadResponse,
             _ => return None,

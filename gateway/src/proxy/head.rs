@@ -252,6 +252,7 @@ pub fn write_upstream(
         }
         _ => {}
     }
+    write_framing(out, req.facts.chunked, req.facts.content_length);
     out.extend_from_slice(b"x-forwarded-for: ");
     let mut any = false;
     for h in req
@@ -483,6 +484,36 @@ fn is_rewritten(name: &str) -> bool {
     name.eq_ignore_ascii_case("x-forwarded-for")
         || name.eq_ignore_ascii_case("x-forwarded-proto")
         || name.eq_ignore_ascii_case("expect")
+        || name.eq_ignore_ascii_case("content-length")
+        || name.eq_ignore_ascii_case("transfer-encoding")
+}
+
+/// Writes the body framing the gateway itself sends: `transfer-encoding: chunked`, or
+/// `content-length` as one plain decimal (RFC 9112 §6.2-6.3), or nothing.
+pub fn write_framing(out: &mut Vec<u8>, chunked: bool, content_length: Option<u64>) {
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if let Some(n) = content_length {
+        out.extend_from_slice(b"content-length: ");
+        write_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// `n` in decimal, without allocating.
+pub fn write_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// Writes `name: value\r\n`.

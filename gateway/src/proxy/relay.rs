@@ -1,9 +1,12 @@
 //! Moving bodies: from the client to the upstream and back, streamed through the
 //! connection's own buffers, never held whole, whatever their size.
 //!
-//! Small pieces are appended to the pending head so a small message goes out in one
-//! write; larger ones are written straight from the read buffer. Chunked bodies are
-//! checked by [`ChunkedDecoder`] as they pass, and de-chunked for HTTP/1.0 clients.
+//! Bytes that have arrived are sent before the next read that may wait: small pieces are
+//! appended to the pending head so a message that arrived whole goes out in one write,
+//! larger ones are written straight from the read buffer, and whatever is pending is
+//! flushed before every read. Chunked bodies are decoded by [`ChunkedDecoder`] and sent on
+//! re-framed by [`Reframer`] (the sender's framing bytes are never forwarded), or
+//! de-chunked for HTTP/1.0 clients.
 
 use std::time::Duration;
 
@@ -11,7 +14,7 @@ use monoio::io::{AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 
 use super::buf::{InBuf, flush};
-use super::chunked::{ChunkError, ChunkedDecoder};
+use super::chunked::{ChunkError, ChunkedDecoder, Piece, Reframer};
 use super::head::BodyKind;
 
 /// Pieces up to this size are coalesced with pending bytes into one write.
@@ -34,95 +37,168 @@ pub enum RelayError {
     TooLarge,
 }
 
-/// Streams one body of kind `body` from `src` (bytes already in `src_buf` first) to
-/// `dst`, after the bytes pending in `out` (usually the head). `limit` caps the body's
-/// data size (0 = none); `dechunk` forwards only chunk data. Returns the body bytes read.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the relay's inputs are all distinct borrows"
-)]
-pub async fn relay_body(
-    src: &mut TcpStream,
-    src_buf: &mut InBuf,
-    dst: &mut TcpStream,
-    out: &mut Vec<u8>,
-    body: BodyKind,
-    dechunk: bool,
-    read_timeout: Duration,
-    limit: u64,
-) -> Result<u64, RelayError> {
-    let mut remaining = match body {
+/// How one body is delimited and relayed.
+#[derive(Clone, Copy, Debug)]
+pub struct BodySpec {
+    /// How the sender delimits it.
+    pub kind: BodyKind,
+    /// Forward only the data of a chunked body (for an HTTP/1.0 receiver).
+    pub dechunk: bool,
+    /// Longest wait for the sender's next bytes.
+    pub read_timeout: Duration,
+    /// Largest data size accepted (0: no limit).
+    pub limit: u64,
+}
+
+/// The two ends of one relay: bytes come from `src` (those already in `src_buf` first)
+/// and go to `dst` after the bytes pending in `out` (usually the head).
+pub struct Ends<'a> {
+    /// The sender.
+    pub src: &'a mut TcpStream,
+    /// Bytes received from the sender and not consumed yet.
+    pub src_buf: &'a mut InBuf,
+    /// The receiver.
+    pub dst: &'a mut TcpStream,
+    /// Bytes waiting to be written to the receiver.
+    pub out: &'a mut Vec<u8>,
+}
+
+/// Streams one body described by `spec` between `ends`. Returns the body bytes read from
+/// the sender (framing included).
+pub async fn relay_body(ends: Ends<'_>, spec: BodySpec) -> Result<u64, RelayError> {
+    let Ends {
+        src,
+        src_buf,
+        dst,
+        out,
+    } = ends;
+    let mut remaining = match spec.kind {
         BodyKind::Length(n) => n,
         _ => 0,
     };
     let mut decoder = ChunkedDecoder::new();
     let mut total: u64 = 0;
     loop {
-        let avail = src_buf.data();
-        let (take, done) = match body {
-            BodyKind::None => (0, true),
+        let done = match spec.kind {
+            BodyKind::None => true,
             BodyKind::Length(_) => {
-                let take = (avail.len() as u64).min(remaining) as usize;
+                let take = (src_buf.data().len() as u64).min(remaining) as usize;
                 remaining -= take as u64;
-                (take, remaining == 0)
+                total += take as u64;
+                pass(src_buf, take, dst, out).await?;
+                remaining == 0
             }
-            BodyKind::UntilClose => (avail.len(), false),
+            BodyKind::UntilClose => {
+                let take = src_buf.data().len();
+                total += take as u64;
+                pass(src_buf, take, dst, out).await?;
+                false
+            }
             BodyKind::Chunked => {
-                let mut pos = 0;
-                while pos < avail.len() && !decoder.is_done() {
-                    let p = decoder.decode(&avail[pos..]).map_err(RelayError::Framing)?;
-                    if dechunk && let Some(r) = p.data {
-                        out.extend_from_slice(&avail[pos + r.start..pos + r.end]);
-                    }
-                    pos += p.consumed;
-                }
-                (pos, decoder.is_done())
+                total += reframe(&mut decoder, src_buf, dst, out, spec.dechunk).await?;
+                decoder.is_done()
             }
         };
-        total += take as u64;
-        let data = if body == BodyKind::Chunked {
+        let data = if spec.kind == BodyKind::Chunked {
             decoder.data_total()
         } else {
             total
         };
-        if limit > 0 && data > limit {
+        if spec.limit > 0 && data > spec.limit {
             return Err(RelayError::TooLarge);
         }
-        if dechunk {
-            src_buf.consume(take);
-        } else if take > 0 && out.len() + take <= COALESCE {
-            out.extend_from_slice(&src_buf.data()[..take]);
-            src_buf.consume(take);
-        } else if take > 0 {
-            flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
-            src_buf
-                .write_to(dst, take)
-                .await
-                .map_err(|_| RelayError::DstIo)?;
-        }
+        // Everything that has arrived goes out before a read that may wait.
+        flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
         if done {
-            flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
             return Ok(total);
-        }
-        if out.len() >= COALESCE / 2 || !src_buf.is_empty() {
-            flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
         }
         if src_buf.is_full() {
             // Only a chunk line longer than the buffer can get here; the decoder caps
             // lines well below any sensible buffer size.
             return Err(RelayError::Framing(ChunkError::LineTooLong));
         }
-        match monoio::time::timeout(read_timeout, src_buf.fill(src)).await {
+        match monoio::time::timeout(spec.read_timeout, src_buf.fill(src)).await {
             Err(_) => return Err(RelayError::SrcTimeout),
             Ok(Err(_)) => return Err(RelayError::SrcIo),
-            Ok(Ok(0)) if body == BodyKind::UntilClose => {
-                flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
-                return Ok(total);
-            }
+            Ok(Ok(0)) if spec.kind == BodyKind::UntilClose => return Ok(total),
             Ok(Ok(0)) => return Err(RelayError::SrcClosed),
             Ok(Ok(_)) => {}
         }
     }
+}
+
+/// Sends the first `take` buffered bytes on unchanged: appended to `out` when small,
+/// else written from the read buffer itself after what `out` holds.
+async fn pass(
+    src_buf: &mut InBuf,
+    take: usize,
+    dst: &mut TcpStream,
+    out: &mut Vec<u8>,
+) -> Result<(), RelayError> {
+    if take == 0 {
+        return Ok(());
+    }
+    if out.len() + take <= COALESCE {
+        out.extend_from_slice(&src_buf.data()[..take]);
+        src_buf.consume(take);
+        return Ok(());
+    }
+    flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
+    src_buf
+        .write_to(dst, take)
+        .await
+        .map_err(|_| RelayError::DstIo)
+}
+
+/// Decodes the chunked framing buffered in `src_buf` and appends the normalised framing
+/// and the data to `out` (only the data when `dechunk`). A line that is not complete yet
+/// stays in the buffer. Returns the bytes consumed.
+async fn reframe(
+    decoder: &mut ChunkedDecoder,
+    src_buf: &mut InBuf,
+    dst: &mut TcpStream,
+    out: &mut Vec<u8>,
+    dechunk: bool,
+) -> Result<u64, RelayError> {
+    let mut consumed = 0u64;
+    while !decoder.is_done() && !src_buf.is_empty() {
+        let avail = src_buf.data();
+        let p = decoder.decode(avail).map_err(RelayError::Framing)?;
+        consumed += p.consumed as u64;
+        match p.piece {
+            None => {
+                src_buf.consume(p.consumed);
+                break;
+            }
+            Some(Piece::Data { range, ends_chunk }) => {
+                src_buf.consume(range.start);
+                let n = range.len();
+                if dechunk || out.len() + n <= COALESCE {
+                    out.extend_from_slice(&src_buf.data()[..n]);
+                    src_buf.consume(n);
+                } else {
+                    flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
+                    src_buf
+                        .write_to(dst, n)
+                        .await
+                        .map_err(|_| RelayError::DstIo)?;
+                }
+                if ends_chunk && !dechunk {
+                    Reframer::end_data(out);
+                }
+            }
+            Some(piece) => {
+                if !dechunk {
+                    Reframer::frame(out, &piece, avail);
+                }
+                src_buf.consume(p.consumed);
+            }
+        }
+        if out.len() >= COALESCE {
+            flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
+        }
+    }
+    Ok(consumed)
 }
 
 /// Relays bytes both ways between an upgraded client connection and its upstream until

@@ -4,7 +4,7 @@
 
 use super::error::ProxyError;
 use super::head::{BodyKind, MAX_HEADERS, RequestHead, Version, is_hop_by_hop, tokens};
-use super::head::{parse_content_length, write_header};
+use super::head::{parse_content_length, write_framing, write_header};
 
 /// Largest upstream response head accepted (502 above).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -26,6 +26,9 @@ pub struct ResponseHead {
     pub reusable: bool,
     /// 101 Switching Protocols after an upgrade request: tunnel from here.
     pub upgraded: bool,
+    /// The upstream's `Keep-Alive: timeout=N`: it closes the connection after N idle
+    /// seconds.
+    pub idle_timeout_s: Option<u32>,
 }
 
 /// Parses the upstream response head at the start of `buf`; `Ok(None)` while incomplete.
@@ -59,6 +62,7 @@ pub fn parse_response(
     let mut conn_close = minor == 0;
     let mut connection: [&[u8]; 8] = [&[]; 8];
     let mut connections = 0;
+    let mut idle_timeout_s = None;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = parse_content_length(h.value)
@@ -70,10 +74,20 @@ pub fn parse_response(
             }
             content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Like nginx: only `chunked`, once. Other codings (and `chunked` twice) are
+            // framing this gateway does not relay, and ambiguous to anything downstream.
+            let mut codings = tokens(h.value);
+            chunked = !te
+                && codings
+                    .next()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+                && codings.next().is_none();
+            if !chunked {
+                return Err(ProxyError::BadResponse("unsupported Transfer-Encoding"));
+            }
             te = true;
-            chunked = tokens(h.value)
-                .last()
-                .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("keep-alive") {
+            idle_timeout_s = keep_alive_timeout(h.value).or(idle_timeout_s);
         } else if h.name.eq_ignore_ascii_case("connection") {
             if connections < connection.len() {
                 connection[connections] = h.value;
@@ -101,11 +115,7 @@ pub fn parse_response(
     let body = if interim || req.is_head || status == 204 || status == 304 {
         BodyKind::None
     } else if te {
-        if chunked {
-            BodyKind::Chunked
-        } else {
-            BodyKind::UntilClose
-        }
+        BodyKind::Chunked
     } else if let Some(n) = content_length {
         BodyKind::Length(n)
     } else {
@@ -122,6 +132,7 @@ pub fn parse_response(
         close_client,
         reusable,
         upgraded,
+        idle_timeout_s,
     };
     if interim && !upgraded {
         return Ok(Some(head));
@@ -143,11 +154,23 @@ pub fn parse_response(
             continue;
         }
         if is_hop_by_hop(h.name, &connection[..connections])
-            || (dechunk && h.name.eq_ignore_ascii_case("transfer-encoding"))
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
+            || h.name.eq_ignore_ascii_case("content-length")
         {
             continue;
         }
         write_header(out, h.name.as_bytes(), h.value);
+    }
+    // The framing is the gateway's own (RFC 9110 §8.6, §6.4.1): none for 1xx and 204 and
+    // for a de-chunked (close-delimited) body; `chunked` only toward HTTP/1.1 clients;
+    // else the upstream's length as one plain decimal (kept for HEAD and 304, where it
+    // describes the representation).
+    if !(upgraded || status == 204 || dechunk) {
+        write_framing(
+            out,
+            chunked && req.version == Version::Http11,
+            content_length,
+        );
     }
     if let Some((name, value)) = variant_header {
         write_header(out, name.as_bytes(), value.as_bytes());
@@ -161,6 +184,21 @@ pub fn parse_response(
     }
     out.extend_from_slice(b"\r\n");
     Ok(Some(head))
+}
+
+/// The `timeout` parameter of a `Keep-Alive` header value (`timeout=5, max=100`).
+fn keep_alive_timeout(value: &[u8]) -> Option<u32> {
+    tokens(value).find_map(|param| {
+        let (name, v) = param.split_at(param.iter().position(|&b| b == b'=')?);
+        if !name.trim_ascii().eq_ignore_ascii_case(b"timeout") {
+            return None;
+        }
+        let v = v[1..].trim_ascii();
+        if v.is_empty() || v.len() > 9 || !v.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(v.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')))
+    })
 }
 
 #[cfg(test)]
@@ -198,8 +236,9 @@ mod tests {
         assert!(h.reusable && !h.close_client);
         assert_eq!(
             out,
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: s\r\nx-variant: canary\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nServer: s\r\ncontent-length: 2\r\nx-variant: canary\r\n\r\n"
         );
+        assert_eq!(h.idle_timeout_s, Some(5));
 
         let (h, _) = parse(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -237,6 +276,73 @@ mod tests {
         assert!(!h.close_client && out.contains("connection: keep-alive"));
     }
 
+    /// The framing a client sees is the gateway's own, whatever the upstream wrote.
+    #[test]
+    fn framing_is_normalised() {
+        let r11 = req(Version::Http11, true, false);
+        let head = req(Version::Http11, true, true);
+        let r10 = req(Version::Http10, true, false);
+        for (raw, r, want) in [
+            (
+                "200 OK\r\nContent-Length: 5, 5",
+                &r11,
+                "content-length: 5\r\n",
+            ),
+            (
+                "200 OK\r\nContent-Length: 5\r\ncontent-length: 05",
+                &r11,
+                "content-length: 5\r\n",
+            ),
+            (
+                "200 OK\r\nTransfer-Encoding: Chunked",
+                &r11,
+                "transfer-encoding: chunked\r\n",
+            ),
+            ("200 OK\r\nTransfer-Encoding: chunked", &r10, ""),
+            (
+                "200 OK\r\nContent-Length: 9",
+                &head,
+                "content-length: 9\r\n",
+            ),
+            (
+                "304 Not Modified\r\nContent-Length: 9",
+                &r11,
+                "content-length: 9\r\n",
+            ),
+            ("204 No Content\r\nContent-Length: 9", &r11, ""),
+            ("200 OK", &r11, ""),
+        ] {
+            let raw = format!("HTTP/1.1 {raw}\r\n\r\n");
+            let (_, out) = parse(raw.as_bytes(), r).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+            let framing: String = out
+                .split_inclusive("\r\n")
+                .filter(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.starts_with("content-length") || l.starts_with("transfer-encoding")
+                })
+                .collect();
+            assert_eq!(framing, want, "{raw:?} -> {out:?}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_timeout_is_read() {
+        let r11 = req(Version::Http11, true, false);
+        for (value, want) in [
+            ("timeout=5, max=100", Some(5)),
+            ("max=3,timeout=1", Some(1)),
+            ("Timeout = 2", Some(2)),
+            ("timeout=abc", None),
+            ("max=5", None),
+        ] {
+            let raw =
+                format!("HTTP/1.1 200 OK\r\nKeep-Alive: {value}\r\nContent-Length: 0\r\n\r\n");
+            let (h, out) = parse(raw.as_bytes(), &r11).unwrap();
+            assert_eq!(h.idle_timeout_s, want, "{value}");
+            assert!(!out.to_ascii_lowercase().contains("keep-alive"), "{out}");
+        }
+    }
+
     #[test]
     fn rejects_bad_responses() {
         let r11 = req(Version::Http11, true, false);
@@ -246,6 +352,14 @@ mod tests {
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"garbage\r\n\r\n",
             b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n",
         ] {
             assert!(
                 parse(raw, &r11).is_err(),

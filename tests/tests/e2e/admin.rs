@@ -226,6 +226,7 @@ fn script(fx: &Fixture, send: &mut dyn FnMut(&str) -> Reply) {
         assert_eq!(stats["in_flight"], json!(0), "{variant}: {st}");
         for key in [
             "retries",
+            "stale_retries",
             "upstream_connects",
             "upstream_reuses",
             "bytes_in",

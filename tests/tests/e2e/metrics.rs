@@ -13,12 +13,13 @@ use tests::{
 
 /// Documented families (name as the parser reports it, `_total` dropped for counters)
 /// and their types.
-const FAMILIES: [(&str, &str); 16] = [
+const FAMILIES: [(&str, &str); 17] = [
     ("canarygate_requests", "counter"),
     ("canarygate_in_flight_requests", "gauge"),
     ("canarygate_responses", "counter"),
     ("canarygate_upstream_errors", "counter"),
     ("canarygate_retries", "counter"),
+    ("canarygate_upstream_stale", "counter"),
     ("canarygate_upstream_connects", "counter"),
     ("canarygate_upstream_reuses", "counter"),
     ("canarygate_received_bytes", "counter"),

@@ -37,7 +37,7 @@ fn framing_rules() {
     let (h, out) =
         parse(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
     assert_eq!(h.body, BodyKind::Chunked);
-    assert!(out.contains("Transfer-Encoding: chunked\r\n"));
+    assert!(out.contains("transfer-encoding: chunked\r\n"));
     assert_eq!(
         status(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
         501
@@ -74,6 +74,48 @@ fn framing_rules() {
         status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
         400
     );
+}
+
+/// Each framing header the client wrote is replaced by the gateway's own form.
+#[test]
+fn framing_is_normalised() {
+    for (raw, want) in [
+        // A list of identical lengths becomes one plain decimal.
+        ("Content-Length: 5, 5\r\n", "content-length: 5\r\n"),
+        (
+            "Content-Length: 5\r\nContent-Length: 5\r\n",
+            "content-length: 5\r\n",
+        ),
+        ("Content-Length:  007 \r\n", "content-length: 7\r\n"),
+        ("content-length: 0\r\n", "content-length: 0\r\n"),
+        // Any spelling of chunked becomes the one form.
+        (
+            "Transfer-Encoding: CHUNKED\r\n",
+            "transfer-encoding: chunked\r\n",
+        ),
+        (
+            "Transfer-Encoding: ,chunked, \r\n",
+            "transfer-encoding: chunked\r\n",
+        ),
+        (
+            "Transfer-Encoding:\tchunked\r\n",
+            "transfer-encoding: chunked\r\n",
+        ),
+    ] {
+        let (_, out) = parse(format!("POST / HTTP/1.1\r\nHost: x\r\n{raw}\r\n").as_bytes())
+            .unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+        let framing: Vec<&str> = out
+            .split("\r\n")
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                l.starts_with("content-length") || l.starts_with("transfer-encoding")
+            })
+            .collect();
+        assert_eq!(framing.join("\r\n") + "\r\n", want, "{raw:?} -> {out:?}");
+    }
+    // No body, no framing header.
+    let (_, out) = parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(!out.contains("content-length") && !out.contains("transfer-encoding"));
 }
 
 #[test]

@@ -1,0 +1,97 @@
+//! Socket options and liveness probes on the workers' monoio streams, below both the
+//! client side ([`crate::proxy`]) and the upstream side ([`crate::upstream`]).
+//!
+//! Each helper is one non-blocking system call on the stream's descriptor; failing to
+//! set an option only loses the protection it gives, never the connection.
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd as _, BorrowedFd};
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+
+/// Runs `f` on a borrowed view of `stream`'s socket.
+fn with_sock<R>(stream: &TcpStream, f: impl FnOnce(socket2::SockRef<'_>) -> R) -> R {
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow, and it is
+    // not closed while `f` runs (`stream` is borrowed for the call).
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    f(socket2::SockRef::from(&fd))
+}
+
+/// Cuts the connection off when the peer takes none of what is sent to it for `timeout`
+/// (`TCP_USER_TIMEOUT`: unacknowledged data, or a zero window, for that long).
+pub(crate) fn set_send_timeout(stream: &TcpStream, timeout: Duration) {
+    if timeout.is_zero() {
+        return;
+    }
+    let _ = with_sock(stream, |s| s.set_tcp_user_timeout(Some(timeout)));
+}
+
+/// What a look at an idle connection's receive queue found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Idle {
+    /// Nothing arrived: the connection is still open and quiet.
+    Quiet,
+    /// The peer closed or reset it, or sent bytes nobody asked for (a `408` before an
+    /// idle close, say): it must not carry another request.
+    Unusable,
+}
+
+/// Looks at `stream`'s receive queue without consuming or waiting
+/// (`recv(MSG_PEEK | MSG_DONTWAIT)` of one byte): an idle keep-alive connection the peer
+/// has closed shows its FIN or RST here.
+pub(crate) fn probe_idle(stream: &TcpStream) -> Idle {
+    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+    match with_sock(stream, |s| {
+        s.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    }) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Idle::Quiet,
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Idle::Quiet,
+        _ => Idle::Unusable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn pair() -> (std::net::TcpStream, TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, TcpStream::from_std(server).unwrap())
+    }
+
+    #[test]
+    fn probe_sees_close_reset_and_stray_bytes() {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let (peer, s) = pair();
+                assert_eq!(probe_idle(&s), Idle::Quiet);
+                drop(peer);
+                monoio::time::sleep(Duration::from_millis(20)).await;
+                assert_eq!(probe_idle(&s), Idle::Unusable, "FIN");
+
+                let (mut peer, s) = pair();
+                peer.write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+                    .unwrap();
+                monoio::time::sleep(Duration::from_millis(20)).await;
+                assert_eq!(probe_idle(&s), Idle::Unusable, "stray bytes");
+                // The probe consumed nothing.
+                assert_eq!(probe_idle(&s), Idle::Unusable);
+
+                let (peer, s) = pair();
+                socket2::SockRef::from(&peer)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+                drop(peer);
+                monoio::time::sleep(Duration::from_millis(20)).await;
+                assert_eq!(probe_idle(&s), Idle::Unusable, "RST");
+            });
+    }
+}
