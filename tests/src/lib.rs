@@ -17,6 +17,7 @@ pub mod client;
 pub mod control;
 pub mod dead_end;
 pub mod load;
+pub mod peers;
 pub mod process;
 pub mod thirdparty;
 pub mod tunable;
@@ -33,6 +34,7 @@ pub use client::{
 pub use control::{AdminConn, ConfigFile, PromText, Reply, ctl, parse_prometheus};
 pub use dead_end::{Blackhole, refused_addr};
 pub use load::{BackgroundLoad, LoadReport, pipelined_gets};
+pub use peers::{ServerProc, node_sse_client};
 pub use process::{
     CliOutput, Expect, GatewayProc, TempDir, free_port, gateway_bin, run_cli, run_program,
     workspace_root,

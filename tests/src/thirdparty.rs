@@ -39,6 +39,12 @@ impl Nginx {
     /// Writes the config and the static file, starts nginx in the foreground, and waits
     /// until it accepts connections.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// [`Nginx::start`] with `directives` added to the `http` block (for example
+    /// `keepalive_timeout 1s;`).
+    pub fn start_with(directives: &str) -> Self {
         assert!(
             Path::new(NGINX).exists(),
             "{NGINX} not found: install Debian's nginx (apt-get install -y nginx-light)"
@@ -64,6 +70,7 @@ impl Nginx {
                uwsgi_temp_path {p}/uwsgi;\n\
                scgi_temp_path {p}/scgi;\n\
                keepalive_requests 100000;\n\
+               {directives}\n\
                server {{\n\
                  listen 127.0.0.1:{port};\n\
                  root {p}/html;\n\

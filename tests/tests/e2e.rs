@@ -42,6 +42,8 @@ mod metrics;
 mod promote;
 #[path = "e2e/protocol.rs"]
 mod protocol;
+#[path = "e2e/realservers.rs"]
+mod realservers;
 #[path = "e2e/rollout.rs"]
 mod rollout;
 #[path = "e2e/split.rs"]

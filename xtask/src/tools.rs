@@ -10,7 +10,9 @@
 //! wrk, and valgrind when profiling).
 //!
 //! - the eBPF toolchain for kernel accounting and the tools its tests run
-//!   (see [`crate::ebpf`]).
+//!   (see [`crate::ebpf`]);
+//! - the real upstream servers of the end-to-end tests: Node.js (`node` on PATH, else
+//!   Debian's `nodejs`) and gunicorn from PyPI (`python3 -m pip install`, pinned).
 //!
 //! Each tool is probed again after installing, so a step that "succeeded" without
 //! providing the tool still fails here rather than in a confusing test.
@@ -64,8 +66,48 @@ const PACKAGES: [Package; 2] = [
 pub(crate) fn ensure(root: &Path) -> Result<()> {
     ensure_components(root)?;
     ensure_packages(&PACKAGES)?;
+    ensure_peers()?;
     // Kernel accounting: nightly + rust-src, bpf-linker, bpftool/tc/setpriv for its tests.
     crate::ebpf::ensure()
+}
+
+/// gunicorn version the end-to-end tests were written against.
+const GUNICORN: &str = "gunicorn==27.0.1";
+
+/// Node.js and gunicorn, which the end-to-end tests run as upstreams (and Node's fetch as
+/// a client).
+fn ensure_peers() -> Result<()> {
+    if !on_path("node") {
+        ensure_packages(&[Package {
+            name: "nodejs",
+            program: "/usr/bin/node",
+        }])?;
+    }
+    let gunicorn_present =
+        || succeeds(Command::new("python3").args(["-m", "gunicorn", "--version"]));
+    if gunicorn_present() {
+        return Ok(());
+    }
+    if !on_path("python3") {
+        bail!(
+            "python3 is not on PATH; install Python 3 with pip, then `python3 -m pip install {GUNICORN}`"
+        );
+    }
+    let mut pip = Command::new("python3");
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--root-user-action=ignore",
+        GUNICORN,
+    ]);
+    eprintln!("xtask: installing gunicorn: {}", display(&pip));
+    run(&mut pip).context("could not install gunicorn with pip")?;
+    if !gunicorn_present() {
+        bail!("`pip install {GUNICORN}` succeeded but `python3 -m gunicorn --version` still fails");
+    }
+    Ok(())
 }
 
 fn component_present(root: &Path, component: &Component) -> bool {
