@@ -1,5 +1,6 @@
 // A Node.js `http` upstream for the end-to-end tests, with Node's defaults (keepAliveTimeout
-// 5 s, announced as `Keep-Alive: timeout=5`). Usage: node node_upstream.js PORT
+// 5 s, announced as `Keep-Alive: timeout=5`; Node waits about a second longer before it
+// closes). Usage: node node_upstream.js PORT [KEEP_ALIVE_TIMEOUT_MS]
 //   /events?n=N&gap_ms=MS  server-sent events, one every MS ms; each event's data is the
 //                          Date.now() at which it was written (chunked response)
 //   /upload-times          answers, once the request body ended, the Date.now() at which
@@ -35,5 +36,6 @@ const server = http.createServer((req, res) => {
     res.end(body);
   });
 });
+if (process.argv[3]) server.keepAliveTimeout = Number(process.argv[3]);
 server.listen(port, '127.0.0.1', () => process.stdout.write(`listening ${port}\n`));
 process.on('SIGTERM', () => process.exit(0));

@@ -84,6 +84,16 @@ impl ServerProc {
         Self::start("node", "node", &[&script.to_string_lossy(), "{port}"])
     }
 
+    /// [`ServerProc::node`] with `server.keepAliveTimeout` set to `ms`.
+    pub fn node_with_keepalive(ms: u32) -> Self {
+        let script = peers_dir().join("node_upstream.js");
+        Self::start(
+            "node",
+            "node",
+            &[&script.to_string_lossy(), "{port}", &ms.to_string()],
+        )
+    }
+
     /// gunicorn with its threaded worker and default keep-alive (2 s) serving
     /// `tests/peers/wsgi_app.py`.
     pub fn gunicorn() -> Self {
