@@ -32,6 +32,8 @@ mod cli;
 mod config;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/framing.rs"]
+mod framing;
 #[path = "e2e/hitless.rs"]
 mod hitless;
 #[path = "e2e/kernel.rs"]
