@@ -462,3 +462,90 @@ fn client_that_stops_reading_is_cut_off_after_the_send_timeout() {
     let r = Client::connect(gw.addr()).unwrap().get("/").unwrap();
     assert_eq!(r.status, 200, "{}", r.describe());
 }
+
+/// An upstream whose first connection answers one request with keep-alive, then reads the
+/// next request and closes without a byte (its idle close crossing the request); later
+/// connections answer every request. Returns its address and a count of requests answered.
+fn closes_second_request_on_first_connection() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::io::{Read as _, Write as _};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&answered);
+    thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut s) = stream else { return };
+            let count = Arc::clone(&count);
+            thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = [0u8; 8192];
+                let mut pending = Vec::new();
+                let mut served = 0;
+                loop {
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        if i == 0 && served == 1 {
+                            return; // closes with the request unanswered
+                        }
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                        count.fetch_add(1, Ordering::SeqCst);
+                        served += 1;
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, answered)
+}
+
+/// A reused connection that the upstream closes as the request crosses it: an idempotent
+/// request is sent again on a new connection (and counted as stale); a POST is not (502).
+#[test]
+fn stale_pooled_connection_resends_only_safe_requests() {
+    let (addr, answered) = closes_second_request_on_first_connection();
+    let gw = start_gw(&addr.to_string(), &["--metrics-listen", "127.0.0.1:0"]);
+    let mut c = Client::connect(gw.addr()).unwrap();
+    assert_eq!(c.get("/one").unwrap().status, 200);
+    let r = c.get("/two").unwrap();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "ok"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let scrape = |gw: &tests::GatewayProc| {
+        let r = Client::connect(gw.metrics_addr())
+            .unwrap()
+            .get("/metrics")
+            .unwrap();
+        tests::parse_prometheus(&r.text()).unwrap()
+    };
+    let stale = |p: &tests::PromText| {
+        p.int(
+            "canarygate_upstream_stale_total",
+            &[("route", "default"), ("variant", "stable")],
+        )
+    };
+    assert_eq!(stale(&scrape(&gw)), 1);
+
+    let (addr, answered) = closes_second_request_on_first_connection();
+    let gw = start_gw(&addr.to_string(), &["--metrics-listen", "127.0.0.1:0"]);
+    let mut c = Client::connect(gw.addr()).unwrap();
+    assert_eq!(c.get("/one").unwrap().status, 200);
+    let r = c
+        .request(&post_request("/two", b"data", Framing::Length, ""))
+        .unwrap();
+    assert_eq!(r.status, 502, "{}", r.describe());
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(stale(&scrape(&gw)), 0);
+}
