@@ -9,11 +9,11 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::step::Plan;
-use crate::{cargo, tools};
+use crate::{cargo, fuzz, tools};
 
 /// Runs every step; `test_args` go to the test runner after `--`.
 pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
-    let mut plan = Plan::new(5);
+    let mut plan = Plan::new(6);
     plan.step(
         "tools",
         "rustfmt, clippy, nginx-light, curl, eBPF toolchain",
@@ -43,6 +43,11 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
         test.arg("--").args(test_args);
     }
     plan.command("test", &mut test)?;
+    plan.step(
+        "fuzz",
+        "a short smoke of every cargo-fuzz target (cargo xtask fuzz)",
+        || fuzz::run_all(root, fuzz::SMOKE_SECONDS),
+    )?;
     plan.finish();
     Ok(())
 }

@@ -6,6 +6,7 @@
 //!   failing step. `.ci/run` calls exactly this, so CI and a laptop run the same thing.
 //! - `cargo xtask demo`: builds the release binary and replaces itself with
 //!   `canarygate demo`.
+//! - `cargo xtask fuzz [--seconds N]`: every cargo-fuzz target for N seconds each.
 //! - `cargo xtask compare`: canarygate against nginx and HAProxy on this machine (also
 //!   `--scale` for 10,000 idle connections, `--callgrind` for a profile).
 //!
@@ -16,6 +17,7 @@ mod ci;
 mod compare;
 mod demo;
 mod ebpf;
+mod fuzz;
 mod step;
 mod tools;
 
@@ -72,6 +74,14 @@ enum Task {
     /// `--scale`: RSS per idle connection with 10,000 connections held through canarygate.
     /// `--callgrind`: instructions per request and the top functions of canarygate.
     Compare(compare::CompareArgs),
+    /// Run every cargo-fuzz target in `fuzz/` (request and response heads, chunked
+    /// decoder, config file, admin commands, and a differential against httparse),
+    /// starting from the seeds in `fuzz/seeds/`. Installs cargo-fuzz when missing.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +103,7 @@ fn run(task: Task) -> Result<()> {
         Task::Test { args } => ci::run(&root, &args),
         Task::Demo { args } => demo::run(&root, &args),
         Task::Compare(args) => compare::run(&root, &args),
+        Task::Fuzz { seconds } => fuzz::run_all(&root, seconds),
     }
 }
 
