@@ -450,6 +450,7 @@ async fn proxy_request(
         return Ok(Next::Upgrade(up));
     }
     ctx.response_started = true;
+    let head_bytes = c.out.len() as u64;
     let timeout = w.config.timeouts.response;
     let body = relay_body(
         Ends {
@@ -469,7 +470,14 @@ async fn proxy_request(
     .map_err(|e| match e {
         RelayError::DstIo => ProxyError::ClientGone(std::io::ErrorKind::BrokenPipe.into()),
         RelayError::SrcTimeout => ProxyError::ResponseTimeout,
-        RelayError::Framing(_) => ProxyError::BadResponse("invalid chunked body"),
+        RelayError::Framing { sent, .. } => {
+            if !sent {
+                // Nothing of this response reached the client: it gets a 502 instead.
+                ctx.response_started = false;
+                ctx.bytes_out -= head_bytes;
+            }
+            ProxyError::BadResponse("invalid chunked body")
+        }
         RelayError::SrcClosed | RelayError::SrcIo | RelayError::TooLarge => {
             ProxyError::UpstreamClosed("upstream closed the connection mid-body")
         }
@@ -568,7 +576,7 @@ async fn exchange_head(
                         ProxyError::ClientGone(std::io::ErrorKind::UnexpectedEof.into())
                     }
                     RelayError::SrcTimeout => ProxyError::ClientBodyTimeout,
-                    RelayError::Framing(_) => ProxyError::BadRequest("invalid chunked body"),
+                    RelayError::Framing { .. } => ProxyError::BadRequest("invalid chunked body"),
                     RelayError::TooLarge => ProxyError::BodyTooLarge,
                     RelayError::DstIo => {
                         ProxyError::UpstreamClosed("upstream closed while receiving the body")

@@ -31,8 +31,15 @@ pub enum RelayError {
     SrcIo,
     /// Writing to the receiver failed.
     DstIo,
-    /// The chunked framing is invalid.
-    Framing(ChunkError),
+    /// The chunked framing is invalid. `sent`: some of the message had been written to
+    /// the receiver already (else nothing was, and the pending bytes were dropped, so the
+    /// caller may still answer with an error of its own).
+    Framing {
+        /// What was wrong.
+        error: ChunkError,
+        /// Whether anything reached the receiver.
+        sent: bool,
+    },
     /// The body is larger than the limit.
     TooLarge,
 }
@@ -78,6 +85,13 @@ pub async fn relay_body(ends: Ends<'_>, spec: BodySpec) -> Result<u64, RelayErro
     };
     let mut decoder = ChunkedDecoder::new();
     let mut total: u64 = 0;
+    let mut sent = false;
+    let framing = |error: ChunkError, sent: bool, out: &mut Vec<u8>| {
+        if !sent {
+            out.clear();
+        }
+        RelayError::Framing { error, sent }
+    };
     loop {
         let done = match spec.kind {
             BodyKind::None => true,
@@ -85,17 +99,23 @@ pub async fn relay_body(ends: Ends<'_>, spec: BodySpec) -> Result<u64, RelayErro
                 let take = (src_buf.data().len() as u64).min(remaining) as usize;
                 remaining -= take as u64;
                 total += take as u64;
-                pass(src_buf, take, dst, out).await?;
+                pass(src_buf, take, dst, out, &mut sent).await?;
                 remaining == 0
             }
             BodyKind::UntilClose => {
                 let take = src_buf.data().len();
                 total += take as u64;
-                pass(src_buf, take, dst, out).await?;
+                pass(src_buf, take, dst, out, &mut sent).await?;
                 false
             }
             BodyKind::Chunked => {
-                total += reframe(&mut decoder, src_buf, dst, out, spec.dechunk).await?;
+                match reframe(&mut decoder, src_buf, dst, out, spec.dechunk, &mut sent).await {
+                    Ok(n) => total += n,
+                    Err(RelayError::Framing { error, .. }) => {
+                        return Err(framing(error, sent, out));
+                    }
+                    Err(e) => return Err(e),
+                }
                 decoder.is_done()
             }
         };
@@ -108,6 +128,7 @@ pub async fn relay_body(ends: Ends<'_>, spec: BodySpec) -> Result<u64, RelayErro
             return Err(RelayError::TooLarge);
         }
         // Everything that has arrived goes out before a read that may wait.
+        sent |= !out.is_empty();
         flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
         if done {
             return Ok(total);
@@ -115,7 +136,7 @@ pub async fn relay_body(ends: Ends<'_>, spec: BodySpec) -> Result<u64, RelayErro
         if src_buf.is_full() {
             // Only a chunk line longer than the buffer can get here; the decoder caps
             // lines well below any sensible buffer size.
-            return Err(RelayError::Framing(ChunkError::LineTooLong));
+            return Err(framing(ChunkError::LineTooLong, sent, out));
         }
         match monoio::time::timeout(spec.read_timeout, src_buf.fill(src)).await {
             Err(_) => return Err(RelayError::SrcTimeout),
@@ -134,6 +155,7 @@ async fn pass(
     take: usize,
     dst: &mut TcpStream,
     out: &mut Vec<u8>,
+    sent: &mut bool,
 ) -> Result<(), RelayError> {
     if take == 0 {
         return Ok(());
@@ -143,6 +165,7 @@ async fn pass(
         src_buf.consume(take);
         return Ok(());
     }
+    *sent = true;
     flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
     src_buf
         .write_to(dst, take)
@@ -152,18 +175,21 @@ async fn pass(
 
 /// Decodes the chunked framing buffered in `src_buf` and appends the normalised framing
 /// and the data to `out` (only the data when `dechunk`). A line that is not complete yet
-/// stays in the buffer. Returns the bytes consumed.
+/// stays in the buffer. Returns the bytes consumed; sets `sent` when it wrote to `dst`.
 async fn reframe(
     decoder: &mut ChunkedDecoder,
     src_buf: &mut InBuf,
     dst: &mut TcpStream,
     out: &mut Vec<u8>,
     dechunk: bool,
+    sent: &mut bool,
 ) -> Result<u64, RelayError> {
     let mut consumed = 0u64;
     while !decoder.is_done() && !src_buf.is_empty() {
         let avail = src_buf.data();
-        let p = decoder.decode(avail).map_err(RelayError::Framing)?;
+        let p = decoder
+            .decode(avail)
+            .map_err(|error| RelayError::Framing { error, sent: *sent })?;
         consumed += p.consumed as u64;
         match p.piece {
             None => {
@@ -177,6 +203,7 @@ async fn reframe(
                     out.extend_from_slice(&src_buf.data()[..n]);
                     src_buf.consume(n);
                 } else {
+                    *sent = true;
                     flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
                     src_buf
                         .write_to(dst, n)
@@ -195,6 +222,7 @@ async fn reframe(
             }
         }
         if out.len() >= COALESCE {
+            *sent = true;
             flush(out, dst).await.map_err(|_| RelayError::DstIo)?;
         }
     }
