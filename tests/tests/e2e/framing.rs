@@ -39,7 +39,7 @@ impl RawUpstream {
                 thread::spawn(move || {
                     let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
                     let mut raw = Vec::new();
-                    let mut buf = [0u8; 65536];
+                    let mut buf = [0u8; 8192];
                     while let Ok(n @ 1..) = s.read(&mut buf) {
                         raw.extend_from_slice(&buf[..n]);
                     }
