@@ -260,6 +260,8 @@ async fn metrics_loop(control: Arc<Control>, listener: tokio::net::TcpListener) 
             }
             let (status, body) =
                 if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
+                    // Kill-switch figures are the recorded trips; record the newest first.
+                    control.record_kill_switch_trips();
                     let mut text = crate::metrics::prometheus::render(&control.stats());
                     crate::kernel::prometheus::render(&mut text, crate::kernel::stats().as_ref());
                     crate::rollout::show::render_prometheus(&mut text, &control);

@@ -266,9 +266,13 @@ impl KillSwitch {
         })
     }
 
-    /// State for `show canary json`.
+    /// State for `show canary json`. Trips are the ones the control plane has recorded
+    /// (the configuration's share already says 0 for them), so the figures agree with the
+    /// rest of what `show canary` prints even while a worker trips at that moment; the
+    /// next admin command or controller tick records a newer one.
     pub fn json(&self, config: Option<&KillSwitchConfig>) -> Value {
         let Some(c) = config else { return Value::Null };
+        let trips = self.acknowledged.load(Ordering::Acquire);
         json!({
             "window": c.window,
             "max_error_rate": c.max_error_rate,
@@ -276,9 +280,9 @@ impl KillSwitch {
             "count_5xx": c.count_5xx,
             "count_connect_failures": c.count_connect_failures,
             "tripped": self.is_tripped(),
-            "trips": self.trips(),
-            "last_trip": self.last_trip(),
-            "last_trip_unix_ms": (self.trips() > 0).then(|| self.last_trip[2].load(Ordering::Relaxed)),
+            "trips": trips,
+            "last_trip": if trips > 0 { self.last_trip() } else { None },
+            "last_trip_unix_ms": (trips > 0).then(|| self.last_trip[2].load(Ordering::Relaxed)),
         })
     }
 

@@ -280,6 +280,14 @@ fn upstream_stalling_mid_body_is_cut_off() {
 #[test]
 fn upstream_answering_before_reading_the_body_reaches_the_client() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A small receive buffer (inherited by accepted sockets, and it stops autotuning,
+    // which here may grow to 32 MiB) and an upload far larger than every buffer on the
+    // way: the gateway can never hand the whole body over, so the upstream's refusal is
+    // always seen as one (before, a 4 MiB upload sometimes fit in the buffers, was
+    // "sent", and the client connection rightly stayed open: a flaky test).
+    socket2::SockRef::from(&listener)
+        .set_recv_buffer_size(64 * 1024)
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let server = thread::spawn(move || {
         for _ in 0..3 {
@@ -308,7 +316,7 @@ fn upstream_answering_before_reading_the_body_reaches_the_client() {
     let gw = start_gw(&addr.to_string(), &[]);
     for round in 0..2 {
         let mut c = Client::connect(gw.addr()).unwrap();
-        let body = vec![b'b'; 4 << 20];
+        let body = vec![b'b'; 32 << 20];
         let mut raw = format!(
             "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
             body.len()
