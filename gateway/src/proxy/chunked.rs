@@ -400,7 +400,7 @@ fn hex(b: u8) -> u8 {
 }
 
 /// A whole chunked body, decoded and re-framed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reframed {
     /// The normalised chunked bytes the gateway would send.
     pub framed: Vec<u8>,
@@ -410,34 +410,36 @@ pub struct Reframed {
     pub used: usize,
 }
 
+impl Reframed {
+    /// Adds what `piece` (found at the start of `at`) contributes: framing, and data.
+    fn push(&mut self, piece: &Piece, at: &[u8]) {
+        if let Piece::Data { range, ends_chunk } = piece {
+            self.framed.extend_from_slice(&at[range.clone()]);
+            self.data.extend_from_slice(&at[range.clone()]);
+            if *ends_chunk {
+                Reframer::end_data(&mut self.framed);
+            }
+        } else {
+            Reframer::frame(&mut self.framed, piece, at);
+        }
+    }
+}
+
 /// Decodes a whole chunked body held in `input` and re-frames it, as the relay does.
 /// `None` while `input` ends before the body does.
 pub fn reframe(input: &[u8]) -> Result<Option<Reframed>, ChunkError> {
     let mut d = ChunkedDecoder::new();
-    let (mut framed, mut data) = (Vec::new(), Vec::new());
-    let mut pos = 0;
+    let mut out = Reframed::default();
     while !d.is_done() {
-        let p = d.decode(&input[pos..])?;
-        let at = &input[pos..];
-        pos += p.consumed;
+        let at = &input[out.used..];
+        let p = d.decode(at)?;
+        out.used += p.consumed;
         let Some(piece) = p.piece else {
             return Ok(None);
         };
-        if let Piece::Data { range, ends_chunk } = &piece {
-            framed.extend_from_slice(&at[range.clone()]);
-            data.extend_from_slice(&at[range.clone()]);
-            if *ends_chunk {
-                Reframer::end_data(&mut framed);
-            }
-        } else {
-            Reframer::frame(&mut framed, &piece, at);
-        }
+        out.push(&piece, at);
     }
-    Ok(Some(Reframed {
-        framed,
-        data,
-        used: pos,
-    }))
+    Ok(Some(out))
 }
 
 #[cfg(test)]

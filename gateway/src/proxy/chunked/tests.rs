@@ -7,28 +7,20 @@ use super::*;
 /// read buffer that keeps unconsumed bytes: returns (framed, data, consumed, done).
 fn run(input: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>, usize, bool), ChunkError> {
     let mut d = ChunkedDecoder::new();
-    let (mut framed, mut data) = (Vec::new(), Vec::new());
-    let mut pos = 0;
+    let mut out = Reframed::default();
     let mut end = 0;
     while !d.is_done() && end < input.len() {
         end = (end + step).min(input.len());
         while !d.is_done() {
-            let at = &input[pos..end];
+            let at = &input[out.used..end];
             let p = d.decode(at)?;
-            pos += p.consumed;
+            out.used += p.consumed;
             let Some(piece) = p.piece else { break };
-            if let Piece::Data { range, ends_chunk } = &piece {
-                framed.extend_from_slice(&at[range.clone()]);
-                data.extend_from_slice(&at[range.clone()]);
-                if *ends_chunk {
-                    Reframer::end_data(&mut framed);
-                }
-            } else {
-                Reframer::frame(&mut framed, &piece, at);
-            }
+            out.push(&piece, at);
         }
     }
-    Ok((framed, data, pos, d.is_done()))
+    let Reframed { framed, data, used } = out;
+    Ok((framed, data, used, d.is_done()))
 }
 
 fn framed(input: &[u8]) -> Result<String, ChunkError> {
