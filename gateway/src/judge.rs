@@ -17,9 +17,12 @@
 //! - **Kernel signals** (when kernel accounting runs): retransmit rates and RTT, reported,
 //!   and an optional bound on the canary's retransmit rate.
 
+pub mod sequential;
 pub mod stats;
 mod verdict;
 
+#[cfg(test)]
+mod simulation;
 #[cfg(test)]
 mod tests;
 
@@ -233,6 +236,8 @@ pub struct Judgement {
     pub errors: Option<stats::Proportions>,
     /// Kernel signals: retransmit-rate comparison and RTT comparison.
     pub kernel: Option<(Option<stats::Proportions>, Option<stats::MannWhitney>)>,
+    /// The sequential judge's figures (when it gave the verdict).
+    pub sequential: Option<sequential::Assessment>,
 }
 
 impl Judgement {
@@ -259,6 +264,9 @@ impl Judgement {
         }
         if let Some(e) = &self.errors {
             let _ = write!(s, "; errors {} p={:.3e}", e.test.as_str(), e.p_greater);
+        }
+        if let Some(a) = &self.sequential {
+            let _ = write!(s, "; {}", a.summary());
         }
         s.push(')');
         if !self.reasons.is_empty() {
@@ -299,6 +307,7 @@ impl Judgement {
             "latency": latency,
             "errors": errors,
             "kernel": kernel,
+            "sequential": self.sequential.as_ref().map(sequential::Assessment::json),
         })
     }
 }

@@ -44,6 +44,7 @@ pub fn judge(
         latency,
         errors,
         kernel,
+        sequential: None,
     };
 
     let short: Vec<String> = [("canary", canary), ("stable", stable)]

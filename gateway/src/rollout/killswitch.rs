@@ -39,6 +39,17 @@ pub struct KillSwitchConfig {
 
 impl Eq for KillSwitchConfig {}
 
+/// The kill switch a rollout turns on for a route without one of its own (unless its plan
+/// says `kill-switch off`): it trips when more than half of a worker's last 20 canary
+/// requests failed, so a canary that fails every request is stopped after at most 11
+/// requests per worker, whatever the judge is doing.
+pub const ROLLOUT_DEFAULT: KillSwitchConfig = KillSwitchConfig {
+    window: 20,
+    max_error_rate: 0.5,
+    count_5xx: true,
+    count_connect_failures: true,
+};
+
 impl KillSwitchConfig {
     /// Failures within one worker's window that trip the switch:
     /// `floor(max_error_rate * window) + 1`, at most the window.

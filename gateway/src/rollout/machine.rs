@@ -10,14 +10,27 @@
 //!           Paused          fail / kill switch --> RolledBack     abort --> Aborted
 //! ```
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use gateway_common::{PPM_MAX, VARIANT_COUNT};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::plan::Plan;
-use crate::judge::{Judgement, Verdict};
+use super::plan::{JudgeKind, OnTimeout, Plan};
+use crate::judge::sequential::{Assessment, SequentialJudge};
+use crate::judge::{Judgement, KernelWindow, Sample, Verdict};
+use crate::kernel::KernelStats;
 use crate::metrics::VariantStats;
+
+/// How often the sequential judge looks (at most; never less often than the interval).
+pub const BATCH: Duration = Duration::from_millis(500);
+
+/// Points of the sequential judge's history kept for `show rollout` (older points are
+/// thinned out, so the whole rollout stays visible at a coarser grain).
+const SERIES_POINTS: usize = 720;
+
+/// One batch or window: stable, canary, kernel.
+pub type Window<'a> = (&'a Sample, &'a Sample, Option<&'a KernelWindow>);
 
 /// Where a rollout is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,7 +153,19 @@ pub struct Rollout {
     /// Route counters when the current window started.
     pub baseline: Box<[VariantStats; VARIANT_COUNT]>,
     /// Kernel counters when the current window started (kernel accounting only).
-    pub kernel_baseline: Option<crate::kernel::KernelStats>,
+    pub kernel_baseline: Option<KernelStats>,
+    /// The sequential judge (its evidence spans the whole rollout), unless the plan
+    /// uses the fixed one.
+    pub sequential: Option<SequentialJudge>,
+    /// Route and kernel counters at the last batch the sequential judge saw.
+    pub batch_baseline: Box<[VariantStats; VARIANT_COUNT]>,
+    /// See `batch_baseline`.
+    pub batch_kernel: Option<KernelStats>,
+    /// The sequential judge's latest look (kept until the next one, also after the end).
+    pub assessment: Option<Assessment>,
+    /// The sequential judge's figures over time, oldest first.
+    pub series: VecDeque<Value>,
+    next_batch: Instant,
     started: Instant,
     window_started: Instant,
     next_judgement: Instant,
@@ -150,6 +175,7 @@ pub struct Rollout {
 
 impl Rollout {
     /// A rollout at its first step; the caller sets that share ([`Rollout::step_ppm`]).
+    /// `kernel` holds the kernel's counters when kernel accounting runs.
     pub fn new(
         route: &str,
         plan: Plan,
@@ -157,7 +183,10 @@ impl Rollout {
         origin: &str,
         now: Instant,
         baseline: [VariantStats; VARIANT_COUNT],
+        kernel: Option<KernelStats>,
     ) -> Rollout {
+        let sequential = (plan.judge == JudgeKind::Sequential)
+            .then(|| SequentialJudge::new(&plan.criteria, plan.judged_steps(), kernel.is_some()));
         Rollout {
             route: route.to_owned(),
             origin: origin.to_owned(),
@@ -166,8 +195,14 @@ impl Rollout {
             step: 0,
             history: Vec::new(),
             verdicts: [0; 4],
+            batch_baseline: Box::new(baseline.clone()),
             baseline: Box::new(baseline),
-            kernel_baseline: None,
+            batch_kernel: kernel.clone(),
+            kernel_baseline: kernel,
+            sequential,
+            assessment: None,
+            series: VecDeque::new(),
+            next_batch: now + BATCH.min(plan.interval),
             started: now,
             window_started: now,
             next_judgement: now + plan.interval,
@@ -181,9 +216,93 @@ impl Rollout {
         self.plan.steps[self.step]
     }
 
-    /// True when the current step is due for a verdict.
+    /// True when the current step is due for a verdict (fixed judge) or a look
+    /// (sequential judge).
     pub fn due(&self, now: Instant) -> bool {
-        self.phase == Phase::Running && now >= self.next_judgement
+        self.phase == Phase::Running
+            && if self.sequential.is_some() {
+                now >= self.next_batch
+            } else {
+                now >= self.next_judgement
+            }
+    }
+
+    /// The sequential judge's look at a new batch: `batch` is what happened since the
+    /// last look, `window` since the step started; `counters` and `kernel` become the
+    /// next batch's baseline. Returns a judgement when the step is decided: failed as
+    /// soon as a regression is significant, passed once the step's minimum duration is
+    /// over and the confidence sequences rule a regression out, or the plan's
+    /// `on-timeout` rule once its maximum duration is over.
+    pub fn look(
+        &mut self,
+        now: Instant,
+        batch: Window<'_>,
+        window: Window<'_>,
+        counters: [VariantStats; VARIANT_COUNT],
+        kernel: Option<KernelStats>,
+    ) -> Option<Judgement> {
+        let judge = self.sequential.as_mut()?;
+        let criteria = &self.plan.criteria;
+        judge.observe(criteria, batch.0, batch.1, batch.2);
+        let a = judge.assess(criteria, window.0, window.1, window.2);
+        *self.batch_baseline = counters;
+        self.batch_kernel = kernel;
+        self.next_batch = now + BATCH.min(self.plan.interval);
+        let at = now.saturating_duration_since(self.started);
+        self.record_point(at, &a);
+        let elapsed = now.saturating_duration_since(self.window_started);
+        let decided = if !a.fail.is_empty() {
+            Some((Verdict::Fail, a.fail.clone()))
+        } else if elapsed >= self.plan.interval && a.pending.is_empty() {
+            Some((Verdict::Pass, Vec::new()))
+        } else if elapsed >= self.plan.step_limit() {
+            let mut why = vec![format!(
+                "undecided after {} (on-timeout {})",
+                super::plan::duration(self.plan.step_limit()),
+                self.plan.on_timeout.as_str()
+            )];
+            why.extend(a.pending.iter().cloned());
+            Some((
+                match self.plan.on_timeout {
+                    OnTimeout::Pass => Verdict::Marginal,
+                    OnTimeout::Fail => Verdict::Fail,
+                    OnTimeout::Pause => Verdict::Inconclusive,
+                },
+                why,
+            ))
+        } else {
+            None
+        };
+        let judgement = decided.map(|(verdict, reasons)| Judgement {
+            verdict,
+            reasons,
+            stable: window.0.clone(),
+            canary: window.1.clone(),
+            latency: None,
+            errors: None,
+            kernel: None,
+            sequential: Some(a.clone()),
+        });
+        self.assessment = Some(a);
+        judgement
+    }
+
+    fn record_point(&mut self, at: Duration, a: &Assessment) {
+        if self.series.len() >= SERIES_POINTS {
+            // Thin out: keep every other point.
+            let kept: VecDeque<Value> = self.series.iter().step_by(2).cloned().collect();
+            self.series = kept;
+        }
+        let median = a.quantiles.first().map(|q| q[2]);
+        self.series.push_back(json!({
+            "at_ms": at.as_millis() as u64,
+            "step": self.step + 1,
+            "p_latency": a.p_latency,
+            "p_errors": a.p_errors,
+            "p_retransmits": a.p_retransmits,
+            "error_difference": [a.error_diff.0, a.error_diff.1],
+            "median_difference_us": median.map(|(lo, hi)| json!([lo, hi])),
+        }));
     }
 
     /// Time into the current window, and until the next verdict.
@@ -199,10 +318,13 @@ impl Rollout {
         &mut self,
         now: Instant,
         baseline: [VariantStats; VARIANT_COUNT],
-        kernel: Option<crate::kernel::KernelStats>,
+        kernel: Option<KernelStats>,
     ) {
+        self.batch_baseline.clone_from_slice(&baseline);
+        self.batch_kernel.clone_from(&kernel);
         *self.baseline = baseline;
         self.kernel_baseline = kernel;
+        self.next_batch = now + BATCH.min(self.plan.interval);
         self.window_started = now;
         self.next_judgement = now + self.plan.interval;
         self.inconclusive = 0;
@@ -229,6 +351,17 @@ impl Rollout {
                     reason: format!("step {} failed: {}", self.step + 1, judgement.summary()),
                 };
                 Action::Rollback
+            }
+            Verdict::Inconclusive if judgement.sequential.is_some() => {
+                // The sequential judge's maximum duration ran out with `on-timeout pause`.
+                self.phase = Phase::Paused {
+                    reason: format!(
+                        "step {} was not decided in time ({}); resume to judge it again, or abort",
+                        self.step + 1,
+                        judgement.summary()
+                    ),
+                };
+                Action::None
             }
             Verdict::Inconclusive => {
                 // Hold: the same window goes on and is judged again one interval later,
@@ -340,6 +473,7 @@ mod tests {
             latency: None,
             errors: None,
             kernel: None,
+            sequential: None,
         }
     }
 
@@ -349,7 +483,9 @@ mod tests {
             Duration::from_secs(10),
         )
         .unwrap();
-        Rollout::new("api", plan, "v2", "test", t0, Default::default())
+        let mut plan = plan;
+        plan.judge = JudgeKind::Fixed;
+        Rollout::new("api", plan, "v2", "test", t0, Default::default(), None)
     }
 
     #[test]
@@ -463,5 +599,100 @@ mod tests {
         let mut k = rollout(t0);
         assert_eq!(k.kill_switch("tripped".into()), Action::Rollback);
         assert_eq!(k.phase.as_str(), "rolled_back");
+    }
+}
+
+#[cfg(test)]
+mod sequential_tests {
+    use super::*;
+    use crate::judge::Sample;
+
+    fn sample(n: u64, errors: u64, latency_us: u64) -> Sample {
+        let mut s = Sample {
+            requests: n,
+            responses: n,
+            errors,
+            ..Sample::default()
+        };
+        s.latency.record_n(latency_us, n).unwrap();
+        s
+    }
+
+    fn rollout(t0: Instant, on_timeout: OnTimeout) -> Rollout {
+        let mut plan = Plan::new(vec![100_000, 500_000, PPM_MAX], Duration::from_secs(2)).unwrap();
+        plan.max_interval = Some(Duration::from_secs(4));
+        plan.on_timeout = on_timeout;
+        Rollout::new("api", plan, "v2", "test", t0, Default::default(), None)
+    }
+
+    #[test]
+    fn a_failing_canary_fails_at_the_first_look() {
+        let t0 = Instant::now();
+        let mut r = rollout(t0, OnTimeout::Pause);
+        assert!(!r.due(t0) && r.due(t0 + BATCH));
+        let (s, c) = (sample(90, 0, 300), sample(10, 10, 100));
+        let t = t0 + BATCH;
+        let j = r
+            .look(t, (&s, &c, None), (&s, &c, None), Default::default(), None)
+            .expect("decided");
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert_eq!(r.conclude(t, &j), Action::Rollback);
+        assert!(
+            r.phase.reason().unwrap().contains("error rate"),
+            "{:?}",
+            r.phase
+        );
+        assert_eq!(r.series.len(), 1);
+    }
+
+    #[test]
+    fn a_clean_step_passes_after_its_interval_and_an_undecided_one_times_out() {
+        let t0 = Instant::now();
+        let mut r = rollout(t0, OnTimeout::Pause);
+        let (s, c) = (sample(90_000, 0, 300), sample(10_000, 0, 300));
+        // Conclusive but too early: the minimum duration is the interval.
+        let early = t0 + Duration::from_secs(1);
+        assert!(
+            r.look(
+                early,
+                (&s, &c, None),
+                (&s, &c, None),
+                Default::default(),
+                None
+            )
+            .is_none()
+        );
+        assert!(r.assessment.as_ref().is_some_and(|a| a.pending.is_empty()));
+        let t = t0 + Duration::from_secs(2);
+        let j = r
+            .look(t, (&s, &c, None), (&s, &c, None), Default::default(), None)
+            .unwrap();
+        assert_eq!(j.verdict, Verdict::Pass);
+        assert_eq!(r.conclude(t, &j), Action::SetPercent(500_000));
+        // Too little traffic to rule anything out: held until the limit, then paused.
+        let (s, c) = (sample(50, 0, 300), sample(50, 0, 300));
+        let t = t + Duration::from_secs(3);
+        assert!(
+            r.look(t, (&s, &c, None), (&s, &c, None), Default::default(), None)
+                .is_none()
+        );
+        let t = t + Duration::from_secs(1);
+        let j = r
+            .look(t, (&s, &c, None), (&s, &c, None), Default::default(), None)
+            .unwrap();
+        assert_eq!(j.verdict, Verdict::Inconclusive);
+        assert_eq!(r.conclude(t, &j), Action::None);
+        assert!(
+            matches!(&r.phase, Phase::Paused { reason } if reason.contains("not decided in time")),
+            "{:?}",
+            r.phase
+        );
+        // `on-timeout pass` moves on instead.
+        let mut r = rollout(t0, OnTimeout::Pass);
+        let t = t0 + Duration::from_secs(4);
+        let j = r
+            .look(t, (&s, &c, None), (&s, &c, None), Default::default(), None)
+            .unwrap();
+        assert_eq!(r.conclude(t, &j), Action::SetPercent(500_000));
     }
 }

@@ -17,6 +17,77 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Interval used when none is given.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Which judge decides the steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum JudgeKind {
+    /// Anytime-valid tests looked at every batch ([`crate::judge::sequential`]).
+    #[default]
+    Sequential,
+    /// Fixed-sample tests at the end of each interval (Kayenta's way), for comparison.
+    Fixed,
+}
+
+impl JudgeKind {
+    /// Name in plans and replies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JudgeKind::Sequential => "sequential",
+            JudgeKind::Fixed => "fixed",
+        }
+    }
+
+    fn parse(v: &str) -> Result<JudgeKind, String> {
+        match v {
+            "sequential" => Ok(JudgeKind::Sequential),
+            "fixed" => Ok(JudgeKind::Fixed),
+            _ => Err(format!("judge: '{}' is not sequential or fixed", clip(v))),
+        }
+    }
+}
+
+/// What the sequential judge does with a step it could not decide by its maximum
+/// duration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnTimeout {
+    /// Hold the rollout for the operator (the safe default).
+    #[default]
+    Pause,
+    /// Roll back.
+    Fail,
+    /// Go on to the next step (no regression was shown, but none was ruled out either).
+    Pass,
+}
+
+impl OnTimeout {
+    /// Name in plans and replies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTimeout::Pause => "pause",
+            OnTimeout::Fail => "fail",
+            OnTimeout::Pass => "pass",
+        }
+    }
+
+    fn parse(v: &str) -> Result<OnTimeout, String> {
+        match v {
+            "pause" => Ok(OnTimeout::Pause),
+            "fail" => Ok(OnTimeout::Fail),
+            "pass" => Ok(OnTimeout::Pass),
+            _ => Err(format!(
+                "on-timeout: '{}' is not pause, fail or pass",
+                clip(v)
+            )),
+        }
+    }
+}
+
+fn clip(v: &str) -> String {
+    v.chars().take(40).collect()
+}
+
+/// A step lasts at most this many intervals unless the plan says otherwise.
+pub const MAX_INTERVALS: u32 = 5;
+
 /// A checked rollout plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -29,8 +100,18 @@ pub struct Plan {
     pub criteria: Criteria,
     /// Inconclusive verdicts in a row on one step after which the rollout pauses for
     /// the operator (as Argo Rollouts' `inconclusiveLimit`); 0 holds and re-judges for
-    /// ever.
+    /// ever (fixed judge).
     pub max_inconclusive: u32,
+    /// Which judge decides.
+    pub judge: JudgeKind,
+    /// Longest a step may last before [`Plan::on_timeout`] applies (sequential judge);
+    /// `None`: [`MAX_INTERVALS`] intervals.
+    pub max_interval: Option<Duration>,
+    /// What happens to a step still undecided after `max_interval`.
+    pub on_timeout: OnTimeout,
+    /// During the rollout, a route without a `kill_switch` of its own gets
+    /// [`crate::rollout::killswitch::ROLLOUT_DEFAULT`] (on unless turned off).
+    pub kill_switch: bool,
 }
 
 impl Plan {
@@ -39,11 +120,29 @@ impl Plan {
         let plan = Plan {
             steps,
             interval,
-            criteria: Criteria::default(),
-            max_inconclusive: 0,
+            ..Plan::defaults()
         };
         plan.check()?;
         Ok(plan)
+    }
+
+    /// The defaults of every setting but the steps.
+    fn defaults() -> Plan {
+        Plan {
+            steps: Vec::new(),
+            interval: DEFAULT_INTERVAL,
+            criteria: Criteria::default(),
+            max_inconclusive: 0,
+            judge: JudgeKind::default(),
+            max_interval: None,
+            on_timeout: OnTimeout::default(),
+            kill_switch: true,
+        }
+    }
+
+    /// Longest a step may last (sequential judge).
+    pub fn step_limit(&self) -> Duration {
+        self.max_interval.unwrap_or(self.interval * MAX_INTERVALS)
     }
 
     /// Checks steps, interval and criteria.
@@ -62,6 +161,9 @@ impl Plan {
         }
         if self.interval < MIN_INTERVAL {
             return Err(format!("interval: at least {}ms", MIN_INTERVAL.as_millis()));
+        }
+        if self.max_interval.is_some_and(|m| m < self.interval) {
+            return Err("max-interval must be at least the interval".into());
         }
         let c = &self.criteria;
         if !(c.confidence > 0.5 && c.confidence < 1.0) {
@@ -123,6 +225,18 @@ impl Plan {
         if self.max_inconclusive > 0 {
             let _ = write!(s, " max-inconclusive {}", self.max_inconclusive);
         }
+        let _ = write!(s, " judge {}", self.judge.as_str());
+        if self.judge == JudgeKind::Sequential {
+            let _ = write!(
+                s,
+                " max-interval {} on-timeout {}",
+                duration(self.step_limit()),
+                self.on_timeout.as_str()
+            );
+        }
+        if !self.kill_switch {
+            s.push_str(" kill-switch off");
+        }
         s
     }
 }
@@ -161,6 +275,14 @@ pub struct PlanArgs {
     pub max_retransmit_rate: Option<f64>,
     /// `max-inconclusive N`
     pub max_inconclusive: Option<u32>,
+    /// `judge sequential|fixed`
+    pub judge: Option<JudgeKind>,
+    /// `max-interval DUR`
+    pub max_interval: Option<Duration>,
+    /// `on-timeout pause|fail|pass`
+    pub on_timeout: Option<OnTimeout>,
+    /// `kill-switch on|off`
+    pub kill_switch: Option<bool>,
 }
 
 impl Eq for PlanArgs {}
@@ -211,9 +333,19 @@ impl PlanArgs {
                             .map_err(|_| format!("max-inconclusive: '{value}' is not a count"))?,
                     );
                 }
+                "judge" => a.judge = Some(JudgeKind::parse(value)?),
+                "max-interval" => a.max_interval = Some(dur(value)?),
+                "on-timeout" => a.on_timeout = Some(OnTimeout::parse(value)?),
+                "kill-switch" => {
+                    a.kill_switch = Some(match *value {
+                        "on" => true,
+                        "off" => false,
+                        v => return Err(format!("kill-switch: '{}' is not on or off", clip(v))),
+                    });
+                }
                 other => {
                     return Err(format!(
-                        "rollout: unknown setting '{}' (steps, interval, min-requests, confidence, latency-tolerance, latency-tolerance-abs, error-tolerance, max-p99, max-error-rate, max-retransmit-rate, max-inconclusive)",
+                        "rollout: unknown setting '{}' (steps, interval, min-requests, confidence, latency-tolerance, latency-tolerance-abs, error-tolerance, max-p99, max-error-rate, max-retransmit-rate, max-inconclusive, judge, max-interval, on-timeout, kill-switch)",
                         other.chars().take(40).collect::<String>()
                     ));
                 }
@@ -226,7 +358,7 @@ impl PlanArgs {
     pub fn apply(&self, base: Option<&Plan>) -> Result<Plan, String> {
         let mut plan = match (base, &self.steps) {
             (Some(b), _) => b.clone(),
-            (None, Some(steps)) => Plan { steps: steps.clone(), interval: DEFAULT_INTERVAL, criteria: Criteria::default(), max_inconclusive: 0 },
+            (None, Some(steps)) => Plan { steps: steps.clone(), ..Plan::defaults() },
             (None, None) => return Err("this route has no rollout plan in the configuration file: give one (steps P,P,.. interval DUR)".into()),
         };
         let c = &mut plan.criteria;
@@ -257,6 +389,18 @@ impl PlanArgs {
         }
         if let Some(n) = self.max_inconclusive {
             plan.max_inconclusive = n;
+        }
+        if let Some(j) = self.judge {
+            plan.judge = j;
+        }
+        if self.max_interval.is_some() {
+            plan.max_interval = self.max_interval;
+        }
+        if let Some(o) = self.on_timeout {
+            plan.on_timeout = o;
+        }
+        if let Some(k) = self.kill_switch {
+            plan.kill_switch = k;
         }
         plan.check()?;
         Ok(plan)
@@ -297,6 +441,10 @@ pub struct FilePlan {
     max_error_rate: Option<f64>,
     max_retransmit_rate: Option<f64>,
     max_inconclusive: Option<u32>,
+    judge: Option<String>,
+    max_interval: Option<String>,
+    on_timeout: Option<String>,
+    kill_switch: Option<bool>,
 }
 
 impl FilePlan {
@@ -324,9 +472,20 @@ impl FilePlan {
             max_error_rate: self.max_error_rate,
             max_retransmit_rate: self.max_retransmit_rate,
             max_inconclusive: self.max_inconclusive,
+            judge: self.judge.as_deref().map(JudgeKind::parse).transpose()?,
+            max_interval: dur("max_interval", &self.max_interval)?,
+            on_timeout: self
+                .on_timeout
+                .as_deref()
+                .map(OnTimeout::parse)
+                .transpose()
+                .map_err(|e| e.replace("on-timeout", "on_timeout"))?,
+            kill_switch: self.kill_switch,
         };
-        args.apply(None)
-            .map_err(|e| e.replace("min-requests", "min_requests"))
+        args.apply(None).map_err(|e| {
+            e.replace("min-requests", "min_requests")
+                .replace("max-interval", "max_interval")
+        })
     }
 }
 

@@ -57,6 +57,12 @@ pub fn rollout_json(
         "last": history.last(),
         "history": history,
         "file_plan": file_plan.map(Plan::describe),
+        "judge": r.plan.judge.as_str(),
+        "max_interval_ms": r.plan.step_limit().as_millis() as u64,
+        "on_timeout": r.plan.on_timeout.as_str(),
+        "default_kill_switch": r.plan.kill_switch,
+        "sequential": r.assessment.as_ref().map(crate::judge::sequential::Assessment::json),
+        "series": r.series,
     })
 }
 
@@ -107,6 +113,53 @@ pub fn render_text(items: &[Value]) -> String {
                 i["window_ms"].as_u64().unwrap_or(0) as f64 / 1e3,
                 next as f64 / 1e3
             );
+        }
+        if let Some(seq) = i["sequential"].as_object() {
+            let p = |k: &str| {
+                seq.get(k)
+                    .and_then(Value::as_f64)
+                    .map_or_else(|| "-".to_owned(), |p| format!("{p:.2e}"))
+            };
+            let _ = write!(
+                out,
+                "\n  sequential judge now: always-valid p latency {} errors {}",
+                p("p_latency"),
+                p("p_errors")
+            );
+            if seq.get("p_retransmits").is_some_and(|v| !v.is_null()) {
+                let _ = write!(out, " retransmits {}", p("p_retransmits"));
+            }
+            if let Some([lo, hi]) = seq
+                .get("error_difference")
+                .and_then(Value::as_array)
+                .map(|a| [a[0].as_f64().unwrap_or(0.0), a[1].as_f64().unwrap_or(0.0)])
+            {
+                let _ = write!(
+                    out,
+                    "; error difference [{:+.2}, {:+.2}] points",
+                    100.0 * lo,
+                    100.0 * hi
+                );
+            }
+            let median = &seq["quantiles"][0]["difference_us"];
+            let f = |v: &Value| {
+                v.as_f64()
+                    .map_or_else(|| "?".to_owned(), |v| format!("{v:+.0}"))
+            };
+            let _ = write!(
+                out,
+                "; median difference [{}, {}]us",
+                f(&median[0]),
+                f(&median[1])
+            );
+            for w in seq
+                .get("pending")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let _ = write!(out, "\n    to pass: {}", w.as_str().unwrap_or(""));
+            }
         }
         for h in i["history"].as_array().into_iter().flatten() {
             let _ = write!(
@@ -221,6 +274,56 @@ pub fn render_prometheus(out: &mut String, control: &Control) {
                     "canarygate_rollout_last_p_value{{route=\"{}\",metric=\"{metric}\"}} {p:e}",
                     esc(s(&i["route"]))
                 );
+            }
+        }
+    }
+    header(
+        out,
+        "canarygate_rollout_p_value",
+        "Always-valid p-value (canary worse) of the sequential judge, over the whole rollout.",
+        "gauge",
+    );
+    for i in with_rollout() {
+        let seq = &i["sequential"];
+        for (test, p) in [
+            ("latency", &seq["p_latency"]),
+            ("errors", &seq["p_errors"]),
+            ("retransmits", &seq["p_retransmits"]),
+        ] {
+            if let Some(p) = p.as_f64() {
+                let _ = writeln!(
+                    out,
+                    "canarygate_rollout_p_value{{route=\"{}\",test=\"{test}\"}} {p:e}",
+                    esc(s(&i["route"]))
+                );
+            }
+        }
+    }
+    header(
+        out,
+        "canarygate_rollout_confidence_bound",
+        "Confidence-sequence bounds of canary minus stable in the current step: error rate (fraction) and median latency (seconds).",
+        "gauge",
+    );
+    for i in with_rollout() {
+        let seq = &i["sequential"];
+        for (quantity, pair, scale) in [
+            ("error_rate", &seq["error_difference"], 1.0),
+            (
+                "median_latency_seconds",
+                &seq["quantiles"][0]["difference_us"],
+                1e-6,
+            ),
+        ] {
+            for (side, v) in ["lower", "upper"].iter().zip([&pair[0], &pair[1]]) {
+                if let Some(v) = v.as_f64() {
+                    let _ = writeln!(
+                        out,
+                        "canarygate_rollout_confidence_bound{{route=\"{}\",quantity=\"{quantity}\",side=\"{side}\"}} {}",
+                        esc(s(&i["route"])),
+                        v * scale
+                    );
+                }
             }
         }
     }

@@ -1,6 +1,11 @@
-//! Progressive delivery end to end, with one-second steps: a healthy canary is promoted
-//! after every step passed; a canary 30 ms slower is rolled back at the first step where
-//! it has enough samples; a canary with 3 % errors is rolled back; a canary that starts
+//! Progressive delivery end to end, with one-second steps. The sequential judge (the
+//! default): a healthy canary is promoted through every step; a canary failing every
+//! request is rolled back by the judge alone before its first interval is over, or by
+//! the kill switch a rollout turns on by default within that switch's bound; a canary
+//! 30 ms slower is rolled back at the first step. The fixed-sample judge (`judge fixed`):
+//! a healthy canary is promoted after every step passed; a canary 30 ms slower is rolled
+//! back at the first step where it has enough samples; a canary with 3 % errors is rolled
+//! back; a canary that starts
 //! failing every request trips the data-plane kill switch within its window (and the
 //! failed client requests stay within the bound the window implies); pause, resume,
 //! abort and a reload in the middle of a rollout; and what a restart does.
@@ -143,14 +148,191 @@ fn assert_canary_idle(canary: &TunableUpstream) {
 }
 
 #[test]
+fn sequential_judge_promotes_a_healthy_canary_through_every_step() {
+    let mut s = setup("0", "");
+    let traffic = load(&s.gw);
+    let reply = s.admin.ok(
+        "rollout start api steps 10,50,100 interval 1s max-interval 30s error-tolerance 0.05 latency-tolerance-abs 5ms",
+    );
+    assert!(
+        reply.contains("judge sequential max-interval 30s on-timeout pause"),
+        "{reply}"
+    );
+    let r = wait_rollout(&mut s.admin, "its end", |r| r["state"] != "running");
+    let report = traffic.finish();
+    assert_eq!(r["state"], "promoted", "{r:#}");
+    assert_eq!(
+        verdicts(&r),
+        vec![(1, "pass".to_owned()), (2, "pass".to_owned())],
+        "{r:#}"
+    );
+    for h in r["history"].as_array().unwrap() {
+        let seq = &h["detail"]["sequential"];
+        // Passed because the confidence sequences ruled a regression out, after the
+        // minimum duration.
+        assert!(h["summary"].as_str().unwrap().starts_with("pass"), "{h:#}");
+        assert!(
+            seq["error_difference"][1].as_f64().unwrap() <= 0.05
+                && seq["p_errors"].as_f64().unwrap() > 0.025
+                && seq["pending"].as_array().unwrap().is_empty(),
+            "{h:#}"
+        );
+        assert!(
+            seq["quantiles"][0]["difference_us"][1].as_f64().unwrap() <= 5_000.0,
+            "{h:#}"
+        );
+    }
+    let history = r["history"].as_array().unwrap();
+    assert!(
+        history[0]["at_ms"].as_u64().unwrap() >= 1_000,
+        "a step lasts its interval at least: {r:#}"
+    );
+    let series = r["series"].as_array().unwrap();
+    assert!(
+        series.len() >= 2 && series.iter().all(|p| p["p_latency"].is_number()),
+        "{r:#}"
+    );
+    assert!(
+        report.errors.is_empty() && report.other_status.is_empty(),
+        "{report:?}"
+    );
+    let m = scrape(&s.gw);
+    let p = m.value(
+        "canarygate_rollout_p_value",
+        &[("route", "api"), ("test", "errors")],
+    );
+    assert!(p > 0.025 && p <= 1.0, "{p}");
+    let upper = m.value(
+        "canarygate_rollout_confidence_bound",
+        &[
+            ("route", "api"),
+            ("quantity", "error_rate"),
+            ("side", "upper"),
+        ],
+    );
+    assert!(upper <= 0.05, "{upper}");
+    let out = ctl(s.gw.admin_socket(), &["show", "rollout", "api"]);
+    assert!(
+        out.stdout
+            .contains("sequential judge now: always-valid p latency"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// The issue's case: `steps 10,50,100 interval 2s` over a canary that answers 500 to
+/// everything, with the default kill switch off so that the judge alone is measured.
+#[test]
+fn sequential_judge_rolls_back_a_canary_failing_every_request_before_its_first_interval() {
+    let mut s = setup("0", "");
+    s.canary.set_fail_per_mille(1000);
+    let traffic = load(&s.gw);
+    s.admin
+        .ok("rollout start api steps 10,50,100 interval 2s kill-switch off");
+    let r = wait_rollout(&mut s.admin, "its end", |r| r["state"] != "running");
+    let report = traffic.finish();
+    assert_eq!(r["state"], "rolled_back", "{r:#}");
+    assert_eq!(verdicts(&r), vec![(1, "fail".to_owned())], "{r:#}");
+    let failed = &r["history"][0];
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("canary error rate is higher"),
+        "{r:#}"
+    );
+    // The bound: no minimum sample and no minimum duration to fail, the judge looks every
+    // 500 ms, so the failure comes at the first look (or the second, if the first came
+    // before the canary had served a handful of requests): well before the 2 s interval.
+    assert!(failed["at_ms"].as_u64().unwrap() < 2_000, "{failed:#}");
+    assert!(
+        failed["detail"]["sequential"]["p_errors"].as_f64().unwrap() < 0.025,
+        "{failed:#}"
+    );
+    assert!(
+        canary_route(&mut s.admin)["kill_switch"].is_null(),
+        "kill-switch off leaves the route without one"
+    );
+    assert_eq!(canary_route(&mut s.admin)["canary"]["percent"], "0");
+    assert_canary_idle(&s.canary);
+    assert!(
+        report.other_status.keys().all(|&status| status == 500),
+        "{report:?}"
+    );
+}
+
+/// With the kill switch a rollout turns on by default (20 requests per worker, trips
+/// above 50 % failed), a canary failing every request is stopped after at most 11 failed
+/// requests per worker, plus the requests already in flight, whether the switch or the
+/// judge acts first.
+#[test]
+fn default_kill_switch_bounds_a_failing_canary_during_a_rollout() {
+    let mut s = setup("0", "");
+    s.canary.set_fail_per_mille(1000);
+    let traffic = load(&s.gw);
+    s.admin.ok("rollout start api steps 10,50,100 interval 2s");
+    let running = canary_route(&mut s.admin);
+    let r = wait_rollout(&mut s.admin, "its end", |r| r["state"] != "running");
+    thread::sleep(Duration::from_millis(300));
+    let report = traffic.finish();
+    assert_eq!(r["state"], "rolled_back", "{r:#}");
+    let reason = r["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("kill switch tripped") || reason.contains("canary error rate is higher"),
+        "{reason}"
+    );
+    let failed = report.other_status.get(&500).copied().unwrap_or(0);
+    assert!(
+        failed <= 11 * WORKERS + CONNS as u64,
+        "{failed} failed requests reached clients: {report:?}
+{running:#}"
+    );
+    assert_canary_idle(&s.canary);
+}
+
+#[test]
+fn sequential_judge_rolls_back_a_canary_30ms_slower() {
+    let mut s = setup("0", "");
+    s.canary.set_delay(Duration::from_millis(30));
+    let traffic = load(&s.gw);
+    s.admin
+        .ok("rollout start api steps 5,25,50,100 interval 1s");
+    let r = wait_rollout(&mut s.admin, "its end", |r| r["state"] != "running");
+    drop(traffic.finish());
+    assert_eq!(r["state"], "rolled_back", "{r:#}");
+    assert_eq!(verdicts(&r), vec![(1, "fail".to_owned())], "{r:#}");
+    let seq = &r["history"][0]["detail"]["sequential"];
+    assert!(seq["p_latency"].as_f64().unwrap() < 0.025, "{seq:#}");
+    assert!(
+        seq["quantiles"][0]["difference_us"][0]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 20_000.0
+            || seq["quantiles"][0]["difference_us"][0].is_null(),
+        "{seq:#}"
+    );
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("canary latency is higher"),
+        "{r:#}"
+    );
+    assert_eq!(canary_route(&mut s.admin)["canary"]["percent"], "0");
+    assert_canary_idle(&s.canary);
+}
+
+#[test]
 fn healthy_canary_goes_through_every_step_and_is_promoted() {
     let mut s = setup("0", "");
     let traffic = load(&s.gw);
     let reply = s
         .admin
-        .ok("rollout start api steps 5,25,50,100 interval 1s min-requests 30");
+        .ok("rollout start api steps 5,25,50,100 interval 1s min-requests 30 judge fixed");
     assert!(
-        reply.contains("rollout of v2 started by uid") && reply.contains("canary percent 0 -> 5"),
+        reply.contains("judge fixed")
+            && reply.contains("rollout of v2 started by uid")
+            && reply.contains("canary percent 0 -> 5"),
         "{reply}"
     );
     let r = wait_rollout(&mut s.admin, "its end", |r| r["state"] != "running");
@@ -237,7 +419,7 @@ fn canary_30ms_slower_is_rolled_back_at_the_first_step_with_enough_samples() {
     s.canary.set_delay(Duration::from_millis(30));
     let traffic = load(&s.gw);
     s.admin
-        .ok("rollout start api steps 5,25,50,100 interval 1s min-requests 30");
+        .ok("rollout start api steps 5,25,50,100 interval 1s min-requests 30 judge fixed");
     let r = wait_rollout(&mut s.admin, "its end", |r| r["state"] != "running");
     drop(traffic.finish());
     assert_eq!(r["state"], "rolled_back", "{r:#}");
@@ -288,7 +470,7 @@ fn canary_with_3_percent_errors_is_rolled_back() {
     s.canary.set_fail_per_mille(30);
     let traffic = load(&s.gw);
     s.admin
-        .ok("rollout start api steps 5,25,50,100 interval 1s min-requests 100");
+        .ok("rollout start api steps 5,25,50,100 interval 1s min-requests 100 judge fixed");
     let r = wait_rollout(&mut s.admin, "its end", |r| r["state"] != "running");
     drop(traffic.finish());
     assert_eq!(r["state"], "rolled_back", "{r:#}");
@@ -416,7 +598,7 @@ fn pause_resume_abort_and_reload_in_the_middle_of_a_rollout() {
     let mut s = setup("0", "");
     let traffic = load(&s.gw);
     s.admin
-        .ok("rollout start api steps 10,20,30,40 interval 1s min-requests 20");
+        .ok("rollout start api steps 10,20,30,40 interval 1s min-requests 20 judge fixed");
     wait_rollout(&mut s.admin, "step 2", |r| r["step"].as_u64() >= Some(2));
     let reply = s.admin.ok("rollout pause api");
     assert!(reply.contains("rollout paused at step"), "{reply}");
@@ -561,7 +743,7 @@ fn inconclusive_steps_pause_the_rollout_after_max_inconclusive() {
     let mut s = setup("0", "");
     let traffic = load(&s.gw);
     s.admin.ok(
-        "rollout start api steps 10,50 interval 300ms min-requests 100000000 max-inconclusive 2",
+        "rollout start api steps 10,50 interval 300ms min-requests 100000000 max-inconclusive 2 judge fixed",
     );
     let r = wait_rollout(&mut s.admin, "a pause", |r| r["state"] == "paused");
     let reason = r["reason"].as_str().unwrap_or_default();

@@ -24,6 +24,7 @@ use super::{Control, ControlError, State, promote_route, rollback_route, set_rou
 use crate::config::{Config, RouteConfig};
 use crate::judge::{KernelWindow, Sample, histogram_sample, judge};
 use crate::kernel::KernelStats;
+use crate::rollout::killswitch::ROLLOUT_DEFAULT;
 use crate::rollout::{Action, KillSwitch, Phase, Plan, Rollout, RolloutCommand, show};
 use crate::select::format_percent;
 
@@ -68,10 +69,18 @@ fn kernel_window(
 
 impl Control {
     /// Applies every route's kill-switch settings (idempotent).
+    /// A route's own `kill_switch` wins; without one, an active rollout whose plan keeps
+    /// the default on gets [`ROLLOUT_DEFAULT`].
     fn configure_kill_switches(st: &State) {
         for r in st.config.stages.iter().flat_map(|s| &s.routes) {
             if let Some(rt) = st.runtime.get(&r.name) {
-                rt.kill.configure(r.kill_switch.as_ref());
+                let during_rollout = st
+                    .rollouts
+                    .get(&r.name)
+                    .filter(|x| x.phase.is_active() && x.plan.kill_switch)
+                    .map(|_| ROLLOUT_DEFAULT);
+                rt.kill
+                    .configure(r.kill_switch.as_ref().or(during_rollout.as_ref()));
             }
         }
     }
@@ -96,14 +105,22 @@ impl Control {
             .id
             .clone();
         let rt = st.runtime.get(name)?;
-        let mut r = Rollout::new(name, plan, &deployment, origin, now, rt.metrics.snapshot());
-        r.kernel_baseline = crate::kernel::stats();
+        let r = Rollout::new(
+            name,
+            plan,
+            &deployment,
+            origin,
+            now,
+            rt.metrics.snapshot(),
+            crate::kernel::stats(),
+        );
         let line = format!(
             "route {name}: rollout of {deployment} started by {origin}: {}",
             r.plan.describe()
         );
         log::info!(target: "canarygate::audit", "{line}");
         st.rollouts.insert(name.to_owned(), r);
+        Self::configure_kill_switches(st);
         Some(line)
     }
 
@@ -346,6 +363,7 @@ impl Control {
         if let Some(what) = self.act(st, name, &action, now)? {
             text = format!("{text}\n{what}");
         }
+        Self::configure_kill_switches(st);
         Ok(text)
     }
 
@@ -364,6 +382,7 @@ impl Control {
         for name in active {
             self.tick_one(st, &name, now);
         }
+        Self::configure_kill_switches(st);
     }
 
     /// Records kill-switch trips the workers made since the last look: the rollout (if
@@ -437,16 +456,34 @@ impl Control {
             return;
         };
         let counters = rt.metrics.snapshot();
-        let stable = Sample::between(
-            &r.baseline[Variant::Stable.index()],
-            &counters[Variant::Stable.index()],
+        let kernel_now = crate::kernel::stats();
+        let between = |base: &[crate::metrics::VariantStats], v: Variant| {
+            Sample::between(&base[v.index()], &counters[v.index()])
+        };
+        let (stable, canary) = (
+            between(&r.baseline[..], Variant::Stable),
+            between(&r.baseline[..], Variant::Canary),
         );
-        let canary = Sample::between(
-            &r.baseline[Variant::Canary.index()],
-            &counters[Variant::Canary.index()],
-        );
-        let kernel = kernel_window(r.kernel_baseline.as_ref(), crate::kernel::stats().as_ref());
-        let j = judge(&r.plan.criteria, &stable, &canary, kernel.as_ref());
+        let kernel = kernel_window(r.kernel_baseline.as_ref(), kernel_now.as_ref());
+        let j = if r.sequential.is_some() {
+            let (bs, bc) = (
+                between(&r.batch_baseline[..], Variant::Stable),
+                between(&r.batch_baseline[..], Variant::Canary),
+            );
+            let bk = kernel_window(r.batch_kernel.as_ref(), kernel_now.as_ref());
+            let Some(j) = r.look(
+                now,
+                (&bs, &bc, bk.as_ref()),
+                (&stable, &canary, kernel.as_ref()),
+                counters.clone(),
+                kernel_now,
+            ) else {
+                return;
+            };
+            j
+        } else {
+            judge(&r.plan.criteria, &stable, &canary, kernel.as_ref())
+        };
         let (step, ppm) = (r.step + 1, r.step_ppm());
         let action = r.conclude(now, &j);
         let line = format!(
@@ -507,9 +544,16 @@ impl Control {
     ) -> Option<(Arc<KillSwitch>, Option<crate::rollout::KillSwitchConfig>)> {
         let st = self.lock();
         let rt = st.runtime.get(route)?;
+        let during_rollout = st
+            .rollouts
+            .get(route)
+            .filter(|x| x.phase.is_active() && x.plan.kill_switch)
+            .map(|_| ROLLOUT_DEFAULT);
         Some((
             Arc::clone(&rt.kill),
-            route_config(&st, route).and_then(|r| r.kill_switch),
+            route_config(&st, route)
+                .and_then(|r| r.kill_switch)
+                .or(during_rollout),
         ))
     }
 }

@@ -84,7 +84,16 @@ fn healthy_canary_walks_every_step_and_is_promoted() {
     let t0 = Instant::now();
     let reply = start(
         &c,
-        &["steps", "10,50,100", "interval", "1s", "min-requests", "50"],
+        &[
+            "steps",
+            "10,50,100",
+            "interval",
+            "1s",
+            "min-requests",
+            "50",
+            "judge",
+            "fixed",
+        ],
     );
     assert!(reply.contains("rollout of v2 started by test"), "{reply}");
     assert_eq!(ppm(&c), 100_000);
@@ -118,7 +127,16 @@ fn slow_canary_is_rolled_back_and_too_few_samples_hold_the_step() {
     let t0 = Instant::now();
     start(
         &c,
-        &["steps", "5,50", "interval", "1s", "min-requests", "50"],
+        &[
+            "steps",
+            "5,50",
+            "interval",
+            "1s",
+            "min-requests",
+            "50",
+            "judge",
+            "fixed",
+        ],
     );
     traffic(&c, Variant::Stable, 1000, 200, 0);
     traffic(&c, Variant::Canary, 20, 30_200, 0);
@@ -198,7 +216,16 @@ fn pause_resume_abort_and_changes_by_hand() {
     let t0 = Instant::now();
     start(
         &c,
-        &["steps", "5,50", "interval", "1s", "min-requests", "10"],
+        &[
+            "steps",
+            "5,50",
+            "interval",
+            "1s",
+            "min-requests",
+            "10",
+            "judge",
+            "fixed",
+        ],
     );
     let cmd = |w: RolloutCommand| c.rollout(None, &w, "op");
     let api = || "api".to_owned();

@@ -1,0 +1,404 @@
+//! The sequential, anytime-valid judge (the default): it looks at a rollout after every
+//! batch of traffic (every [`crate::rollout::machine::BATCH`]) and fails the canary the
+//! moment a regression beyond the tolerance is significant, with no minimum sample;
+//! it passes a step once the step's minimum duration is over and its confidence sequences
+//! rule out a regression beyond the tolerance.
+//!
+//! Three tests, each an e-process over the *whole rollout* (one sequence across steps, so
+//! the number of steps and of looks costs nothing; see [`math`] for the derivations):
+//! - latency: [`math::LabelTest`], canary values shifted down by the tolerance first;
+//! - errors (5xx, the gateway's own 502/504 included): [`math::RateTest`] on the two error
+//!   counts with the requests as exposures, and the confidence sequences of the two error
+//!   rates for the size of the difference;
+//! - TCP retransmits, when kernel accounting runs: [`math::RateTest`] with segments sent as
+//!   exposures.
+//!
+//! **Error budget.** The chance that a canary that is as good as stable fails anywhere in
+//! the rollout is at most `alpha = 1 - confidence`: `alpha` is split evenly between the
+//! tests (latency, errors, retransmits when on, and the absolute bounds when any is set);
+//! each test's share is its Ville threshold for the whole rollout. Only the absolute
+//! bounds are judged per step (they are one-sample questions on the step's window), so
+//! their share is split again between the judged steps.
+
+pub(crate) mod math;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::{Criteria, KernelWindow, Sample};
+use math::{Band, LabelTest, RateTest, proportion_cs, quantile_interval};
+
+/// Quantiles reported with confidence bounds.
+pub const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
+
+/// How the error budget is split.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Budget {
+    /// Latency test's share of alpha.
+    pub latency: f64,
+    /// Error test's share.
+    pub errors: f64,
+    /// Retransmit test's share (kernel accounting on at the start).
+    pub retransmits: Option<f64>,
+    /// Each step's share for the absolute bounds (when any is set).
+    pub bounds_per_step: Option<f64>,
+}
+
+impl Budget {
+    /// `alpha` split between the tests a rollout of `judged_steps` steps runs.
+    pub fn new(criteria: &Criteria, judged_steps: usize, kernel: bool) -> Budget {
+        let alpha = 1.0 - criteria.confidence;
+        let bounds = criteria.max_p99.is_some()
+            || criteria.max_error_rate.is_some()
+            || (kernel && criteria.max_retransmit_rate.is_some());
+        let parts = 2.0 + f64::from(u8::from(kernel)) + f64::from(u8::from(bounds));
+        let share = alpha / parts;
+        Budget {
+            latency: share,
+            errors: share,
+            retransmits: kernel.then_some(share),
+            bounds_per_step: bounds.then(|| share / judged_steps.max(1) as f64),
+        }
+    }
+}
+
+/// One rollout's sequential tests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SequentialJudge {
+    budget: Budget,
+    /// Quantile bands: at `alpha / 2` per variant, and at the bounds' share.
+    band: Band,
+    bounds_band: Option<Band>,
+    latency: LabelTest,
+    errors: RateTest,
+    retransmits: RateTest,
+}
+
+/// A confidence interval; `None` ends are unbounded (too little data).
+pub type Interval = (Option<f64>, Option<f64>);
+
+/// What the sequential judge says about the current step's window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assessment {
+    /// Findings that fail the canary now (empty: no failure).
+    pub fail: Vec<String>,
+    /// What still keeps the step from passing (empty: it may pass once its minimum
+    /// duration is over).
+    pub pending: Vec<String>,
+    /// Always-valid p-values: latency, errors, retransmits.
+    pub p_latency: f64,
+    /// See `p_latency`.
+    pub p_errors: f64,
+    /// See `p_latency`.
+    pub p_retransmits: Option<f64>,
+    /// Canary error rate over stable's, best fitting factor of the error test.
+    pub error_ratio: f64,
+    /// Confidence sequences of the two error rates and of their difference (canary -
+    /// stable), at level `1 - alpha`, over the step's window.
+    pub error_rate: [(f64, f64); 2],
+    /// See `error_rate`.
+    pub error_diff: (f64, f64),
+    /// Per [`QUANTILES`]: canary and stable bounds (µs) and canary - stable.
+    pub quantiles: Vec<[Interval; 3]>,
+    /// The budget in use.
+    pub budget: Budget,
+}
+
+impl SequentialJudge {
+    /// A judge for a rollout of `judged_steps` steps; `kernel` when kernel accounting runs.
+    pub fn new(criteria: &Criteria, judged_steps: usize, kernel: bool) -> SequentialJudge {
+        let budget = Budget::new(criteria, judged_steps, kernel);
+        SequentialJudge {
+            budget,
+            band: Band::new((1.0 - criteria.confidence) / 2.0),
+            bounds_band: budget.bounds_per_step.map(Band::new),
+            latency: LabelTest::default(),
+            errors: RateTest::default(),
+            retransmits: RateTest::default(),
+        }
+    }
+
+    /// Feeds one batch: what each variant did since the previous batch.
+    pub fn observe(
+        &mut self,
+        criteria: &Criteria,
+        stable: &Sample,
+        canary: &Sample,
+        kernel: Option<&KernelWindow>,
+    ) {
+        let shifted = shift_by_tolerance(&canary.latency_sample(), criteria);
+        self.latency.update(&shifted, &stable.latency_sample());
+        self.errors.update(
+            [canary.errors, stable.errors],
+            [canary.responses, stable.responses],
+        );
+        if let Some(k) = kernel {
+            self.retransmits
+                .update([k.retrans[1], k.retrans[0]], [k.segs_out[1], k.segs_out[0]]);
+        }
+    }
+
+    /// Judges the step's window (`stable`, `canary`: since the step started) with the
+    /// evidence of the whole rollout.
+    pub fn assess(
+        &self,
+        criteria: &Criteria,
+        stable: &Sample,
+        canary: &Sample,
+        kernel: Option<&KernelWindow>,
+    ) -> Assessment {
+        let alpha = 1.0 - criteria.confidence;
+        let b = self.budget;
+        let mut fail = Vec::new();
+        let mut pending = Vec::new();
+
+        // Errors: the rate test says whether canary is worse; the confidence sequences
+        // say by how much.
+        let rate = |s: &Sample| proportion_cs(s.errors, s.responses, alpha / 2.0);
+        let (c_err, s_err) = (rate(canary), rate(stable));
+        let error_diff = (c_err.0 - s_err.1, c_err.1 - s_err.0);
+        let p_errors = self.errors.p_value();
+        if p_errors < b.errors
+            && (criteria.error_tolerance <= 0.0 || error_diff.0 > criteria.error_tolerance)
+        {
+            fail.push(format!(
+                "canary error rate is higher ({:.2}% vs {:.2}%, always-valid p={:.2e} < {:.2e}, difference >= {:+.2} points, allowed +{:.2})",
+                100.0 * canary.error_rate(),
+                100.0 * stable.error_rate(),
+                p_errors,
+                b.errors,
+                100.0 * error_diff.0.max(0.0),
+                100.0 * criteria.error_tolerance
+            ));
+        } else if error_diff.1 > criteria.error_tolerance {
+            pending.push(format!(
+                "error-rate difference may still be up to {:+.2} points (allowed +{:.2})",
+                100.0 * error_diff.1,
+                100.0 * criteria.error_tolerance
+            ));
+        }
+
+        // Latency: the label test on tolerance-shifted values; the quantile bounds for
+        // passing and for the report.
+        let (cs, ss) = (canary.latency_sample(), stable.latency_sample());
+        let (ce, se) = (
+            self.band.eps(canary.latency.len()),
+            self.band.eps(stable.latency.len()),
+        );
+        let quantiles: Vec<[Interval; 3]> = QUANTILES
+            .iter()
+            .map(|&q| {
+                let c = floats(quantile_interval(&cs, q, ce));
+                let s = floats(quantile_interval(&ss, q, se));
+                let diff = (
+                    c.0.zip(s.1).map(|(a, b)| a - b),
+                    c.1.zip(s.0).map(|(a, b)| a - b),
+                );
+                [c, s, diff]
+            })
+            .collect();
+        let p_latency = self.latency.p_value();
+        if p_latency < b.latency {
+            fail.push(format!(
+                "canary latency is higher beyond the tolerance (always-valid p={:.2e} < {:.2e}; median {} vs {})",
+                p_latency,
+                b.latency,
+                us(canary.quantile(0.5)),
+                us(stable.quantile(0.5)),
+            ));
+        } else {
+            let [c, s, _] = quantiles[0];
+            match (c.1, s.0) {
+                (Some(c_hi), Some(s_lo)) => {
+                    let allowed = (criteria.latency_tolerance * s_lo)
+                        .max(criteria.latency_tolerance_abs.as_micros() as f64);
+                    if c_hi > s_lo + allowed {
+                        pending.push(format!(
+                            "canary median may still be up to {:.0}us above stable's {:.0}us (allowed +{:.0}us)",
+                            c_hi - s_lo,
+                            s_lo,
+                            allowed
+                        ));
+                    }
+                }
+                _ => pending.push("too few latency samples to bound the medians".into()),
+            }
+        }
+
+        // Retransmits.
+        let p_retransmits = kernel.is_some().then(|| self.retransmits.p_value());
+        if let (Some(p), Some(share)) = (p_retransmits, b.retransmits)
+            && p < share
+        {
+            fail.push(format!(
+                "canary retransmits more (always-valid p={p:.2e} < {share:.2e}, about {:.1}x stable's rate)",
+                self.retransmits.best_ratio()
+            ));
+        }
+
+        // Absolute bounds: one-sample questions on the step's window.
+        if let Some(share) = b.bounds_per_step {
+            let c_bound = proportion_cs(canary.errors, canary.responses, share);
+            if let Some(max) = criteria.max_error_rate {
+                if c_bound.0 > max {
+                    fail.push(format!(
+                        "canary error rate is above the bound {:.2}% (at least {:.2}%)",
+                        100.0 * max,
+                        100.0 * c_bound.0
+                    ));
+                } else if c_bound.1 > max {
+                    pending.push(format!(
+                        "canary error rate may still be up to {:.2}% (bound {:.2}%)",
+                        100.0 * c_bound.1,
+                        100.0 * max
+                    ));
+                }
+            }
+            if let (Some(max), Some(band)) = (criteria.max_p99, self.bounds_band) {
+                let eps = band.eps(canary.latency.len());
+                let (lo, hi) = quantile_interval(&cs, 0.99, eps);
+                let max_us = max.as_micros() as u64;
+                if lo.is_some_and(|lo| lo > max_us) {
+                    fail.push(format!(
+                        "canary p99 is above the bound {max_us}us (at least {}us)",
+                        lo.unwrap_or(0)
+                    ));
+                } else if hi.is_none_or(|hi| hi > max_us) {
+                    pending.push(format!("canary p99 is not yet shown below {max_us}us"));
+                }
+            }
+            if let (Some(max), Some(k)) = (criteria.max_retransmit_rate, kernel) {
+                let r = proportion_cs(k.retrans[1], k.segs_out[1], share);
+                if r.0 > max {
+                    fail.push(format!(
+                        "canary retransmit rate is above the bound {:.3}% (at least {:.3}%)",
+                        100.0 * max,
+                        100.0 * r.0
+                    ));
+                } else if r.1 > max {
+                    pending.push(format!(
+                        "canary retransmit rate may still be up to {:.3}% (bound {:.3}%)",
+                        100.0 * r.1,
+                        100.0 * max
+                    ));
+                }
+            }
+        }
+
+        for (name, s) in [("canary", canary), ("stable", stable)] {
+            if s.responses < criteria.min_requests {
+                pending.push(format!(
+                    "{name} has {} of the {} responses needed to pass",
+                    s.responses, criteria.min_requests
+                ));
+            }
+        }
+
+        Assessment {
+            fail,
+            pending,
+            p_latency,
+            p_errors,
+            p_retransmits,
+            error_ratio: self.errors.best_ratio(),
+            error_rate: [c_err, s_err],
+            error_diff,
+            quantiles,
+            budget: b,
+        }
+    }
+}
+
+/// Canary latencies minus the tolerance: each value `v` becomes
+/// `min(v / (1 + relative), v - absolute)`, so a canary only counts as slower where it is
+/// slower by more than both the relative and the absolute tolerance (the fixed judge's
+/// `allowed = max(relative x median, absolute)`, applied value by value).
+pub(crate) fn shift_by_tolerance(sample: &[(u64, u64)], criteria: &Criteria) -> Vec<(u64, u64)> {
+    let abs = criteria.latency_tolerance_abs.as_micros() as u64;
+    let rel = 1.0 + criteria.latency_tolerance;
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(sample.len());
+    for &(v, c) in sample {
+        let shifted = ((v as f64 / rel) as u64).min(v.saturating_sub(abs));
+        match out.last_mut() {
+            Some(last) if last.0 == shifted => last.1 += c,
+            _ => out.push((shifted, c)),
+        }
+    }
+    out
+}
+
+fn floats((lo, hi): (Option<u64>, Option<u64>)) -> Interval {
+    (lo.map(|v| v as f64), hi.map(|v| v as f64))
+}
+
+fn us(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v}us"))
+}
+
+fn bound(v: Option<f64>) -> Value {
+    v.filter(|v| v.is_finite())
+        .map_or(Value::Null, |v| json!(v))
+}
+
+impl Assessment {
+    /// One phrase with the key figures.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "p(latency)={:.2e}, p(errors)={:.2e}",
+            self.p_latency, self.p_errors
+        );
+        if let Some(p) = self.p_retransmits {
+            let _ = write!(s, ", p(retransmits)={p:.2e}");
+        }
+        let _ = write!(
+            s,
+            ", error difference [{:+.2}, {:+.2}] points",
+            100.0 * self.error_diff.0,
+            100.0 * self.error_diff.1
+        );
+        if let Some([_, _, (lo, hi)]) = self.quantiles.first() {
+            let f = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:+.0}"));
+            let _ = write!(s, ", median difference [{}, {}]us", f(*lo), f(*hi));
+        }
+        s
+    }
+
+    /// Everything, as JSON.
+    pub fn json(&self) -> Value {
+        let quantiles: Vec<Value> = QUANTILES
+            .iter()
+            .zip(&self.quantiles)
+            .map(|(q, [c, s, d])| {
+                json!({
+                    "quantile": q,
+                    "canary_us": [bound(c.0), bound(c.1)],
+                    "stable_us": [bound(s.0), bound(s.1)],
+                    "difference_us": [bound(d.0), bound(d.1)],
+                })
+            })
+            .collect();
+        json!({
+            "judge": "sequential",
+            "p_latency": self.p_latency,
+            "p_errors": self.p_errors,
+            "p_retransmits": self.p_retransmits,
+            "error_ratio": self.error_ratio,
+            "canary_error_rate": [self.error_rate[0].0, self.error_rate[0].1],
+            "stable_error_rate": [self.error_rate[1].0, self.error_rate[1].1],
+            "error_difference": [self.error_diff.0, self.error_diff.1],
+            "quantiles": quantiles,
+            "alpha": {
+                "latency": self.budget.latency,
+                "errors": self.budget.errors,
+                "retransmits": self.budget.retransmits,
+                "bounds_per_step": self.budget.bounds_per_step,
+            },
+            "fail": self.fail,
+            "pending": self.pending,
+        })
+    }
+}
