@@ -85,8 +85,8 @@ set canary ROUTE deployment ID ADDR[,ADDR..]   create or replace the canary depl
 promote ROUTE                                  canary becomes stable; canary removed
 rollback ROUTE                                 canary share to 0 at once; canary kept
 reload                                         re-read the configuration file (also SIGHUP)
-rollout start ROUTE [steps P,P,.. interval DUR min-requests N ...]
-                                               step-wise rollout judged at each step
+rollout start ROUTE [steps P,P,.. interval DUR judge sequential|fixed ...]
+                                               step-wise rollout, judged continuously
 rollout pause|resume|abort ROUTE               hold, continue, or stop (canary to 0)
 show rollout [ROUTE] [json]                    rollout progress and every verdict
 expect VERSION <command>                       apply only if the version is still VERSION";

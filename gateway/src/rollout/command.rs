@@ -6,7 +6,7 @@ use super::plan::PlanArgs;
 /// A parsed `rollout` command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RolloutCommand {
-    /// `rollout start ROUTE [steps P,P,.. interval DUR min-requests N ...]`: without
+    /// `rollout start ROUTE [steps P,P,.. interval DUR judge sequential|fixed ...]`: without
     /// settings, the route's plan from the configuration file.
     Start {
         /// Route name.
@@ -44,7 +44,7 @@ impl RolloutCommand {
 }
 
 /// Usage shown for malformed `rollout` commands.
-pub const USAGE: &str = "usage: rollout start ROUTE [steps P,P,.. interval DUR min-requests N ...] | rollout pause|resume|abort ROUTE";
+pub const USAGE: &str = "usage: rollout start ROUTE [steps P,P,.. interval DUR judge sequential|fixed ...] | rollout pause|resume|abort ROUTE";
 
 /// Parses the words after `rollout`.
 pub fn parse(words: &[&str]) -> Result<RolloutCommand, String> {

@@ -628,71 +628,101 @@ mod sequential_tests {
     #[test]
     fn a_failing_canary_fails_at_the_first_look() {
         let t0 = Instant::now();
-        let mut r = rollout(t0, OnTimeout::Pause);
-        assert!(!r.due(t0) && r.due(t0 + BATCH));
-        let (s, c) = (sample(90, 0, 300), sample(10, 10, 100));
+        let mut ro = rollout(t0, OnTimeout::Pause);
+        assert!(!ro.due(t0) && ro.due(t0 + BATCH));
+        let (stable, canary) = (sample(90, 0, 300), sample(10, 10, 100));
         let t = t0 + BATCH;
-        let j = r
-            .look(t, (&s, &c, None), (&s, &c, None), Default::default(), None)
+        let j = ro
+            .look(
+                t,
+                (&stable, &canary, None),
+                (&stable, &canary, None),
+                Default::default(),
+                None,
+            )
             .expect("decided");
         assert_eq!(j.verdict, Verdict::Fail);
-        assert_eq!(r.conclude(t, &j), Action::Rollback);
+        assert_eq!(ro.conclude(t, &j), Action::Rollback);
         assert!(
-            r.phase.reason().unwrap().contains("error rate"),
+            ro.phase.reason().unwrap().contains("error rate"),
             "{:?}",
-            r.phase
+            ro.phase
         );
-        assert_eq!(r.series.len(), 1);
+        assert_eq!(ro.series.len(), 1);
     }
 
     #[test]
     fn a_clean_step_passes_after_its_interval_and_an_undecided_one_times_out() {
         let t0 = Instant::now();
-        let mut r = rollout(t0, OnTimeout::Pause);
-        let (s, c) = (sample(90_000, 0, 300), sample(10_000, 0, 300));
+        let mut ro = rollout(t0, OnTimeout::Pause);
+        let (stable, canary) = (sample(90_000, 0, 300), sample(10_000, 0, 300));
         // Conclusive but too early: the minimum duration is the interval.
         let early = t0 + Duration::from_secs(1);
         assert!(
-            r.look(
+            ro.look(
                 early,
-                (&s, &c, None),
-                (&s, &c, None),
+                (&stable, &canary, None),
+                (&stable, &canary, None),
                 Default::default(),
                 None
             )
             .is_none()
         );
-        assert!(r.assessment.as_ref().is_some_and(|a| a.pending.is_empty()));
+        assert!(ro.assessment.as_ref().is_some_and(|a| a.pending.is_empty()));
         let t = t0 + Duration::from_secs(2);
-        let j = r
-            .look(t, (&s, &c, None), (&s, &c, None), Default::default(), None)
+        let j = ro
+            .look(
+                t,
+                (&stable, &canary, None),
+                (&stable, &canary, None),
+                Default::default(),
+                None,
+            )
             .unwrap();
         assert_eq!(j.verdict, Verdict::Pass);
-        assert_eq!(r.conclude(t, &j), Action::SetPercent(500_000));
+        assert_eq!(ro.conclude(t, &j), Action::SetPercent(500_000));
         // Too little traffic to rule anything out: held until the limit, then paused.
-        let (s, c) = (sample(50, 0, 300), sample(50, 0, 300));
+        let (stable, canary) = (sample(50, 0, 300), sample(50, 0, 300));
         let t = t + Duration::from_secs(3);
         assert!(
-            r.look(t, (&s, &c, None), (&s, &c, None), Default::default(), None)
-                .is_none()
+            ro.look(
+                t,
+                (&stable, &canary, None),
+                (&stable, &canary, None),
+                Default::default(),
+                None
+            )
+            .is_none()
         );
         let t = t + Duration::from_secs(1);
-        let j = r
-            .look(t, (&s, &c, None), (&s, &c, None), Default::default(), None)
+        let j = ro
+            .look(
+                t,
+                (&stable, &canary, None),
+                (&stable, &canary, None),
+                Default::default(),
+                None,
+            )
             .unwrap();
         assert_eq!(j.verdict, Verdict::Inconclusive);
-        assert_eq!(r.conclude(t, &j), Action::None);
+        assert_eq!(ro.conclude(t, &j), Action::None);
         assert!(
-            matches!(&r.phase, Phase::Paused { reason } if reason.contains("not decided in time")),
+            matches!(&ro.phase, Phase::Paused { reason } if reason.contains("not decided in time")),
             "{:?}",
-            r.phase
+            ro.phase
         );
         // `on-timeout pass` moves on instead.
-        let mut r = rollout(t0, OnTimeout::Pass);
+        let mut ro = rollout(t0, OnTimeout::Pass);
         let t = t0 + Duration::from_secs(4);
-        let j = r
-            .look(t, (&s, &c, None), (&s, &c, None), Default::default(), None)
+        let j = ro
+            .look(
+                t,
+                (&stable, &canary, None),
+                (&stable, &canary, None),
+                Default::default(),
+                None,
+            )
             .unwrap();
-        assert_eq!(r.conclude(t, &j), Action::SetPercent(500_000));
+        assert_eq!(ro.conclude(t, &j), Action::SetPercent(500_000));
     }
 }
