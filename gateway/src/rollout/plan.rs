@@ -595,6 +595,77 @@ kill_switch = { window = 20, max_error_rate = 0.25 }
     }
 
     #[test]
+    fn judge_settings_parse_and_bad_values_are_named() {
+        let p = PlanArgs::parse(&[
+            "steps",
+            "10,50",
+            "interval",
+            "2s",
+            "judge",
+            "fixed",
+            "kill-switch",
+            "off",
+        ])
+        .unwrap()
+        .apply(None)
+        .unwrap();
+        assert_eq!((p.judge, p.kill_switch), (JudgeKind::Fixed, false));
+        assert!(
+            p.describe().ends_with("judge fixed kill-switch off"),
+            "{}",
+            p.describe()
+        );
+        let p = PlanArgs::parse(&["steps", "10", "interval", "2s", "on-timeout", "pass"])
+            .unwrap()
+            .apply(None)
+            .unwrap();
+        assert_eq!(p.judge, JudgeKind::Sequential, "the default");
+        assert_eq!(p.step_limit(), Duration::from_secs(10), "5 intervals");
+        assert!(
+            p.describe()
+                .contains("judge sequential max-interval 10s on-timeout pass"),
+            "{}",
+            p.describe()
+        );
+        for (words, want) in [
+            (&["steps", "5", "judge", "bayes"][..], "judge: 'bayes'"),
+            (
+                &["steps", "5", "on-timeout", "later"],
+                "on-timeout: 'later'",
+            ),
+            (
+                &["steps", "5", "kill-switch", "maybe"],
+                "kill-switch: 'maybe'",
+            ),
+            (
+                &["steps", "5", "interval", "10s", "max-interval", "5s"],
+                "max-interval must be at least the interval",
+            ),
+        ] {
+            let e = PlanArgs::parse(words)
+                .and_then(|a| a.apply(None))
+                .unwrap_err();
+            assert!(e.contains(want), "{words:?}: {e}");
+        }
+        let f: FilePlan = toml::from_str(
+            "steps = [5, 50]\njudge = \"fixed\"\non_timeout = \"fail\"\nmax_interval = \"10m\"\nkill_switch = false",
+        )
+        .unwrap();
+        let p = f.check().unwrap();
+        assert_eq!(
+            (p.judge, p.on_timeout, p.step_limit(), p.kill_switch),
+            (
+                JudgeKind::Fixed,
+                OnTimeout::Fail,
+                Duration::from_secs(600),
+                false
+            )
+        );
+        let f: FilePlan = toml::from_str("steps = [5]\non_timeout = \"never\"").unwrap();
+        assert!(f.check().unwrap_err().contains("on_timeout: 'never'"));
+    }
+
+    #[test]
     fn file_plans_use_the_same_rules() {
         let f: FilePlan = toml::from_str("steps = [1, 12.5, \"50\", 100]\ninterval = \"1s\"\nmin_requests = 20\nmax_error_rate = 0.05").unwrap();
         let p = f.check().unwrap();
