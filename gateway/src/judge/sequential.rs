@@ -17,8 +17,9 @@
 //! the rollout is at most `alpha = 1 - confidence`: `alpha` is split evenly between the
 //! tests (latency, errors, retransmits when on, and the absolute bounds when any is set);
 //! each test's share is its Ville threshold for the whole rollout. Only the absolute
-//! bounds are judged per step (they are one-sample questions on the step's window), so
-//! their share is split again between the judged steps.
+//! bounds are judged per window (one-sample questions on the step's window, which starts
+//! again at each step and each resume): their share is split between the bounds set, and
+//! the `j`-th window gets `6 / (π² j²)` of it, a schedule that sums to the whole.
 
 pub(crate) mod math;
 
@@ -44,24 +45,33 @@ pub struct Budget {
     pub errors: f64,
     /// Retransmit test's share (kernel accounting on at the start).
     pub retransmits: Option<f64>,
-    /// Each step's share for the absolute bounds (when any is set).
-    pub bounds_per_step: Option<f64>,
+    /// Each absolute bound's share over the whole rollout (when any is set).
+    pub per_bound: Option<f64>,
 }
 
 impl Budget {
-    /// `alpha` split between the tests a rollout of `judged_steps` steps runs.
-    pub fn new(criteria: &Criteria, judged_steps: usize, kernel: bool) -> Budget {
+    /// Each absolute bound's share in the `window`-th window (from 1).
+    pub fn bound_in_window(&self, window: u32) -> Option<f64> {
+        let j = f64::from(window.max(1));
+        self.per_bound
+            .map(|share| share * 6.0 / (std::f64::consts::PI * std::f64::consts::PI * j * j))
+    }
+}
+
+impl Budget {
+    /// `alpha` split between the tests a rollout runs.
+    pub fn new(criteria: &Criteria, kernel: bool) -> Budget {
         let alpha = 1.0 - criteria.confidence;
-        let bounds = criteria.max_p99.is_some()
-            || criteria.max_error_rate.is_some()
-            || (kernel && criteria.max_retransmit_rate.is_some());
-        let parts = 2.0 + f64::from(u8::from(kernel)) + f64::from(u8::from(bounds));
+        let bounds = u8::from(criteria.max_p99.is_some())
+            + u8::from(criteria.max_error_rate.is_some())
+            + u8::from(kernel && criteria.max_retransmit_rate.is_some());
+        let parts = 2.0 + f64::from(u8::from(kernel)) + f64::from(u8::from(bounds > 0));
         let share = alpha / parts;
         Budget {
             latency: share,
             errors: share,
             retransmits: kernel.then_some(share),
-            bounds_per_step: bounds.then(|| share / judged_steps.max(1) as f64),
+            per_bound: (bounds > 0).then(|| share / f64::from(bounds)),
         }
     }
 }
@@ -70,9 +80,12 @@ impl Budget {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SequentialJudge {
     budget: Budget,
-    /// Quantile bands: at `alpha / 2` per variant, and at the bounds' share.
+    /// Quantile bands: at `alpha / 2` per variant, and at the bounds' share in the
+    /// current window.
     band: Band,
     bounds_band: Option<Band>,
+    /// Windows opened so far (the first is 1).
+    window: u32,
     latency: LabelTest,
     errors: RateTest,
     retransmits: RateTest,
@@ -109,29 +122,40 @@ pub struct Assessment {
 }
 
 impl SequentialJudge {
-    /// A judge for a rollout of `judged_steps` steps; `kernel` when kernel accounting runs.
-    pub fn new(criteria: &Criteria, judged_steps: usize, kernel: bool) -> SequentialJudge {
-        let budget = Budget::new(criteria, judged_steps, kernel);
+    /// A judge for a rollout; `kernel` when kernel accounting runs.
+    pub fn new(criteria: &Criteria, kernel: bool) -> SequentialJudge {
+        let budget = Budget::new(criteria, kernel);
         SequentialJudge {
             budget,
             band: Band::new((1.0 - criteria.confidence) / 2.0),
-            bounds_band: budget.bounds_per_step.map(Band::new),
+            bounds_band: budget.bound_in_window(1).map(Band::new),
+            window: 1,
             latency: LabelTest::default(),
             errors: RateTest::default(),
             retransmits: RateTest::default(),
         }
     }
 
-    /// Feeds one batch: what each variant did since the previous batch.
+    /// A new window starts (a step, or a resume): the absolute bounds get the next part
+    /// of their share.
+    pub fn new_window(&mut self) {
+        self.window += 1;
+        self.bounds_band = self.budget.bound_in_window(self.window).map(Band::new);
+    }
+
+    /// Feeds one batch: what each variant did since the previous batch, at canary share
+    /// `share` (a fraction).
     pub fn observe(
         &mut self,
         criteria: &Criteria,
+        share: f64,
         stable: &Sample,
         canary: &Sample,
         kernel: Option<&KernelWindow>,
     ) {
         let shifted = shift_by_tolerance(&canary.latency_sample(), criteria);
-        self.latency.update(&shifted, &stable.latency_sample());
+        self.latency
+            .update(share, &shifted, &stable.latency_sample());
         self.errors.update(
             [canary.errors, stable.errors],
             [canary.responses, stable.responses],
@@ -241,7 +265,7 @@ impl SequentialJudge {
         }
 
         // Absolute bounds: one-sample questions on the step's window.
-        if let Some(share) = b.bounds_per_step {
+        if let Some(share) = b.bound_in_window(self.window) {
             let c_bound = proportion_cs(canary.errors, canary.responses, share);
             if let Some(max) = criteria.max_error_rate {
                 if c_bound.0 > max {
@@ -395,7 +419,7 @@ impl Assessment {
                 "latency": self.budget.latency,
                 "errors": self.budget.errors,
                 "retransmits": self.budget.retransmits,
-                "bounds_per_step": self.budget.bounds_per_step,
+                "per_bound": self.budget.per_bound,
             },
             "fail": self.fail,
             "pending": self.pending,

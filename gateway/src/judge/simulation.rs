@@ -180,7 +180,7 @@ pub(crate) fn rollout(
         rng: Xoshiro256PlusPlus::seed_from_u64(seed),
         normals: normals(),
     };
-    let mut seq = SequentialJudge::new(&setup.criteria, setup.steps.len(), false);
+    let mut seq = SequentialJudge::new(&setup.criteria, false);
     let mut exposed = 0;
     for &share in &setup.steps {
         let (mut ws, mut wc) = (Sample::default(), Sample::default());
@@ -201,7 +201,7 @@ pub(crate) fn rollout(
             add(&mut wc, &bc);
             match which {
                 Which::Sequential => {
-                    seq.observe(&setup.criteria, &bs, &bc, None);
+                    seq.observe(&setup.criteria, share, &bs, &bc, None);
                     let a = seq.assess(&setup.criteria, &ws, &wc, None);
                     if !a.fail.is_empty() {
                         return End::Failed(exposed);
@@ -323,9 +323,21 @@ fn a_a_rollouts_fail_at_most_one_minus_confidence() {
             criteria_tolerance_zero(),
         ),
         ("log-normal", SKEWED, "default", Criteria::default()),
+        (
+            "low traffic near a 50% share",
+            SKEWED,
+            "zero",
+            criteria_tolerance_zero(),
+        ),
     ] {
         {
-            let setup = Setup::four_steps(criteria);
+            let mut setup = Setup::four_steps(criteria);
+            if name.starts_with("low traffic") {
+                // 10 requests per look at 40-70 %: where a test that conditioned on each
+                // look's realised canary count would be most anti-conservative.
+                setup.steps = vec![0.4, 0.5, 0.6, 0.7];
+                setup.batch = 10;
+            }
             let b = Behaviour::new(law, 0.01);
             let seq = failed_fraction(&many(&setup, Which::Sequential, &b, &b, 1_000, 1));
             let fixed = failed_fraction(&many(&setup, Which::Fixed, &b, &b, 1_000, 1));

@@ -186,7 +186,7 @@ impl Rollout {
         kernel: Option<KernelStats>,
     ) -> Rollout {
         let sequential = (plan.judge == JudgeKind::Sequential)
-            .then(|| SequentialJudge::new(&plan.criteria, plan.judged_steps(), kernel.is_some()));
+            .then(|| SequentialJudge::new(&plan.criteria, kernel.is_some()));
         Rollout {
             route: route.to_owned(),
             origin: origin.to_owned(),
@@ -243,7 +243,8 @@ impl Rollout {
     ) -> Option<Judgement> {
         let judge = self.sequential.as_mut()?;
         let criteria = &self.plan.criteria;
-        judge.observe(criteria, batch.0, batch.1, batch.2);
+        let share = f64::from(self.plan.steps[self.step]) / f64::from(PPM_MAX);
+        judge.observe(criteria, share, batch.0, batch.1, batch.2);
         let a = judge.assess(criteria, window.0, window.1, window.2);
         *self.batch_baseline = counters;
         self.batch_kernel = kernel;
@@ -328,6 +329,9 @@ impl Rollout {
         self.window_started = now;
         self.next_judgement = now + self.plan.interval;
         self.inconclusive = 0;
+        if let Some(j) = self.sequential.as_mut() {
+            j.new_window();
+        }
     }
 
     /// Applies the judge's verdict on the current window.

@@ -298,23 +298,26 @@ const TILT_GRID: [f64; 6] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
 
 /// Sequential test of equality in distribution against "the canary is slower".
 ///
-/// Under `H0` (canary and stable latencies have the same law, and the split does not
-/// look at latency), which variant served a request is independent of its latency: the
-/// label of each observation is canary with probability `ρ`, the batch's canary share.
-/// The alternative tilts the label towards the canary for slow observations:
+/// Under `H0` (canary and stable latencies have the same law) and the gateway's split
+/// (each request goes to the canary with probability `ρ`, the step's share, by a draw
+/// that does not look at the request), which variant served a request is independent of
+/// its latency: given the latencies, the labels are independent Bernoulli(`ρ`). The
+/// alternative tilts the label towards the canary for slow observations:
 ///
 /// ```text
 /// P(canary | latency v) = σ(logit ρ + β g(v)),   g(v) = 2 F_past(v) - 1
 /// ```
 ///
 /// where `F_past` is the mid-rank empirical CDF of every earlier batch (both variants),
-/// so `g` is known before the batch (predictable) and lies in `[-1, 1]`. The likelihood
-/// ratio of a batch's labels against `β = 0` is a product over its observations, and the
-/// mixture over `β` of the running products is a martingale under `H0` (this is a
-/// sequential rank test in the spirit of the paper's test of stochastic order: it sees
-/// the ranks of canary latencies among all, not their values). Canary values come in
-/// already shifted by the tolerance, so the null it rejects is "no slower than the
-/// tolerance allows".
+/// so `g` is known before the batch (predictable) and lies in `[-1, 1]`. Each
+/// observation's likelihood ratio against `β = 0` has mean exactly 1 under `H0`, so the
+/// running product for each `β`, and the mixture over `β`, is a martingale (a sequential
+/// rank test in the spirit of the paper's test of stochastic order: it sees the ranks of
+/// canary latencies among all, not their values). `ρ` must be the share the split used,
+/// not the batch's realised fraction: conditioning on the realised count makes the
+/// labels a random subset, under which the product's mean exceeds 1 near `ρ = 1/2`.
+/// Canary values come in already shifted by the tolerance, so the null it rejects is
+/// "no slower than the tolerance allows".
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct LabelTest {
     log_lr: [f64; TILT_GRID.len()],
@@ -340,13 +343,10 @@ impl Default for LabelTest {
 }
 
 impl LabelTest {
-    /// Adds one batch of observations: canary's (shifted by the tolerance) and stable's,
-    /// each a weighted sample sorted by value.
-    pub(crate) fn update(&mut self, canary: &[(u64, u64)], stable: &[(u64, u64)]) {
-        let nc: u64 = canary.iter().map(|&(_, c)| c).sum();
-        let ns: u64 = stable.iter().map(|&(_, c)| c).sum();
-        if nc > 0 && ns > 0 && self.past_n > 0 {
-            let rho = nc as f64 / (nc + ns) as f64;
+    /// Adds one batch of observations made at canary share `rho`: canary's (shifted by
+    /// the tolerance) and stable's, each a weighted sample sorted by value.
+    pub(crate) fn update(&mut self, rho: f64, canary: &[(u64, u64)], stable: &[(u64, u64)]) {
+        if rho > 0.0 && rho < 1.0 && self.past_n > 0 {
             let logit = (rho / (1.0 - rho)).ln();
             let mut add = |v: u64, count: u64, is_canary: bool| {
                 let g = self.score(v);

@@ -113,7 +113,7 @@ fn label_test_matches_a_per_observation_computation() {
     for c in reference()["label_test"].as_array().unwrap() {
         let mut t = LabelTest::default();
         for b in c["batches"].as_array().unwrap() {
-            t.update(&pairs(&b[0]), &pairs(&b[1]));
+            t.update(f(&c["rho"]), &pairs(&b[0]), &pairs(&b[1]));
         }
         let name = c["name"].as_str().unwrap();
         assert!(
@@ -167,9 +167,9 @@ fn window(n: u64, errors: u64, latency_us: u64) -> Sample {
 #[test]
 fn a_canary_failing_everything_fails_with_no_minimum_sample() {
     let c = Criteria::default();
-    let mut j = SequentialJudge::new(&c, 3, false);
+    let mut j = SequentialJudge::new(&c, false);
     let (stable, canary) = (window(190, 0, 300), window(10, 10, 200));
-    j.observe(&c, &stable, &canary, None);
+    j.observe(&c, 0.05, &stable, &canary, None);
     let a = j.assess(&c, &stable, &canary, None);
     assert!(
         a.fail.iter().any(|f| f.contains("error rate")),
@@ -182,9 +182,9 @@ fn a_canary_failing_everything_fails_with_no_minimum_sample() {
 #[test]
 fn the_same_behaviour_neither_fails_nor_passes_too_early() {
     let c = Criteria::default();
-    let mut j = SequentialJudge::new(&c, 3, false);
+    let mut j = SequentialJudge::new(&c, false);
     let (stable, canary) = (window(190, 0, 300), window(10, 0, 300));
-    j.observe(&c, &stable, &canary, None);
+    j.observe(&c, 0.05, &stable, &canary, None);
     let a = j.assess(&c, &stable, &canary, None);
     assert!(a.fail.is_empty(), "{:?}", a.fail);
     assert!(
@@ -196,7 +196,7 @@ fn the_same_behaviour_neither_fails_nor_passes_too_early() {
     );
     // Plenty of clean traffic: the error difference is bounded and the medians are equal.
     let (stable, canary) = (window(40_000, 0, 300), window(4_000, 0, 300));
-    j.observe(&c, &stable, &canary, None);
+    j.observe(&c, 0.05, &stable, &canary, None);
     let a = j.assess(&c, &stable, &canary, None);
     assert!(a.fail.is_empty() && a.pending.is_empty(), "{a:?}");
 }
