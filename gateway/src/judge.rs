@@ -131,6 +131,21 @@ impl Default for Sample {
 }
 
 impl Sample {
+    /// `n` responses, `errors` of them 5xx, all with latency `latency_us` (for tests).
+    #[cfg(test)]
+    pub(crate) fn uniform(n: u64, errors: u64, latency_us: u64) -> Sample {
+        let mut s = Sample {
+            requests: n,
+            responses: n,
+            errors,
+            ..Sample::default()
+        };
+        s.latency
+            .record_n(latency_us, n)
+            .expect("latency within the histogram's range");
+        s
+    }
+
     /// What happened between two snapshots of the same variant's counters.
     pub fn between(before: &VariantStats, after: &VariantStats) -> Sample {
         let responses = |v: &VariantStats| v.responses.iter().sum::<u64>();

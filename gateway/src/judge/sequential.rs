@@ -266,21 +266,13 @@ impl SequentialJudge {
 
         // Absolute bounds: one-sample questions on the step's window.
         if let Some(share) = b.bound_in_window(self.window) {
-            let c_bound = proportion_cs(canary.errors, canary.responses, share);
             if let Some(max) = criteria.max_error_rate {
-                if c_bound.0 > max {
-                    fail.push(format!(
-                        "canary error rate is above the bound {:.2}% (at least {:.2}%)",
-                        100.0 * max,
-                        100.0 * c_bound.0
-                    ));
-                } else if c_bound.1 > max {
-                    pending.push(format!(
-                        "canary error rate may still be up to {:.2}% (bound {:.2}%)",
-                        100.0 * c_bound.1,
-                        100.0 * max
-                    ));
-                }
+                rate_bound(
+                    "error rate",
+                    proportion_cs(canary.errors, canary.responses, share),
+                    max,
+                    (&mut fail, &mut pending),
+                );
             }
             if let (Some(max), Some(band)) = (criteria.max_p99, self.bounds_band) {
                 let eps = band.eps(canary.latency.len());
@@ -296,20 +288,12 @@ impl SequentialJudge {
                 }
             }
             if let (Some(max), Some(k)) = (criteria.max_retransmit_rate, kernel) {
-                let r = proportion_cs(k.retrans[1], k.segs_out[1], share);
-                if r.0 > max {
-                    fail.push(format!(
-                        "canary retransmit rate is above the bound {:.3}% (at least {:.3}%)",
-                        100.0 * max,
-                        100.0 * r.0
-                    ));
-                } else if r.1 > max {
-                    pending.push(format!(
-                        "canary retransmit rate may still be up to {:.3}% (bound {:.3}%)",
-                        100.0 * r.1,
-                        100.0 * max
-                    ));
-                }
+                rate_bound(
+                    "retransmit rate",
+                    proportion_cs(k.retrans[1], k.segs_out[1], share),
+                    max,
+                    (&mut fail, &mut pending),
+                );
             }
         }
 
@@ -334,6 +318,29 @@ impl SequentialJudge {
             quantiles,
             budget: b,
         }
+    }
+}
+
+/// An absolute bound on a canary rate, judged by its confidence interval `(lo, hi)`:
+/// failed when even `lo` is above `max`, still open while `hi` is.
+fn rate_bound(
+    what: &str,
+    (lo, hi): (f64, f64),
+    max: f64,
+    (fail, pending): (&mut Vec<String>, &mut Vec<String>),
+) {
+    if lo > max {
+        fail.push(format!(
+            "canary {what} is above the bound {:.3}% (at least {:.3}%)",
+            100.0 * max,
+            100.0 * lo
+        ));
+    } else if hi > max {
+        pending.push(format!(
+            "canary {what} may still be up to {:.3}% (bound {:.3}%)",
+            100.0 * hi,
+            100.0 * max
+        ));
     }
 }
 

@@ -612,14 +612,7 @@ mod sequential_tests {
     use crate::judge::Sample;
 
     fn sample(n: u64, errors: u64, latency_us: u64) -> Sample {
-        let mut s = Sample {
-            requests: n,
-            responses: n,
-            errors,
-            ..Sample::default()
-        };
-        s.latency.record_n(latency_us, n).unwrap();
-        s
+        Sample::uniform(n, errors, latency_us)
     }
 
     fn rollout(t0: Instant, on_timeout: OnTimeout) -> Rollout {

@@ -154,14 +154,7 @@ fn tolerance_shifts_canary_values_by_the_larger_allowance() {
 }
 
 fn window(n: u64, errors: u64, latency_us: u64) -> Sample {
-    let mut s = Sample {
-        requests: n,
-        responses: n,
-        errors,
-        ..Sample::default()
-    };
-    s.latency.record_n(latency_us, n).unwrap();
-    s
+    Sample::uniform(n, errors, latency_us)
 }
 
 #[test]
