@@ -277,6 +277,9 @@ impl SequentialJudge {
             if let (Some(max), Some(band)) = (criteria.max_p99, self.bounds_band) {
                 let eps = band.eps(canary.latency.len());
                 let (lo, hi) = quantile_interval(&cs, 0.99, eps);
+                // A histogram value is its bucket's highest; the lower end takes the
+                // bucket's lowest, so the bound is never judged broken by rounding.
+                let lo = lo.map(|v| canary.latency.lowest_equivalent(v));
                 let max_us = max.as_micros() as u64;
                 if lo.is_some_and(|lo| lo > max_us) {
                     fail.push(format!(

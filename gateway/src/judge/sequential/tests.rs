@@ -193,3 +193,42 @@ fn the_same_behaviour_neither_fails_nor_passes_too_early() {
     let a = j.assess(&c, &stable, &canary, None);
     assert!(a.fail.is_empty() && a.pending.is_empty(), "{a:?}");
 }
+
+#[test]
+fn absolute_bounds_fail_with_confidence_and_share_the_budget() {
+    let c = Criteria {
+        max_p99: Some(Duration::from_millis(250)),
+        max_error_rate: Some(0.05),
+        ..Criteria::default()
+    };
+    let mut j = SequentialJudge::new(&c, false);
+    let a = j.assess(&c, &window(1_000, 0, 300), &window(200, 0, 300_000), None);
+    assert!(
+        a.fail
+            .iter()
+            .any(|f| f.contains("canary p99 is above the bound 250000us")),
+        "{:?}",
+        a.fail
+    );
+    // Two bounds share a third of alpha (latency, errors, bounds), half each, and the
+    // first window gets 6/pi^2 of that.
+    let first = a.budget.bound_in_window(1).unwrap();
+    assert!((first - 0.05 / 3.0 / 2.0 * 6.0 / std::f64::consts::PI.powi(2)).abs() < 1e-12);
+    // Every window's part sums to at most the bounds' share.
+    let total: f64 = (1..10_000)
+        .map(|w| a.budget.bound_in_window(w).unwrap())
+        .sum();
+    assert!(
+        total <= 0.05 / 3.0 / 2.0 && total > 0.05 / 3.0 / 2.0 * 0.999,
+        "{total}"
+    );
+    j.new_window();
+    let a = j.assess(&c, &window(1_000, 0, 300), &window(40, 10, 300), None);
+    assert!(
+        a.fail
+            .iter()
+            .any(|f| f.contains("canary error rate is above the bound")),
+        "{:?}",
+        a.fail
+    );
+}
