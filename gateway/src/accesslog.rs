@@ -18,7 +18,7 @@ use gateway_common::Variant;
 use crate::metrics::WorkerMetrics;
 
 /// Records each worker can hold for the writer.
-pub const QUEUE_CAPACITY: usize = 4096;
+pub(crate) const QUEUE_CAPACITY: usize = 4096;
 
 /// Bytes stored inline, truncated at `N`: copying one allocates nothing.
 #[derive(Clone, Copy)]
@@ -85,18 +85,18 @@ pub struct Record {
 
 /// Microseconds since the Unix epoch (vDSO clock read, no syscall).
 #[inline]
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// The queue one worker pushes into.
-pub type Queue = Arc<ArrayQueue<Record>>;
+pub(crate) type Queue = Arc<ArrayQueue<Record>>;
 
 /// The running log writer.
 #[derive(Debug)]
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     queues: Vec<Queue>,
     stop: Arc<AtomicBool>,
 }
@@ -104,7 +104,7 @@ pub struct AccessLog {
 impl AccessLog {
     /// Opens the log files (append) and starts the writer thread with one queue per worker.
     /// Records lost to a full queue or a failed write are counted in `metrics[worker]`.
-    pub fn start(
+    pub(crate) fn start(
         metrics: &[Arc<WorkerMetrics>],
         all: Option<&Path>,
         canary: Option<&Path>,
@@ -161,7 +161,7 @@ impl AccessLog {
     }
 
     /// The queue of worker `worker`.
-    pub fn queue(&self, worker: usize) -> Queue {
+    pub(crate) fn queue(&self, worker: usize) -> Queue {
         Arc::clone(&self.queues[worker % self.queues.len()])
     }
 }
@@ -234,7 +234,7 @@ impl Sink {
 }
 
 /// Formats `rec` as one JSON line.
-pub fn format_record(rec: &Record, out: &mut Vec<u8>) {
+pub(crate) fn format_record(rec: &Record, out: &mut Vec<u8>) {
     use std::io::Write as _;
     let secs = rec.time_us / 1_000_000;
     let _ = write!(

@@ -21,7 +21,7 @@ const BURST_CONNECTIONS: usize = 8;
 const DEMO_PPM: u32 = 50_000;
 
 /// Runs the demo.
-pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let v1 = spawn_upstream("v1\n").context("starting the built-in stable upstream")?;
     let v2 = spawn_upstream("v2\n").context("starting the built-in canary upstream")?;
     let mut config = Tuning::defaults().config(args.listen, vec![v1], vec![v2]);
@@ -185,7 +185,7 @@ fn client_loop(addr: SocketAddr, n: u64) -> anyhow::Result<(u64, u64, Histogram<
 
 /// Starts a keep-alive HTTP/1.1 server answering every request with `body`, on its own
 /// thread and monoio runtime, on a free loopback port.
-pub fn spawn_upstream(body: &'static str) -> std::io::Result<SocketAddr> {
+pub(crate) fn spawn_upstream(body: &'static str) -> std::io::Result<SocketAddr> {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;

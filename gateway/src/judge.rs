@@ -17,8 +17,8 @@
 //! - **Kernel signals** (when kernel accounting runs): retransmit rates and RTT, reported,
 //!   and an optional bound on the canary's retransmit rate.
 
-pub mod sequential;
-pub mod stats;
+pub(crate) mod sequential;
+pub(crate) mod stats;
 mod verdict;
 
 #[cfg(test)]
@@ -32,11 +32,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::metrics::{Histogram, VariantStats, new_histogram};
-pub use verdict::judge;
+pub(crate) use verdict::judge;
 
 /// What the judge can say about a window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// No significant difference, or better.
     Pass,
     /// A significant difference within the tolerance: the rollout goes on, flagged.
@@ -49,7 +49,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// Lower-case name used in replies, logs and metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Verdict::Pass => "pass",
             Verdict::Marginal => "marginal",
@@ -59,7 +59,7 @@ impl Verdict {
     }
 
     /// Every verdict, for metrics.
-    pub const ALL: [Verdict; 4] = [
+    pub(crate) const ALL: [Verdict; 4] = [
         Verdict::Pass,
         Verdict::Marginal,
         Verdict::Inconclusive,
@@ -108,7 +108,7 @@ impl Default for Criteria {
 
 /// What one variant did during a window.
 #[derive(Clone, Debug)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Requests routed to the variant.
     pub requests: u64,
     /// Responses sent (any status).
@@ -147,7 +147,7 @@ impl Sample {
     }
 
     /// What happened between two snapshots of the same variant's counters.
-    pub fn between(before: &VariantStats, after: &VariantStats) -> Sample {
+    pub(crate) fn between(before: &VariantStats, after: &VariantStats) -> Sample {
         let responses = |v: &VariantStats| v.responses.iter().sum::<u64>();
         let mut latency = after.total_latency.clone();
         // Counters only grow, so `before` is contained in `after`; if not (a counter was
@@ -164,12 +164,12 @@ impl Sample {
     }
 
     /// The latency histogram as a weighted sample `(µs, count)`.
-    pub fn latency_sample(&self) -> Vec<(u64, u64)> {
+    pub(crate) fn latency_sample(&self) -> Vec<(u64, u64)> {
         histogram_sample(&self.latency)
     }
 
     /// Share of responses that were 5xx (0 without responses).
-    pub fn error_rate(&self) -> f64 {
+    pub(crate) fn error_rate(&self) -> f64 {
         if self.responses == 0 {
             0.0
         } else {
@@ -194,7 +194,7 @@ impl Sample {
 }
 
 /// A histogram's recorded buckets as a weighted sample, in value order.
-pub fn histogram_sample(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+pub(crate) fn histogram_sample(h: &Histogram<u64>) -> Vec<(u64, u64)> {
     h.iter_recorded()
         .map(|v| (v.value_iterated_to(), v.count_at_value()))
         .collect()
@@ -203,7 +203,7 @@ pub fn histogram_sample(h: &Histogram<u64>) -> Vec<(u64, u64)> {
 /// Kernel figures of one window, per variant (process-wide: the kernel does not know
 /// routes).
 #[derive(Clone, Debug, Default)]
-pub struct KernelWindow {
+pub(crate) struct KernelWindow {
     /// Segments sent by the variant's upstream sockets.
     pub segs_out: [u64; 2],
     /// Segments retransmitted.
@@ -214,7 +214,7 @@ pub struct KernelWindow {
 
 /// The latency comparison of a window.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LatencyTest {
+pub(crate) struct LatencyTest {
     /// The Mann-Whitney test of canary against stable.
     pub test: stats::MannWhitney,
     /// Canary median (µs).
@@ -225,7 +225,7 @@ pub struct LatencyTest {
 
 impl LatencyTest {
     /// Canary median over stable median.
-    pub fn median_ratio(&self) -> f64 {
+    pub(crate) fn median_ratio(&self) -> f64 {
         if self.stable_median_us > 0.0 {
             self.canary_median_us / self.stable_median_us
         } else {
@@ -236,7 +236,7 @@ impl LatencyTest {
 
 /// A verdict with everything it was based on.
 #[derive(Clone, Debug)]
-pub struct Judgement {
+pub(crate) struct Judgement {
     /// The verdict.
     pub verdict: Verdict,
     /// Why, one phrase per finding (empty for a clean pass).
@@ -257,7 +257,7 @@ pub struct Judgement {
 
 impl Judgement {
     /// One line: verdict, reasons and the key figures.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut s = format!(
             "{} (canary {} req, {:.2}% 5xx; stable {} req, {:.2}% 5xx",
             self.verdict.as_str(),
@@ -292,7 +292,7 @@ impl Judgement {
     }
 
     /// Everything, as JSON (for `show rollout json`).
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let latency = self.latency.as_ref().map(|l| {
             json!({
                 "test": "mann-whitney-u",

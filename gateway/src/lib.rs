@@ -10,21 +10,21 @@
 //! path; [`kernel`] accounts each variant's TCP traffic in the kernel (eBPF); [`demo`] is
 //! the self-contained tour behind `canarygate demo`.
 
-pub mod accesslog;
+pub(crate) mod accesslog;
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod control;
-pub mod demo;
-pub mod judge;
+pub(crate) mod demo;
+pub(crate) mod judge;
 pub mod kernel;
 pub mod metrics;
 pub mod proxy;
-pub mod rollout;
+pub(crate) mod rollout;
 pub mod runtime;
 pub mod select;
 mod socket;
-pub mod upstream;
+pub(crate) mod upstream;
 
 pub use config::{Config, DriverChoice, Limits, Timeouts};
 pub use control::Control;

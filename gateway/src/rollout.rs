@@ -10,14 +10,14 @@
 //! [`show`] renders it. The [`killswitch`] is the only part on the data path: every
 //! worker records its canary outcomes and drops the share to 0 by itself.
 
-pub mod command;
-pub mod controller;
-pub mod killswitch;
-pub mod machine;
-pub mod plan;
-pub mod show;
+pub(crate) mod command;
+pub(crate) mod controller;
+pub(crate) mod killswitch;
+pub(crate) mod machine;
+pub(crate) mod plan;
+pub(crate) mod show;
 
-pub use command::RolloutCommand;
-pub use killswitch::{KillSwitch, KillSwitchConfig};
-pub use machine::{Action, Phase, Rollout};
-pub use plan::Plan;
+pub(crate) use command::RolloutCommand;
+pub(crate) use killswitch::{KillSwitch, KillSwitchConfig};
+pub(crate) use machine::{Action, Phase, Rollout};
+pub(crate) use plan::Plan;

@@ -4,7 +4,7 @@
 //! and variant a round-robin cursor. Endpoints themselves come from the routing snapshot.
 //! Nothing here is shared between workers, so nothing here locks.
 
-pub mod pool;
+pub(crate) mod pool;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -164,7 +164,7 @@ impl Upstreams {
 /// attacker-chosen, so SipHash's flooding resistance buys nothing here, while it cost
 /// ~300 instructions per request in a callgrind profile.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct AddrHasher(u64);
+pub(crate) struct AddrHasher(u64);
 
 impl AddrHasher {
     const K: u64 = 0xf135_7aea_2e62_a9c5;

@@ -34,11 +34,11 @@ use super::{Criteria, KernelWindow, Sample};
 use math::{Band, LabelTest, RateTest, proportion_cs, quantile_interval};
 
 /// Quantiles reported with confidence bounds.
-pub const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
+pub(crate) const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 
 /// How the error budget is split.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Budget {
+pub(crate) struct Budget {
     /// Latency test's share of alpha.
     pub latency: f64,
     /// Error test's share.
@@ -51,7 +51,7 @@ pub struct Budget {
 
 impl Budget {
     /// Each absolute bound's share in the `window`-th window (from 1).
-    pub fn bound_in_window(&self, window: u32) -> Option<f64> {
+    pub(crate) fn bound_in_window(&self, window: u32) -> Option<f64> {
         let j = f64::from(window.max(1));
         self.per_bound
             .map(|share| share * 6.0 / (std::f64::consts::PI * std::f64::consts::PI * j * j))
@@ -60,7 +60,7 @@ impl Budget {
 
 impl Budget {
     /// `alpha` split between the tests a rollout runs.
-    pub fn new(criteria: &Criteria, kernel: bool) -> Budget {
+    pub(crate) fn new(criteria: &Criteria, kernel: bool) -> Budget {
         let alpha = 1.0 - criteria.confidence;
         let bounds = u8::from(criteria.max_p99.is_some())
             + u8::from(criteria.max_error_rate.is_some())
@@ -78,7 +78,7 @@ impl Budget {
 
 /// One rollout's sequential tests.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SequentialJudge {
+pub(crate) struct SequentialJudge {
     budget: Budget,
     /// Quantile bands: at `alpha / 2` per variant, and at the bounds' share in the
     /// current window.
@@ -92,11 +92,11 @@ pub struct SequentialJudge {
 }
 
 /// A confidence interval; `None` ends are unbounded (too little data).
-pub type Interval = (Option<f64>, Option<f64>);
+pub(crate) type Interval = (Option<f64>, Option<f64>);
 
 /// What the sequential judge says about the current step's window.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Assessment {
+pub(crate) struct Assessment {
     /// Findings that fail the canary now (empty: no failure).
     pub fail: Vec<String>,
     /// What still keeps the step from passing (empty: it may pass once its minimum
@@ -123,7 +123,7 @@ pub struct Assessment {
 
 impl SequentialJudge {
     /// A judge for a rollout; `kernel` when kernel accounting runs.
-    pub fn new(criteria: &Criteria, kernel: bool) -> SequentialJudge {
+    pub(crate) fn new(criteria: &Criteria, kernel: bool) -> SequentialJudge {
         let budget = Budget::new(criteria, kernel);
         SequentialJudge {
             budget,
@@ -138,14 +138,14 @@ impl SequentialJudge {
 
     /// A new window starts (a step, or a resume): the absolute bounds get the next part
     /// of their share.
-    pub fn new_window(&mut self) {
+    pub(crate) fn new_window(&mut self) {
         self.window += 1;
         self.bounds_band = self.budget.bound_in_window(self.window).map(Band::new);
     }
 
     /// Feeds one batch: what each variant did since the previous batch, at canary share
     /// `share` (a fraction).
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         criteria: &Criteria,
         share: f64,
@@ -168,7 +168,7 @@ impl SequentialJudge {
 
     /// Judges the step's window (`stable`, `canary`: since the step started) with the
     /// evidence of the whole rollout.
-    pub fn assess(
+    pub(crate) fn assess(
         &self,
         criteria: &Criteria,
         stable: &Sample,
@@ -380,7 +380,7 @@ fn bound(v: Option<f64>) -> Value {
 
 impl Assessment {
     /// One phrase with the key figures.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut s = format!(
             "p(latency)={:.2e}, p(errors)={:.2e}",
             self.p_latency, self.p_errors
@@ -402,7 +402,7 @@ impl Assessment {
     }
 
     /// Everything, as JSON.
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let quantiles: Vec<Value> = QUANTILES
             .iter()
             .zip(&self.quantiles)

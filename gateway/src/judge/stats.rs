@@ -11,7 +11,7 @@
 ///
 /// Accurate to about 1e-14 relative: a positive-term series of erf below 2, Lentz's
 /// continued fraction of erfc above.
-pub fn normal_sf(z: f64) -> f64 {
+pub(crate) fn normal_sf(z: f64) -> f64 {
     if z.is_nan() {
         return f64::NAN;
     }
@@ -64,7 +64,7 @@ fn erfc_pos(x: f64) -> f64 {
 
 /// Result of a Mann-Whitney U test of sample `x` against sample `y`.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct MannWhitney {
+pub(crate) struct MannWhitney {
     /// U statistic of `x` (SciPy's `statistic`): pairs where x > y, ties counting one half.
     pub u: f64,
     /// Size of `x`.
@@ -85,7 +85,7 @@ pub struct MannWhitney {
 /// Ranks are computed over the merged values with ties given their average rank; the
 /// variance is corrected for ties. When every observation is the same value the variance
 /// is 0 and both p-values are 1 (there is no difference to see).
-pub fn mann_whitney(xs: &[(u64, u64)], ys: &[(u64, u64)]) -> Option<MannWhitney> {
+pub(crate) fn mann_whitney(xs: &[(u64, u64)], ys: &[(u64, u64)]) -> Option<MannWhitney> {
     let n_x: u64 = xs.iter().map(|p| p.1).sum();
     let n_y: u64 = ys.iter().map(|p| p.1).sum();
     if n_x == 0 || n_y == 0 {
@@ -147,7 +147,7 @@ pub fn mann_whitney(xs: &[(u64, u64)], ys: &[(u64, u64)]) -> Option<MannWhitney>
 
 /// Median of a weighted sample (the mean of the two middle values when the size is
 /// even, like `numpy.median`); `None` when empty.
-pub fn median(sample: &[(u64, u64)]) -> Option<f64> {
+pub(crate) fn median(sample: &[(u64, u64)]) -> Option<f64> {
     let n: u64 = sample.iter().map(|p| p.1).sum();
     if n == 0 {
         return None;
@@ -170,7 +170,8 @@ pub fn median(sample: &[(u64, u64)]) -> Option<f64> {
 }
 
 /// Builds a weighted sample from raw values (sorting and counting them).
-pub fn weighted(values: &[u64]) -> Vec<(u64, u64)> {
+#[cfg(test)]
+pub(crate) fn weighted(values: &[u64]) -> Vec<(u64, u64)> {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
     let mut out: Vec<(u64, u64)> = Vec::new();
@@ -185,7 +186,7 @@ pub fn weighted(values: &[u64]) -> Vec<(u64, u64)> {
 
 /// Which test compared two proportions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProportionTest {
+pub(crate) enum ProportionTest {
     /// Pooled two-proportion z-test (normal approximation).
     Z,
     /// Fisher's exact test (used when an expected cell count is below 5).
@@ -194,7 +195,7 @@ pub enum ProportionTest {
 
 impl ProportionTest {
     /// Name shown in verdicts.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ProportionTest::Z => "z",
             ProportionTest::Fisher => "fisher",
@@ -204,7 +205,7 @@ impl ProportionTest {
 
 /// Comparison of the rate `k_x / n_x` with `k_y / n_y`.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Proportions {
+pub(crate) struct Proportions {
     /// The test used.
     pub test: ProportionTest,
     /// Rate of `x`.
@@ -220,7 +221,7 @@ pub struct Proportions {
 }
 
 /// Pooled two-proportion z-test; `None` when either sample is empty.
-pub fn two_proportion_z(k_x: u64, n_x: u64, k_y: u64, n_y: u64) -> Option<Proportions> {
+pub(crate) fn two_proportion_z(k_x: u64, n_x: u64, k_y: u64, n_y: u64) -> Option<Proportions> {
     if n_x == 0 || n_y == 0 || k_x > n_x || k_y > n_y {
         return None;
     }
@@ -256,7 +257,7 @@ const FISHER_MAX_SUPPORT: u64 = 1_000_000;
 /// `scipy.stats.fisher_exact` (two-sided: the tables no more likely than the observed
 /// one; `greater`: odds ratio above 1). `None` when a sample is empty or the table is too
 /// large to enumerate.
-pub fn fisher_exact(k_x: u64, n_x: u64, k_y: u64, n_y: u64) -> Option<Proportions> {
+pub(crate) fn fisher_exact(k_x: u64, n_x: u64, k_y: u64, n_y: u64) -> Option<Proportions> {
     if n_x == 0 || n_y == 0 || k_x > n_x || k_y > n_y {
         return None;
     }
@@ -313,7 +314,7 @@ pub fn fisher_exact(k_x: u64, n_x: u64, k_y: u64, n_y: u64) -> Option<Proportion
 
 /// The usual rule: Fisher's exact test when any expected cell count is below 5, else the
 /// z-test.
-pub fn compare_proportions(k_x: u64, n_x: u64, k_y: u64, n_y: u64) -> Option<Proportions> {
+pub(crate) fn compare_proportions(k_x: u64, n_x: u64, k_y: u64, n_y: u64) -> Option<Proportions> {
     if n_x == 0 || n_y == 0 {
         return None;
     }

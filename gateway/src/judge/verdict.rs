@@ -6,7 +6,7 @@ use super::{Criteria, Judgement, KernelWindow, LatencyTest, Sample, Verdict};
 
 /// Judges one window: `canary` against `stable` under `criteria`, with the kernel's
 /// figures when kernel accounting runs.
-pub fn judge(
+pub(crate) fn judge(
     criteria: &Criteria,
     stable: &Sample,
     canary: &Sample,

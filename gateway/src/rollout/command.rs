@@ -44,10 +44,10 @@ impl RolloutCommand {
 }
 
 /// Usage shown for malformed `rollout` commands.
-pub const USAGE: &str = "usage: rollout start ROUTE [steps P,P,.. interval DUR judge sequential|fixed ...] | rollout pause|resume|abort ROUTE";
+pub(crate) const USAGE: &str = "usage: rollout start ROUTE [steps P,P,.. interval DUR judge sequential|fixed ...] | rollout pause|resume|abort ROUTE";
 
 /// Parses the words after `rollout`.
-pub fn parse(words: &[&str]) -> Result<RolloutCommand, String> {
+pub(crate) fn parse(words: &[&str]) -> Result<RolloutCommand, String> {
     let route = |r: &str| r.to_owned();
     Ok(match words {
         ["start", r, rest @ ..] => RolloutCommand::Start {

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use crate::control::Control;
 
 /// How often the controller looks at rollouts and kill switches.
-pub const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 /// Runs for ever on the control-plane runtime.
-pub async fn run(control: Arc<Control>) {
+pub(crate) async fn run(control: Arc<Control>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {

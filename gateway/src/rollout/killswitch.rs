@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::select::Split;
 
 /// Largest window, in requests.
-pub const MAX_WINDOW: u32 = 1024;
+pub(crate) const MAX_WINDOW: u32 = 1024;
 const WORDS: usize = MAX_WINDOW as usize / 64;
 
 /// Kill-switch settings of a route (`kill_switch = { ... }` in the configuration file).
@@ -43,7 +43,7 @@ impl Eq for KillSwitchConfig {}
 /// says `kill-switch off`): it trips when more than half of a worker's last 20 canary
 /// requests failed, so a canary that fails every request is stopped after at most 11
 /// requests per worker, whatever the judge is doing.
-pub const ROLLOUT_DEFAULT: KillSwitchConfig = KillSwitchConfig {
+pub(crate) const ROLLOUT_DEFAULT: KillSwitchConfig = KillSwitchConfig {
     window: 20,
     max_error_rate: 0.5,
     count_5xx: true,
@@ -77,7 +77,7 @@ impl KillSwitchConfig {
 /// `kill_switch = { window = 50, max_error_rate = 0.5, count_5xx = true, count_connect_failures = true }`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileKillSwitch {
+pub(crate) struct FileKillSwitch {
     window: u32,
     max_error_rate: f64,
     #[serde(default = "yes")]
@@ -92,7 +92,7 @@ fn yes() -> bool {
 
 impl FileKillSwitch {
     /// The checked settings.
-    pub fn check(&self) -> Result<KillSwitchConfig, String> {
+    pub(crate) fn check(&self) -> Result<KillSwitchConfig, String> {
         let c = KillSwitchConfig {
             window: self.window,
             max_error_rate: self.max_error_rate,

@@ -23,18 +23,18 @@ use crate::kernel::KernelStats;
 use crate::metrics::VariantStats;
 
 /// How often the sequential judge looks (at most; never less often than the interval).
-pub const BATCH: Duration = Duration::from_millis(500);
+pub(crate) const BATCH: Duration = Duration::from_millis(500);
 
 /// Points of the sequential judge's history kept for `show rollout` (older points are
 /// thinned out, so the whole rollout stays visible at a coarser grain).
 const SERIES_POINTS: usize = 720;
 
 /// One batch or window: stable, canary, kernel.
-pub type Window<'a> = (&'a Sample, &'a Sample, Option<&'a KernelWindow>);
+pub(crate) type Window<'a> = (&'a Sample, &'a Sample, Option<&'a KernelWindow>);
 
 /// Where a rollout is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Walking through the steps.
     Running,
     /// Held by an operator (or by a change made by hand); the share stays where it is.
@@ -63,12 +63,12 @@ pub enum Phase {
 
 impl Phase {
     /// Running or paused.
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         matches!(self, Phase::Running | Phase::Paused { .. })
     }
 
     /// Name used in replies and metrics.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Phase::Running => "running",
             Phase::Paused { .. } => "paused",
@@ -80,7 +80,7 @@ impl Phase {
     }
 
     /// Every phase name, for metrics.
-    pub const NAMES: [&'static str; 6] = [
+    pub(crate) const NAMES: [&'static str; 6] = [
         "running",
         "paused",
         "promoted",
@@ -90,7 +90,7 @@ impl Phase {
     ];
 
     /// The reason, if the phase has one.
-    pub fn reason(&self) -> Option<&str> {
+    pub(crate) fn reason(&self) -> Option<&str> {
         match self {
             Phase::Paused { reason }
             | Phase::RolledBack { reason }
@@ -103,7 +103,7 @@ impl Phase {
 
 /// What the control plane must do to the route after a transition.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Nothing.
     None,
     /// Set the canary share (then restart the window with [`Rollout::restart_window`]).
@@ -116,7 +116,7 @@ pub enum Action {
 
 /// One verdict in a rollout's history.
 #[derive(Clone, Debug)]
-pub struct Record {
+pub(crate) struct Record {
     /// Step index (0-based).
     pub step: usize,
     /// Share during the step (ppm).
@@ -133,9 +133,7 @@ pub struct Record {
 
 /// A route's rollout.
 #[derive(Debug)]
-pub struct Rollout {
-    /// Route name.
-    pub route: String,
+pub(crate) struct Rollout {
     /// The plan.
     pub plan: Plan,
     /// Who started it: `config file` or the admin user.
@@ -176,8 +174,7 @@ pub struct Rollout {
 impl Rollout {
     /// A rollout at its first step; the caller sets that share ([`Rollout::step_ppm`]).
     /// `kernel` holds the kernel's counters when kernel accounting runs.
-    pub fn new(
-        route: &str,
+    pub(crate) fn new(
         plan: Plan,
         deployment: &str,
         origin: &str,
@@ -188,7 +185,6 @@ impl Rollout {
         let sequential = (plan.judge == JudgeKind::Sequential)
             .then(|| SequentialJudge::new(&plan.criteria, kernel.is_some()));
         Rollout {
-            route: route.to_owned(),
             origin: origin.to_owned(),
             deployment: deployment.to_owned(),
             phase: Phase::Running,
@@ -212,13 +208,13 @@ impl Rollout {
     }
 
     /// Share of the current step (ppm).
-    pub fn step_ppm(&self) -> u32 {
+    pub(crate) fn step_ppm(&self) -> u32 {
         self.plan.steps[self.step]
     }
 
     /// True when the current step is due for a verdict (fixed judge) or a look
     /// (sequential judge).
-    pub fn due(&self, now: Instant) -> bool {
+    pub(crate) fn due(&self, now: Instant) -> bool {
         self.phase == Phase::Running
             && if self.sequential.is_some() {
                 now >= self.next_batch
@@ -233,7 +229,7 @@ impl Rollout {
     /// soon as a regression is significant, passed once the step's minimum duration is
     /// over and the confidence sequences rule a regression out, or the plan's
     /// `on-timeout` rule once its maximum duration is over.
-    pub fn look(
+    pub(crate) fn look(
         &mut self,
         now: Instant,
         batch: Window<'_>,
@@ -307,7 +303,7 @@ impl Rollout {
     }
 
     /// Time into the current window, and until the next verdict.
-    pub fn timing(&self, now: Instant) -> (Duration, Duration) {
+    pub(crate) fn timing(&self, now: Instant) -> (Duration, Duration) {
         (
             now.saturating_duration_since(self.window_started),
             self.next_judgement.saturating_duration_since(now),
@@ -315,7 +311,7 @@ impl Rollout {
     }
 
     /// Starts a fresh window for the current step at `now` with the route's counters.
-    pub fn restart_window(
+    pub(crate) fn restart_window(
         &mut self,
         now: Instant,
         baseline: [VariantStats; VARIANT_COUNT],
@@ -335,7 +331,7 @@ impl Rollout {
     }
 
     /// Applies the judge's verdict on the current window.
-    pub fn conclude(&mut self, now: Instant, judgement: &Judgement) -> Action {
+    pub(crate) fn conclude(&mut self, now: Instant, judgement: &Judgement) -> Action {
         if self.phase != Phase::Running {
             return Action::None;
         }
@@ -406,7 +402,7 @@ impl Rollout {
     }
 
     /// Holds the rollout.
-    pub fn pause(&mut self, reason: String) -> Result<(), String> {
+    pub(crate) fn pause(&mut self, reason: String) -> Result<(), String> {
         match self.phase {
             Phase::Running => {
                 self.phase = Phase::Paused { reason };
@@ -422,7 +418,7 @@ impl Rollout {
 
     /// Continues a paused rollout: the current step's share is set again and its window
     /// restarts (what happened while paused is not judged).
-    pub fn resume(&mut self) -> Result<Action, String> {
+    pub(crate) fn resume(&mut self) -> Result<Action, String> {
         match self.phase {
             Phase::Paused { .. } => {
                 self.phase = Phase::Running;
@@ -438,7 +434,7 @@ impl Rollout {
     }
 
     /// Stops the rollout and sends nothing more to the canary.
-    pub fn abort(&mut self, reason: String) -> Result<Action, String> {
+    pub(crate) fn abort(&mut self, reason: String) -> Result<Action, String> {
         if !self.phase.is_active() {
             return Err(format!("the rollout is already {}", self.phase.as_str()));
         }
@@ -447,7 +443,7 @@ impl Rollout {
     }
 
     /// The kill switch failed the canary (its share is already 0).
-    pub fn kill_switch(&mut self, reason: String) -> Action {
+    pub(crate) fn kill_switch(&mut self, reason: String) -> Action {
         if !self.phase.is_active() {
             return Action::None;
         }
@@ -456,7 +452,7 @@ impl Rollout {
     }
 
     /// Stops without touching the route (it changed underneath the rollout).
-    pub fn end(&mut self, reason: String) {
+    pub(crate) fn end(&mut self, reason: String) {
         if self.phase.is_active() {
             self.phase = Phase::Ended { reason };
         }
@@ -489,7 +485,7 @@ mod tests {
         .unwrap();
         let mut plan = plan;
         plan.judge = JudgeKind::Fixed;
-        Rollout::new("api", plan, "v2", "test", t0, Default::default(), None)
+        Rollout::new(plan, "v2", "test", t0, Default::default(), None)
     }
 
     #[test]
@@ -619,7 +615,7 @@ mod sequential_tests {
         let mut plan = Plan::new(vec![100_000, 500_000, PPM_MAX], Duration::from_secs(2)).unwrap();
         plan.max_interval = Some(Duration::from_secs(4));
         plan.on_timeout = on_timeout;
-        Rollout::new("api", plan, "v2", "test", t0, Default::default(), None)
+        Rollout::new(plan, "v2", "test", t0, Default::default(), None)
     }
 
     #[test]

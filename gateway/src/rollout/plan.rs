@@ -13,9 +13,9 @@ use crate::judge::Criteria;
 use crate::select::{format_percent, parse_percent};
 
 /// Shortest step interval accepted.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Interval used when none is given.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Which judge decides the steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -86,7 +86,7 @@ fn clip(v: &str) -> String {
 }
 
 /// A step lasts at most this many intervals unless the plan says otherwise.
-pub const MAX_INTERVALS: u32 = 5;
+pub(crate) const MAX_INTERVALS: u32 = 5;
 
 /// A checked rollout plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,7 +242,7 @@ impl Plan {
 }
 
 /// `60s`, `1500ms`.
-pub fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
     } else {
@@ -429,7 +429,7 @@ impl Number {
 /// `rollout = { steps = [5, 25, 50, 100], interval = "60s", min_requests = 100, ... }`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FilePlan {
+pub(crate) struct FilePlan {
     steps: Vec<Number>,
     interval: Option<String>,
     min_requests: Option<u64>,
@@ -449,7 +449,7 @@ pub struct FilePlan {
 
 impl FilePlan {
     /// The checked plan.
-    pub fn check(&self) -> Result<Plan, String> {
+    pub(crate) fn check(&self) -> Result<Plan, String> {
         let dur = |name: &str, v: &Option<String>| {
             v.as_deref()
                 .map(|t| crate::cli::parse_duration(t).map_err(|e| format!("{name}: {e}")))

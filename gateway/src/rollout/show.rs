@@ -14,7 +14,7 @@ use crate::metrics::prometheus::{esc, header};
 use crate::select::format_percent;
 
 /// One route's rollout as JSON (`"state": "none"` without one).
-pub fn rollout_json(
+pub(crate) fn rollout_json(
     route: &str,
     rollout: Option<&Rollout>,
     file_plan: Option<&Plan>,
@@ -71,7 +71,7 @@ fn s(v: &Value) -> &str {
 }
 
 /// The text form of [`rollout_json`] items.
-pub fn render_text(items: &[Value]) -> String {
+pub(crate) fn render_text(items: &[Value]) -> String {
     let mut out = String::new();
     for i in items {
         if !out.is_empty() {
@@ -179,7 +179,11 @@ pub fn render_text(items: &[Value]) -> String {
 }
 
 /// `show rollout [ROUTE] [json]`.
-pub fn show(control: &Control, route: Option<&str>, as_json: bool) -> Result<String, String> {
+pub(crate) fn show(
+    control: &Control,
+    route: Option<&str>,
+    as_json: bool,
+) -> Result<String, String> {
     let items = control
         .rollout_report(route, Instant::now())
         .map_err(|e| e.to_string())?;
@@ -190,21 +194,21 @@ pub fn show(control: &Control, route: Option<&str>, as_json: bool) -> Result<Str
 }
 
 /// The kill switch of `route` for `show canary json` (`null` when off).
-pub fn kill_switch_json(control: &Control, route: &str) -> Value {
+pub(crate) fn kill_switch_json(control: &Control, route: &str) -> Value {
     control
         .kill_switch(route)
         .map_or(Value::Null, |(k, c)| k.json(c.as_ref()))
 }
 
 /// The kill switch of `route` for `show canary`.
-pub fn kill_switch_line(control: &Control, route: &str) -> String {
+pub(crate) fn kill_switch_line(control: &Control, route: &str) -> String {
     control
         .kill_switch(route)
         .map_or_else(|| "off".into(), |(k, c)| k.describe(c.as_ref()))
 }
 
 /// Appends the rollout and kill-switch series in the Prometheus text format.
-pub fn render_prometheus(out: &mut String, control: &Control) {
+pub(crate) fn render_prometheus(out: &mut String, control: &Control) {
     let Ok(items) = control.rollout_report(None, Instant::now()) else {
         return;
     };

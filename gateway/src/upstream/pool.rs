@@ -32,7 +32,7 @@ struct Idle {
 
 /// Idle connections to one endpoint.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     idle: VecDeque<Idle>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -47,7 +47,7 @@ pub(crate) fn retire_after(upstream_timeout_s: u32) -> Duration {
 
 impl Pool {
     /// An empty pool keeping up to `max_idle` connections for `idle_timeout`.
-    pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(max_idle: usize, idle_timeout: Duration) -> Self {
         Pool {
             idle: VecDeque::with_capacity(max_idle),
             max_idle,
@@ -57,7 +57,7 @@ impl Pool {
 
     /// The most recently returned connection that is neither past its retirement time
     /// nor closed by the upstream. Those that are are closed on the way.
-    pub fn take(&mut self, now: Instant) -> Option<UpConn> {
+    pub(crate) fn take(&mut self, now: Instant) -> Option<UpConn> {
         while let Some(idle) = self.idle.pop_back() {
             if now < idle.retire
                 && (now.duration_since(idle.since) < PEEK_AFTER
@@ -71,7 +71,7 @@ impl Pool {
 
     /// Keeps `conn` for reuse, unless the pool is full (then it is closed).
     /// `upstream_timeout_s` is the idle timeout the upstream announced, if any.
-    pub fn put(&mut self, conn: UpConn, now: Instant, upstream_timeout_s: Option<u32>) {
+    pub(crate) fn put(&mut self, conn: UpConn, now: Instant, upstream_timeout_s: Option<u32>) {
         let keep = upstream_timeout_s.map_or(self.idle_timeout, |s| {
             retire_after(s).min(self.idle_timeout)
         });
@@ -85,19 +85,19 @@ impl Pool {
     }
 
     /// Closes connections past their retirement time or closed by the upstream.
-    pub fn sweep(&mut self, now: Instant) {
+    pub(crate) fn sweep(&mut self, now: Instant) {
         self.idle.retain(|idle| {
             now < idle.retire && probe_idle(&idle.conn.stream) == socket::Idle::Quiet
         });
     }
 
     /// Idle connections held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.idle.len()
     }
 
     /// True when no connection is held.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.idle.is_empty()
     }
 }

@@ -106,7 +106,6 @@ impl Control {
             .clone();
         let rt = st.runtime.get(name)?;
         let r = Rollout::new(
-            name,
             plan,
             &deployment,
             origin,
