@@ -3,7 +3,7 @@
 //! data, and re-framing normalised framing changes nothing.
 #![no_main]
 
-use gateway::proxy::chunked::{ChunkedDecoder, Piece, reframe};
+use gateway::dataplane::h1::chunked::{ChunkedDecoder, Piece, reframe};
 use libfuzzer_sys::fuzz_target;
 
 /// Decodes `data` split at `split`, as a relay would (unconsumed bytes are kept).

@@ -3,7 +3,7 @@
 //! and target, every header line the gateway kept, and the same body framing.
 #![no_main]
 
-use gateway::proxy::head::{BodyKind, Forwarding, MAX_HEADERS, parse, write_upstream, Rewrite};
+use gateway::dataplane::h1::head::{BodyKind, Forwarding, MAX_HEADERS, parse, write_upstream, Rewrite};
 use libfuzzer_sys::fuzz_target;
 
 /// The body framing the upstream would read from `headers` (RFC 9112 §6.3).

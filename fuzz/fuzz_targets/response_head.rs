@@ -3,8 +3,8 @@
 //! and carries at most one framing header.
 #![no_main]
 
-use gateway::proxy::head::{BodyKind, RequestHead, Version};
-use gateway::proxy::response::parse_response;
+use gateway::dataplane::h1::head::{BodyKind, RequestHead, Version};
+use gateway::dataplane::h1::response::parse_response;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, DriverChoice, Limits, Timeouts};
+use crate::dataplane::route::split::{format_percent, parse_percent};
 use crate::kernel::KernelAccounting;
-use crate::select::{format_percent, parse_percent};
 
 /// canarygate: an io_uring L7 load balancer that sends an exact share of traffic to a
 /// canary deployment and keeps everything about that share separate.

@@ -5,6 +5,8 @@
 //! [`crate::control`]; server parts (workers, listeners, timeouts) need a restart.
 
 pub mod file;
+pub(crate) mod killswitch;
+pub(crate) mod template;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -93,7 +95,7 @@ pub struct RouteConfig {
     /// Rollout plan (`rollout = { ... }`): started for a new canary; see [`crate::rollout`].
     pub rollout: Option<crate::rollout::Plan>,
     /// Data-plane kill switch of the canary (`kill_switch = { ... }`); `None` = off.
-    pub kill_switch: Option<crate::rollout::KillSwitchConfig>,
+    pub kill_switch: Option<killswitch::KillSwitchConfig>,
 }
 
 /// A stage: one listener and its routes (longest matching prefix wins).

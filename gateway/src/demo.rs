@@ -12,8 +12,8 @@ use gateway_common::Variant;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
 use crate::cli::{DemoArgs, Tuning};
+use crate::dataplane::route::split::format_percent;
 use crate::metrics::{Histogram, new_histogram};
-use crate::select::format_percent;
 
 /// Connections the demo's burst uses.
 const BURST_CONNECTIONS: usize = 8;

@@ -10,26 +10,23 @@
 //! path; [`kernel`] accounts each variant's TCP traffic in the kernel (eBPF); [`demo`] is
 //! the self-contained tour behind `canarygate demo`.
 
-pub(crate) mod accesslog;
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod dataplane;
 pub(crate) mod demo;
 pub(crate) mod judge;
 pub mod kernel;
 pub mod metrics;
-pub mod proxy;
 pub(crate) mod rollout;
 pub mod runtime;
-pub mod select;
-mod socket;
-pub(crate) mod upstream;
 
 pub use config::{Config, DriverChoice, Limits, Timeouts};
 pub use control::Control;
+pub use dataplane::assign::bucket;
+pub use dataplane::route::split::{Picker, Split};
 pub use gateway_common::{PPM_MAX, Variant};
 pub use kernel::{KernelAccounting, KernelStats};
 pub use metrics::{RouteStats, Stats, VariantStats, WorkerStats};
 pub use runtime::{Driver, Gateway, StartError, start};
-pub use select::Split;

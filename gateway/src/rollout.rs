@@ -17,7 +17,8 @@ pub(crate) mod machine;
 pub(crate) mod plan;
 pub(crate) mod show;
 
+pub(crate) use crate::config::killswitch::KillSwitchConfig;
+pub(crate) use crate::dataplane::route::killswitch::KillSwitch;
 pub(crate) use command::RolloutCommand;
-pub(crate) use killswitch::{KillSwitch, KillSwitchConfig};
 pub(crate) use machine::{Action, Phase, Rollout};
 pub(crate) use plan::Plan;

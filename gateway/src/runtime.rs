@@ -3,7 +3,6 @@
 //! share nothing on the hot path but the atomic canary share and their own metrics
 //! (read, never written, by other threads).
 
-use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -17,12 +16,12 @@ use monoio::time::TimeDriver;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::accesslog::{AccessLog, Queue};
 use crate::config::{Config, DriverChoice};
-use crate::control::{Control, Held, Shared};
+use crate::control::Control;
+use crate::dataplane::accesslog::AccessLog;
+use crate::dataplane::route::split::Split;
+use crate::dataplane::worker::Worker;
 use crate::metrics::{Stats, WorkerMetrics};
-use crate::select::{Picker, Split};
-use crate::upstream::Upstreams;
 
 /// io_uring submission queue entries per worker.
 const RING_ENTRIES: u32 = 1024;
@@ -83,41 +82,6 @@ impl std::fmt::Display for Driver {
             Driver::IoUring => "io_uring",
             Driver::Epoll => "epoll",
         })
-    }
-}
-
-/// Everything one worker owns. Lives on its thread, behind an `Rc`.
-#[derive(Debug)]
-pub struct Worker {
-    /// Index of the worker.
-    pub id: usize,
-    /// The configuration it was started with.
-    pub config: Arc<Config>,
-    /// The published routing snapshot.
-    pub shared: Arc<Shared>,
-    /// This worker's copy of the snapshot pointer and its generation.
-    snap: RefCell<(u64, Rc<Held>)>,
-    /// This worker's connection-level counters.
-    pub metrics: Arc<WorkerMetrics>,
-    /// This worker's random source for picks.
-    pub picker: RefCell<Picker>,
-    /// This worker's pools.
-    pub upstreams: Upstreams,
-    /// This worker's access-log queue, when logging is on.
-    pub log: Option<Queue>,
-}
-
-impl Worker {
-    /// The current routing snapshot: one atomic load per call; the shared pointer is
-    /// re-read only when the control plane published a new one.
-    #[inline]
-    pub fn snapshot(&self) -> Rc<Held> {
-        let generation = self.shared.generation();
-        let mut cached = self.snap.borrow_mut();
-        if cached.0 != generation {
-            *cached = (generation, Rc::new(Held(self.shared.load())));
-        }
-        Rc::clone(&cached.1)
     }
 }
 
@@ -316,18 +280,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                let upstreams = Upstreams::new(config.limits.pool_max_idle, &config.timeouts);
-                let snap = RefCell::new((shared.generation(), Rc::new(Held(shared.load()))));
-                let worker = Rc::new(Worker {
-                    id,
-                    picker: RefCell::new(Picker::from_entropy(id as u64 + 1)),
-                    config,
-                    shared,
-                    snap,
-                    metrics: m,
-                    upstreams,
-                    log: queue,
-                });
+                let worker = Rc::new(Worker::new(id, config, shared, m, queue));
                 run_worker(worker, listeners, &ready);
             });
         match spawned {
@@ -412,7 +365,12 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, stage: usize) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                monoio::spawn(crate::proxy::serve(Rc::clone(&worker), stream, peer, stage));
+                monoio::spawn(crate::dataplane::conn::serve(
+                    Rc::clone(&worker),
+                    stream,
+                    peer,
+                    stage,
+                ));
             }
             Err(_) if worker.shared.draining() => {
                 // The listener was shut for a graceful stop. Returning would end the

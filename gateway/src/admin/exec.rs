@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::protocol::{Command, HELP, parse};
 use crate::control::Control;
+use crate::dataplane::route::split::format_percent;
 use crate::metrics::{RouteStats, VariantStats};
-use crate::select::format_percent;
 
 /// An answer: its text and whether the command succeeded.
 #[derive(Debug, PartialEq, Eq)]

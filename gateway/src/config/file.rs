@@ -29,8 +29,8 @@ use toml::Spanned;
 use super::{
     Assignment, Canary, Config, Deployment, DriverChoice, RouteConfig, StageConfig, StickyKey,
 };
-use crate::control::template::Template;
-use crate::select::parse_percent;
+use crate::config::template::Template;
+use crate::dataplane::route::split::parse_percent;
 
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +123,7 @@ struct FileRoute {
     stable: FileDeployment,
     canary: Option<FileCanary>,
     rollout: Option<Spanned<crate::rollout::plan::FilePlan>>,
-    kill_switch: Option<Spanned<crate::rollout::killswitch::FileKillSwitch>>,
+    kill_switch: Option<Spanned<crate::config::killswitch::FileKillSwitch>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use gateway_common::{VARIANT_COUNT, Variant};
 
-use super::Shared;
-use super::snapshot::{RouteSnap, Snapshot, StageSnap};
 use crate::config::{Canary, Config, Deployment, RouteConfig};
+use crate::dataplane::route::publish::Shared;
+use crate::dataplane::route::snapshot::{RouteSnap, Snapshot, StageSnap};
+use crate::dataplane::route::split::{Split, format_percent};
 use crate::metrics::{RouteMetrics, RouteStats, Stats, VariantStats, WorkerMetrics};
-use crate::select::{Split, format_percent};
 
 // Rollouts and kill switches: `Control` methods that need this module's private state.
 mod rollouts;
@@ -516,7 +516,7 @@ fn rollback_route(r: &mut RouteConfig, split: &Split) -> Result<String, ControlE
 }
 
 fn check_var_name(key: &str) -> Result<(), ControlError> {
-    if super::template::is_var_name(key) {
+    if crate::config::template::is_var_name(key) {
         Ok(())
     } else {
         Err(ControlError::Invalid(format!(

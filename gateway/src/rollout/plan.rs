@@ -9,8 +9,8 @@ use std::time::Duration;
 use gateway_common::PPM_MAX;
 use serde::Deserialize;
 
+use crate::dataplane::route::split::{format_percent, parse_percent};
 use crate::judge::Criteria;
-use crate::select::{format_percent, parse_percent};
 
 /// Shortest step interval accepted.
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);

@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 use super::machine::Rollout;
 use super::plan::Plan;
 use crate::control::Control;
+use crate::dataplane::route::split::format_percent;
 use crate::judge::Verdict;
 use crate::metrics::prometheus::{esc, header};
-use crate::select::format_percent;
+use crate::rollout::killswitch::Describe as _;
 
 /// One route's rollout as JSON (`"state": "none"` without one).
 pub(crate) fn rollout_json(

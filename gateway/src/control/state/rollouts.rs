@@ -22,11 +22,11 @@ use serde_json::Value;
 
 use super::{Control, ControlError, State, promote_route, rollback_route, set_route_percent};
 use crate::config::{Config, RouteConfig};
+use crate::dataplane::route::split::format_percent;
 use crate::judge::{KernelWindow, Sample, histogram_sample, judge};
 use crate::kernel::KernelStats;
 use crate::rollout::killswitch::ROLLOUT_DEFAULT;
 use crate::rollout::{Action, KillSwitch, Phase, Plan, Rollout, RolloutCommand, show};
-use crate::select::format_percent;
 
 /// Origin of rollouts the configuration file starts.
 const FROM_FILE: &str = "config file";

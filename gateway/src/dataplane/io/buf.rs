@@ -7,12 +7,11 @@
 use std::io;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 /// A fixed-capacity receive buffer: unconsumed bytes live in `buf[start..]`.
 #[derive(Debug)]
-pub struct InBuf {
+pub(crate) struct InBuf {
     buf: Vec<u8>,
     start: usize,
     capacity: usize,
@@ -20,7 +19,7 @@ pub struct InBuf {
 
 impl InBuf {
     /// A buffer holding up to `capacity` bytes.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         InBuf {
             buf: Vec::with_capacity(capacity),
             start: 0,
@@ -30,19 +29,19 @@ impl InBuf {
 
     /// Bytes received but not consumed yet.
     #[inline]
-    pub fn data(&self) -> &[u8] {
+    pub(crate) fn data(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 
     /// True when nothing is buffered.
     #[inline]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.start == self.buf.len()
     }
 
     /// Marks `n` bytes as consumed.
     #[inline]
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.buf.len());
         if self.start == self.buf.len() {
             self.buf.clear();
@@ -51,13 +50,13 @@ impl InBuf {
     }
 
     /// True when the buffer is full of unconsumed bytes (nothing more can be read).
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.start == 0 && self.buf.len() >= self.capacity
     }
 
     /// Reads more bytes from `stream` after the buffered ones; `Ok(0)` means end of
     /// stream. Must not be called when [`InBuf::is_full`].
-    pub async fn fill(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+    pub(crate) async fn fill(&mut self, stream: &mut impl AsyncReadRent) -> io::Result<usize> {
         if self.buf.capacity() == 0 {
             // A read cancelled by a timeout kept the old buffer; start afresh.
             self.buf = Vec::with_capacity(self.capacity);
@@ -83,7 +82,11 @@ impl InBuf {
 
     /// Writes `buf[start..start + n]` (buffered bytes) to `dst` without copying them,
     /// then consumes them.
-    pub async fn write_to(&mut self, dst: &mut TcpStream, n: usize) -> io::Result<()> {
+    pub(crate) async fn write_to(
+        &mut self,
+        dst: &mut impl AsyncWriteRent,
+        n: usize,
+    ) -> io::Result<()> {
         let (begin, end) = (self.start, self.start + n);
         let buf = std::mem::take(&mut self.buf);
         let (res, slice) = dst.write_all(buf.slice(begin..end)).await;
@@ -95,7 +98,7 @@ impl InBuf {
 }
 
 /// Writes all of `out` to `dst` and clears it, keeping its allocation.
-pub async fn flush(out: &mut Vec<u8>, dst: &mut TcpStream) -> io::Result<()> {
+pub(crate) async fn flush(out: &mut Vec<u8>, dst: &mut impl AsyncWriteRent) -> io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }

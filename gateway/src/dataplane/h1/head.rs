@@ -6,7 +6,7 @@
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use super::error::ProxyError;
+use super::ParseError;
 
 /// Most header lines accepted in one head (431 above).
 pub const MAX_HEADERS: usize = 128;
@@ -84,15 +84,6 @@ impl Forwarding {
     }
 }
 
-/// Result of looking at the bytes received so far.
-#[derive(Debug)]
-pub enum Parsed {
-    /// The head is not complete yet.
-    Partial,
-    /// The head is complete; `out` holds the head to send upstream.
-    Complete(RequestHead),
-}
-
 /// A parsed, checked request head borrowing the read buffer.
 #[derive(Debug)]
 pub struct Request<'h, 'b> {
@@ -131,16 +122,16 @@ pub fn parse<'h, 'b>(
     buf: &'b [u8],
     max_head: usize,
     headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
-) -> Result<Option<Request<'h, 'b>>, ProxyError> {
+) -> Result<Option<Request<'h, 'b>>, ParseError> {
     let mut req = httparse::Request::new(headers);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() >= max_head {
                 return Err(if memchr_nl(buf) {
-                    ProxyError::HeadTooLarge
+                    ParseError::HeadTooLarge
                 } else {
-                    ProxyError::UriTooLong
+                    ParseError::UriTooLong
                 });
             }
             return Ok(None);
@@ -148,10 +139,10 @@ pub fn parse<'h, 'b>(
         Err(e) => return Err(map_parse_error(e, buf)),
     };
     if head_len > max_head {
-        return Err(ProxyError::HeadTooLarge);
+        return Err(ParseError::HeadTooLarge);
     }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(ProxyError::BadRequest("incomplete request line"));
+        return Err(ParseError::BadRequest("incomplete request line"));
     };
     let headers: &'h [httparse::Header<'b>] = req.headers;
     let version = if minor == 1 {
@@ -160,7 +151,7 @@ pub fn parse<'h, 'b>(
         Version::Http10
     };
     if method == "CONNECT" {
-        return Err(ProxyError::NotImplemented("CONNECT is not supported"));
+        return Err(ParseError::NotImplemented("CONNECT is not supported"));
     }
     let (path, authority) = if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
         (target, None)
@@ -170,7 +161,7 @@ pub fn parse<'h, 'b>(
     {
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         if end == 0 || !valid_host(&rest.as_bytes()[..end]) {
-            return Err(ProxyError::BadRequest("invalid request target"));
+            return Err(ParseError::BadRequest("invalid request target"));
         }
         let path = &rest[end..];
         (
@@ -178,7 +169,7 @@ pub fn parse<'h, 'b>(
             Some(&rest.as_bytes()[..end]),
         )
     } else {
-        return Err(ProxyError::BadRequest("invalid request target"));
+        return Err(ParseError::BadRequest("invalid request target"));
     };
 
     let facts = RequestFacts::gather(headers, version)?;
@@ -281,24 +272,6 @@ pub fn write_upstream(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Parses the request head at the start of `buf` and, when it is complete and valid,
-/// writes the head to send upstream, unchanged by any route, into `out`.
-pub fn parse_request(
-    buf: &[u8],
-    max_head: usize,
-    fwd: Forwarding,
-    out: &mut Vec<u8>,
-) -> Result<Parsed, ProxyError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match parse(buf, max_head, &mut headers)? {
-        None => Ok(Parsed::Partial),
-        Some(req) => {
-            write_upstream(&req, &Rewrite::default(), &fwd, out);
-            Ok(Parsed::Complete(req.head))
-        }
-    }
-}
-
 /// `host[:port]` or `[v6]:port` without the port.
 fn strip_port(host: &[u8]) -> &[u8] {
     let host = host.trim_ascii();
@@ -333,7 +306,7 @@ struct RequestFacts<'h> {
 }
 
 impl<'h> RequestFacts<'h> {
-    fn gather(headers: &[httparse::Header<'h>], version: Version) -> Result<Self, ProxyError> {
+    fn gather(headers: &[httparse::Header<'h>], version: Version) -> Result<Self, ParseError> {
         let mut f = RequestFacts {
             content_length: None,
             chunked: false,
@@ -354,21 +327,21 @@ impl<'h> RequestFacts<'h> {
             let name = h.name;
             if name.eq_ignore_ascii_case("content-length") {
                 let n = parse_content_length(h.value)
-                    .ok_or(ProxyError::BadRequest("invalid Content-Length"))?;
+                    .ok_or(ParseError::BadRequest("invalid Content-Length"))?;
                 if f.content_length.is_some_and(|prev| prev != n) {
-                    return Err(ProxyError::BadRequest("conflicting Content-Length headers"));
+                    return Err(ParseError::BadRequest("conflicting Content-Length headers"));
                 }
                 f.content_length = Some(n);
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 if version == Version::Http10 {
-                    return Err(ProxyError::BadRequest(
+                    return Err(ParseError::BadRequest(
                         "Transfer-Encoding in an HTTP/1.0 request",
                     ));
                 }
                 f.transfer_encoding = true;
                 for coding in tokens(h.value) {
                     if f.chunked {
-                        return Err(ProxyError::BadRequest("chunked is not the final coding"));
+                        return Err(ParseError::BadRequest("chunked is not the final coding"));
                     }
                     f.chunked = coding.eq_ignore_ascii_case(b"chunked");
                     f.other_coding |= !f.chunked;
@@ -376,12 +349,12 @@ impl<'h> RequestFacts<'h> {
             } else if name.eq_ignore_ascii_case("host") {
                 hosts += 1;
                 if !valid_host(h.value) {
-                    return Err(ProxyError::BadRequest("invalid Host header"));
+                    return Err(ParseError::BadRequest("invalid Host header"));
                 }
                 f.host = Some(h.value);
             } else if name.eq_ignore_ascii_case("connection") {
                 if connections == f.connection.len() {
-                    return Err(ProxyError::BadRequest("too many Connection headers"));
+                    return Err(ParseError::BadRequest("too many Connection headers"));
                 }
                 f.connection[connections] = h.value;
                 connections += 1;
@@ -396,30 +369,30 @@ impl<'h> RequestFacts<'h> {
                 if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                     f.expect_continue = version == Version::Http11;
                 } else {
-                    return Err(ProxyError::ExpectationFailed);
+                    return Err(ParseError::ExpectationFailed);
                 }
             }
         }
         f.connections = connections;
         if hosts > 1 {
-            return Err(ProxyError::BadRequest("more than one Host header"));
+            return Err(ParseError::BadRequest("more than one Host header"));
         }
         if hosts == 0 && version == Version::Http11 {
-            return Err(ProxyError::BadRequest("missing Host header"));
+            return Err(ParseError::BadRequest("missing Host header"));
         }
         Ok(f)
     }
 
-    fn body(&self) -> Result<BodyKind, ProxyError> {
+    fn body(&self) -> Result<BodyKind, ParseError> {
         match (self.transfer_encoding, self.content_length) {
-            (true, Some(_)) => Err(ProxyError::BadRequest(
+            (true, Some(_)) => Err(ParseError::BadRequest(
                 "both Content-Length and Transfer-Encoding",
             )),
-            (true, None) if self.chunked && self.other_coding => Err(ProxyError::NotImplemented(
+            (true, None) if self.chunked && self.other_coding => Err(ParseError::NotImplemented(
                 "transfer codings other than chunked are not supported",
             )),
             (true, None) if self.chunked => Ok(BodyKind::Chunked),
-            (true, None) => Err(ProxyError::BadRequest(
+            (true, None) => Err(ParseError::BadRequest(
                 "final transfer coding is not chunked",
             )),
             (false, Some(0) | None) => Ok(BodyKind::None),
@@ -552,17 +525,17 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     result
 }
 
-fn map_parse_error(e: httparse::Error, buf: &[u8]) -> ProxyError {
+fn map_parse_error(e: httparse::Error, buf: &[u8]) -> ParseError {
     match e {
-        httparse::Error::TooManyHeaders => ProxyError::HeadTooLarge,
-        httparse::Error::Version if is_other_http_version(buf) => ProxyError::VersionNotSupported,
-        httparse::Error::HeaderName => ProxyError::BadRequest("invalid header name"),
-        httparse::Error::HeaderValue => ProxyError::BadRequest("invalid header value"),
-        httparse::Error::NewLine => ProxyError::BadRequest("invalid line ending"),
+        httparse::Error::TooManyHeaders => ParseError::HeadTooLarge,
+        httparse::Error::Version if is_other_http_version(buf) => ParseError::VersionNotSupported,
+        httparse::Error::HeaderName => ParseError::BadRequest("invalid header name"),
+        httparse::Error::HeaderValue => ParseError::BadRequest("invalid header value"),
+        httparse::Error::NewLine => ParseError::BadRequest("invalid line ending"),
         httparse::Error::Token | httparse::Error::Version => {
-            ProxyError::BadRequest("invalid request line")
+            ParseError::BadRequest("invalid request line")
         }
-        httparse::Error::Status => ProxyError::BadRequest("malformed request"),
+        httparse::Error::Status => ParseError::BadRequest("malformed request"),
     }
 }
 

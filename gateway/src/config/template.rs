@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 /// A stage-variable name: ASCII letters, digits and `_`, at least one.
-pub fn is_var_name(name: &str) -> bool {
+pub(crate) fn is_var_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// A parsed template: literal text and variable references.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Template {
+pub(crate) struct Template {
     parts: Vec<Part>,
 }
 
@@ -24,7 +24,7 @@ const OPEN: &str = "${stageVariables.";
 
 impl Template {
     /// Parses `text`; `$` not followed by `{` is literal.
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub(crate) fn parse(text: &str) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(i) = rest.find("${") {
@@ -56,7 +56,7 @@ impl Template {
     }
 
     /// Renders with `vars`; an undefined variable renders as the empty string.
-    pub fn render(&self, vars: &BTreeMap<String, String>) -> String {
+    pub(crate) fn render(&self, vars: &BTreeMap<String, String>) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
@@ -70,7 +70,7 @@ impl Template {
 
 /// Parses and renders in one step; a text that does not parse renders as itself (the
 /// configuration was checked when it was loaded).
-pub fn render(text: &str, vars: &BTreeMap<String, String>) -> String {
+pub(crate) fn render(text: &str, vars: &BTreeMap<String, String>) -> String {
     Template::parse(text).map_or_else(|_| text.to_owned(), |t| t.render(vars))
 }
 

@@ -10,19 +10,18 @@
 
 use std::time::Duration;
 
-use monoio::io::{AsyncWriteRent, Splitable};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split, Splitable};
 
 use super::buf::{InBuf, flush};
-use super::chunked::{ChunkError, ChunkedDecoder, Piece, Reframer};
-use super::head::BodyKind;
+use crate::dataplane::h1::chunked::{ChunkError, ChunkedDecoder, Piece, Reframer};
+use crate::dataplane::h1::head::BodyKind;
 
 /// Pieces up to this size are coalesced with pending bytes into one write.
 const COALESCE: usize = 16 * 1024;
 
 /// Why a body relay stopped early.
 #[derive(Debug)]
-pub enum RelayError {
+pub(crate) enum RelayError {
     /// The sender closed its connection before the body ended.
     SrcClosed,
     /// The sender stopped sending for longer than the timeout.
@@ -46,33 +45,36 @@ pub enum RelayError {
 
 /// How one body is delimited and relayed.
 #[derive(Clone, Copy, Debug)]
-pub struct BodySpec {
+pub(crate) struct BodySpec {
     /// How the sender delimits it.
-    pub kind: BodyKind,
+    pub(crate) kind: BodyKind,
     /// Forward only the data of a chunked body (for an HTTP/1.0 receiver).
-    pub dechunk: bool,
+    pub(crate) dechunk: bool,
     /// Longest wait for the sender's next bytes.
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// Largest data size accepted (0: no limit).
-    pub limit: u64,
+    pub(crate) limit: u64,
 }
 
 /// The two ends of one relay: bytes come from `src` (those already in `src_buf` first)
 /// and go to `dst` after the bytes pending in `out` (usually the head).
-pub struct Ends<'a> {
+pub(crate) struct Ends<'a, S, D> {
     /// The sender.
-    pub src: &'a mut TcpStream,
+    pub(crate) src: &'a mut S,
     /// Bytes received from the sender and not consumed yet.
-    pub src_buf: &'a mut InBuf,
+    pub(crate) src_buf: &'a mut InBuf,
     /// The receiver.
-    pub dst: &'a mut TcpStream,
+    pub(crate) dst: &'a mut D,
     /// Bytes waiting to be written to the receiver.
-    pub out: &'a mut Vec<u8>,
+    pub(crate) out: &'a mut Vec<u8>,
 }
 
 /// Streams one body described by `spec` between `ends`. Returns the body bytes read from
 /// the sender (framing included).
-pub async fn relay_body(ends: Ends<'_>, spec: BodySpec) -> Result<u64, RelayError> {
+pub(crate) async fn relay_body<S: AsyncReadRent, D: AsyncWriteRent>(
+    ends: Ends<'_, S, D>,
+    spec: BodySpec,
+) -> Result<u64, RelayError> {
     let Ends {
         src,
         src_buf,
@@ -153,7 +155,7 @@ pub async fn relay_body(ends: Ends<'_>, spec: BodySpec) -> Result<u64, RelayErro
 async fn pass(
     src_buf: &mut InBuf,
     take: usize,
-    dst: &mut TcpStream,
+    dst: &mut impl AsyncWriteRent,
     out: &mut Vec<u8>,
     sent: &mut bool,
 ) -> Result<(), RelayError> {
@@ -179,7 +181,7 @@ async fn pass(
 async fn reframe(
     decoder: &mut ChunkedDecoder,
     src_buf: &mut InBuf,
-    dst: &mut TcpStream,
+    dst: &mut impl AsyncWriteRent,
     out: &mut Vec<u8>,
     dechunk: bool,
     sent: &mut bool,
@@ -231,12 +233,16 @@ async fn reframe(
 
 /// Relays bytes both ways between an upgraded client connection and its upstream until
 /// both directions have ended. Bytes already buffered on either side go first.
-pub async fn tunnel(
-    mut client: TcpStream,
+pub(crate) async fn tunnel<C, U>(
+    mut client: C,
     mut client_buf: InBuf,
-    mut upstream: TcpStream,
+    mut upstream: U,
     mut upstream_buf: InBuf,
-) -> (u64, u64) {
+) -> (u64, u64)
+where
+    C: AsyncReadRent + AsyncWriteRent + Split,
+    U: AsyncReadRent + AsyncWriteRent + Split,
+{
     let n = client_buf.data().len();
     if n > 0 && client_buf.write_to(&mut upstream, n).await.is_err() {
         return (0, 0);

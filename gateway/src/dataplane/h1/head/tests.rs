@@ -1,6 +1,34 @@
 use super::*;
+use crate::dataplane::error::ProxyError;
 
-fn parse(raw: &[u8]) -> Result<(RequestHead, String), ProxyError> {
+/// Result of looking at the bytes received so far (what the tests check).
+#[derive(Debug)]
+enum Parsed {
+    /// The head is not complete yet.
+    Partial,
+    /// The head is complete; `out` holds the head to send upstream.
+    Complete(RequestHead),
+}
+
+/// Parses the request head at the start of `buf` and, when it is complete and valid,
+/// writes the head to send upstream, unchanged by any route, into `out`.
+fn parse_request(
+    buf: &[u8],
+    max_head: usize,
+    fwd: Forwarding,
+    out: &mut Vec<u8>,
+) -> Result<Parsed, ParseError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match super::parse(buf, max_head, &mut headers)? {
+        None => Ok(Parsed::Partial),
+        Some(req) => {
+            write_upstream(&req, &Rewrite::default(), &fwd, out);
+            Ok(Parsed::Complete(req.head))
+        }
+    }
+}
+
+fn parse(raw: &[u8]) -> Result<(RequestHead, String), ParseError> {
     let mut out = Vec::new();
     let fwd = Forwarding::new("10.0.0.7".parse().unwrap());
     match parse_request(raw, 16 * 1024, fwd, &mut out)? {
@@ -10,7 +38,10 @@ fn parse(raw: &[u8]) -> Result<(RequestHead, String), ProxyError> {
 }
 
 fn status(raw: &[u8]) -> u16 {
-    parse(raw).err().and_then(|e| e.status()).map_or(0, |s| s.0)
+    parse(raw)
+        .err()
+        .and_then(|e| ProxyError::from(e).status())
+        .map_or(0, |s| s.0)
 }
 
 #[test]
@@ -191,12 +222,12 @@ fn limits() {
     let big = [b"GET / HTTP/1.1\r\nHost: a\r\nX: ".as_slice(), &[b'a'; 200]].concat();
     assert!(matches!(
         parse_request(&big, 100, fwd, &mut out),
-        Err(ProxyError::HeadTooLarge)
+        Err(ParseError::HeadTooLarge)
     ));
     let long_line = [b"GET /".as_slice(), &[b'a'; 200]].concat();
     assert!(matches!(
         parse_request(&long_line, 100, fwd, &mut out),
-        Err(ProxyError::UriTooLong)
+        Err(ParseError::UriTooLong)
     ));
     assert!(matches!(
         parse_request(b"GET / HT", 100, fwd, &mut out),
@@ -209,7 +240,7 @@ fn limits() {
     many.extend_from_slice(b"\r\n");
     assert!(matches!(
         parse_request(&many, 1 << 20, fwd, &mut out),
-        Err(ProxyError::HeadTooLarge)
+        Err(ParseError::HeadTooLarge)
     ));
 }
 

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::UpConn;
-use crate::socket::{self, probe_idle};
+use crate::dataplane::io::socket::{self, probe_idle};
 
 /// A connection idle for less than this is taken without a peek.
 pub(crate) const PEEK_AFTER: Duration = Duration::from_millis(1);
@@ -92,6 +92,7 @@ impl Pool {
     }
 
     /// Idle connections held.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.idle.len()
     }
@@ -114,9 +115,8 @@ mod tests {
         let (peer, _) = l.accept().unwrap();
         let conn = UpConn {
             stream,
-            buf: crate::proxy::buf::InBuf::new(1024),
+            buf: crate::dataplane::io::buf::InBuf::new(1024),
             addr,
-            variant: gateway_common::Variant::Stable,
             reused: true,
         };
         (conn, peer)

@@ -2,12 +2,9 @@
 //! rewritten for the client (hop-by-hop headers removed, connection management and the
 //! optional variant header added) into a reused output buffer.
 
-use super::error::ProxyError;
+use super::ParseError;
 use super::head::{BodyKind, MAX_HEADERS, RequestHead, Version, is_hop_by_hop, tokens};
 use super::head::{parse_content_length, write_framing, write_header};
-
-/// Largest upstream response head accepted (502 above).
-pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// What the proxy needs to know about an upstream response once its head is parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +28,8 @@ pub struct ResponseHead {
     pub idle_timeout_s: Option<u32>,
 }
 
-/// Parses the upstream response head at the start of `buf`; `Ok(None)` while incomplete.
+/// Parses the upstream response head at the start of `buf`; `Ok(None)` while incomplete
+/// (the caller's read buffer bounds the head: a full buffer without a head is a 502).
 /// Interim (1xx) responses other than 101 are returned too; the caller skips them.
 /// When complete and final, the head for the client is written into `out` (cleared first).
 pub fn parse_response(
@@ -39,22 +37,19 @@ pub fn parse_response(
     req: &RequestHead,
     variant_header: Option<(&str, &str)>,
     out: &mut Vec<u8>,
-) -> Result<Option<ResponseHead>, ProxyError> {
+) -> Result<Option<ResponseHead>, ParseError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_RESPONSE_HEAD => {
-            return Err(ProxyError::BadResponse("response head too large"));
-        }
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(ProxyError::BadResponse("malformed response head")),
+        Err(_) => return Err(ParseError::BadResponse("malformed response head")),
     };
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
-        return Err(ProxyError::BadResponse("incomplete status line"));
+        return Err(ParseError::BadResponse("incomplete status line"));
     };
     if status < 100 {
-        return Err(ProxyError::BadResponse("invalid status code"));
+        return Err(ParseError::BadResponse("invalid status code"));
     }
     let mut content_length = None;
     let mut te = false;
@@ -66,9 +61,9 @@ pub fn parse_response(
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = parse_content_length(h.value)
-                .ok_or(ProxyError::BadResponse("invalid Content-Length"))?;
+                .ok_or(ParseError::BadResponse("invalid Content-Length"))?;
             if content_length.is_some_and(|p| p != n) {
-                return Err(ProxyError::BadResponse(
+                return Err(ParseError::BadResponse(
                     "conflicting Content-Length headers",
                 ));
             }
@@ -83,7 +78,7 @@ pub fn parse_response(
                     .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
                 && codings.next().is_none();
             if !chunked {
-                return Err(ProxyError::BadResponse("unsupported Transfer-Encoding"));
+                return Err(ParseError::BadResponse("unsupported Transfer-Encoding"));
             }
             te = true;
         } else if h.name.eq_ignore_ascii_case("keep-alive") {
@@ -103,14 +98,14 @@ pub fn parse_response(
         }
     }
     if te && content_length.is_some() {
-        return Err(ProxyError::BadResponse(
+        return Err(ParseError::BadResponse(
             "both Content-Length and Transfer-Encoding",
         ));
     }
     let interim = (100..200).contains(&status);
     let upgraded = status == 101 && req.upgrade;
     if status == 101 && !req.upgrade {
-        return Err(ProxyError::BadResponse("101 without an upgrade request"));
+        return Err(ParseError::BadResponse("101 without an upgrade request"));
     }
     let body = if interim || req.is_head || status == 204 || status == 304 {
         BodyKind::None
@@ -201,6 +196,31 @@ fn keep_alive_timeout(value: &[u8]) -> Option<u32> {
     })
 }
 
+/// Appends a complete gateway-generated response for `err` to `out`.
+pub fn write_error_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    reason: &str,
+    detail: &str,
+    close: bool,
+    variant_header: Option<(&str, &str)>,
+) {
+    use std::io::Write as _;
+    // Writes into a Vec cannot fail.
+    let body_len = 3 + 1 + reason.len() + 2 + detail.len() + 1;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {body_len}\r\n"
+    );
+    if let Some((name, value)) = variant_header {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    let _ = write!(out, "\r\n{status} {reason}: {detail}\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,7 +238,7 @@ mod tests {
         }
     }
 
-    fn parse(raw: &[u8], r: &RequestHead) -> Result<(ResponseHead, String), ProxyError> {
+    fn parse(raw: &[u8], r: &RequestHead) -> Result<(ResponseHead, String), ParseError> {
         let mut out = Vec::new();
         let h = parse_response(raw, r, Some(("x-variant", "canary")), &mut out)?.unwrap();
         Ok((h, String::from_utf8(out).unwrap()))
@@ -367,5 +387,22 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+    }
+
+    #[test]
+    fn error_response_is_well_formed() {
+        let mut out = Vec::new();
+        write_error_response(&mut out, 502, "Bad Gateway", "upstream refused", true, None);
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
+        assert!(head.contains("connection: close"));
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), len);
     }
 }

@@ -5,8 +5,6 @@
 //! generator step and a compare: no lock, no allocation, no syscall. A store to the share
 //! is seen by every worker on its next pick.
 
-pub mod assign;
-
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use gateway_common::{PPM_MAX, Variant};
@@ -90,7 +88,7 @@ impl Picker {
 
 /// Parses a percentage such as `5`, `0.5` or `12.25` into parts per million, exactly
 /// (no floating point): at most four decimals, within 0..=100.
-pub fn parse_percent(text: &str) -> Result<u32, String> {
+pub(crate) fn parse_percent(text: &str) -> Result<u32, String> {
     let text = text.trim().trim_end_matches('%');
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
     if int.is_empty() && frac.is_empty() {
@@ -122,7 +120,7 @@ pub fn parse_percent(text: &str) -> Result<u32, String> {
 }
 
 /// Formats parts per million as a percentage (`50000` -> `5`, `5000` -> `0.5`).
-pub fn format_percent(ppm: u32) -> String {
+pub(crate) fn format_percent(ppm: u32) -> String {
     let int = ppm / 10_000;
     let frac = ppm % 10_000;
     if frac == 0 {

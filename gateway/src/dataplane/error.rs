@@ -1,15 +1,19 @@
 //! Every way a request can fail, which side caused it, and what the client is told.
+//! The lower layers' own errors ([`ParseError`] from the codecs, [`ConnectError`] from
+//! the upstream layer) convert into [`ProxyError`]; the session decides with it.
 //!
 //! Each error knows its side (downstream client, upstream, internal), the status the
 //! gateway answers with (if the response has not started yet) and the metric it counts in.
 
 use std::io;
 
+use super::h1::ParseError;
+use super::upstream::ConnectError;
 use crate::metrics::{Reject, UpstreamFailure};
 
 /// Which party a failure is attributed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     /// The client sent something wrong, too slowly or went away.
     Downstream,
     /// The upstream endpoint failed.
@@ -18,7 +22,7 @@ pub enum Side {
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// 400: the request is malformed or ambiguous.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -81,7 +85,7 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// Who caused it.
-    pub fn side(&self) -> Side {
+    pub(crate) fn side(&self) -> Side {
         match self {
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
@@ -94,7 +98,7 @@ impl ProxyError {
     }
 
     /// Status and reason phrase to answer with, or `None` when nobody can be answered.
-    pub fn status(&self) -> Option<(u16, &'static str)> {
+    pub(crate) fn status(&self) -> Option<(u16, &'static str)> {
         Some(match self {
             ProxyError::BadRequest(_) => (400, "Bad Request"),
             ProxyError::NoRoute | ProxyError::NoRouteClose => (404, "Not Found"),
@@ -115,7 +119,7 @@ impl ProxyError {
     }
 
     /// Short machine-friendly reason, sent in the error body and logs.
-    pub fn detail(&self) -> &'static str {
+    pub(crate) fn detail(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(why)
             | ProxyError::NotImplemented(why)
@@ -138,7 +142,7 @@ impl ProxyError {
     }
 
     /// The rejection counter this error increments, for client-side errors.
-    pub fn reject_kind(&self) -> Option<Reject> {
+    pub(crate) fn reject_kind(&self) -> Option<Reject> {
         Some(match self {
             ProxyError::BadRequest(_) => Reject::BadRequest,
             ProxyError::NoRoute | ProxyError::NoRouteClose => Reject::NoRoute,
@@ -153,7 +157,7 @@ impl ProxyError {
     }
 
     /// The upstream failure counter this error increments.
-    pub fn upstream_failure(&self) -> Option<UpstreamFailure> {
+    pub(crate) fn upstream_failure(&self) -> Option<UpstreamFailure> {
         Some(match self {
             ProxyError::Connect(_) => UpstreamFailure::Connect,
             ProxyError::ConnectTimeout => UpstreamFailure::ConnectTimeout,
@@ -164,56 +168,37 @@ impl ProxyError {
         })
     }
 
+    /// The upstream could not be connected to (in time): the kill switch may count it.
+    pub(crate) fn is_connect_failure(&self) -> bool {
+        matches!(self, ProxyError::Connect(_) | ProxyError::ConnectTimeout)
+    }
+
     /// Whether the client connection can stay open after answering with this error:
     /// only when the request was read completely, which the caller also checks.
-    pub fn keeps_client(&self) -> bool {
+    pub(crate) fn keeps_client(&self) -> bool {
         self.side() == Side::Upstream
     }
 }
 
-/// Appends a complete gateway-generated response for `err` to `out`.
-pub fn write_error_response(
-    out: &mut Vec<u8>,
-    status: u16,
-    reason: &str,
-    detail: &str,
-    close: bool,
-    variant_header: Option<(&str, &str)>,
-) {
-    use std::io::Write as _;
-    // Writes into a Vec cannot fail.
-    let body_len = 3 + 1 + reason.len() + 2 + detail.len() + 1;
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {body_len}\r\n"
-    );
-    if let Some((name, value)) = variant_header {
-        let _ = write!(out, "{name}: {value}\r\n");
+impl From<ParseError> for ProxyError {
+    fn from(e: ParseError) -> ProxyError {
+        match e {
+            ParseError::BadRequest(why) => ProxyError::BadRequest(why),
+            ParseError::UriTooLong => ProxyError::UriTooLong,
+            ParseError::HeadTooLarge => ProxyError::HeadTooLarge,
+            ParseError::ExpectationFailed => ProxyError::ExpectationFailed,
+            ParseError::NotImplemented(why) => ProxyError::NotImplemented(why),
+            ParseError::VersionNotSupported => ProxyError::VersionNotSupported,
+            ParseError::BadResponse(why) => ProxyError::BadResponse(why),
+        }
     }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    let _ = write!(out, "\r\n{status} {reason}: {detail}\n");
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_response_is_well_formed() {
-        let mut out = Vec::new();
-        write_error_response(&mut out, 502, "Bad Gateway", "upstream refused", true, None);
-        let text = String::from_utf8(out).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
-        assert!(head.contains("connection: close"));
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(body.len(), len);
+impl From<ConnectError> for ProxyError {
+    fn from(e: ConnectError) -> ProxyError {
+        match e {
+            ConnectError::Failed(e) => ProxyError::Connect(e),
+            ConnectError::Timeout => ProxyError::ConnectTimeout,
+        }
     }
 }

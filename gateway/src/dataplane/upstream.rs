@@ -15,33 +15,42 @@ use std::time::{Duration, Instant};
 use gateway_common::{VARIANT_COUNT, Variant};
 use monoio::net::TcpStream;
 
-use crate::proxy::buf::InBuf;
-use crate::proxy::error::ProxyError;
+use super::io::buf::InBuf;
+use super::io::socket;
 use pool::Pool;
+
+/// Why no connection to an endpoint could be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// The connect failed (refused, unreachable, reset).
+    #[error("upstream connect failed: {0}")]
+    Failed(std::io::Error),
+    /// The connect took longer than the connect timeout.
+    #[error("upstream connect timeout")]
+    Timeout,
+}
 
 /// Bytes of response buffered per upstream connection.
 const UPSTREAM_BUF: usize = 16 * 1024;
 
 /// A connection to one upstream endpoint, with its own read buffer.
 #[derive(Debug)]
-pub struct UpConn {
+pub(crate) struct UpConn {
     /// The socket.
-    pub stream: TcpStream,
+    pub(crate) stream: TcpStream,
     /// Bytes received from the upstream and not consumed yet.
-    pub buf: InBuf,
+    pub(crate) buf: InBuf,
     /// The endpoint.
-    pub addr: SocketAddr,
-    /// The deployment it serves.
-    pub variant: Variant,
+    pub(crate) addr: SocketAddr,
     /// True when the connection came from the pool (it served earlier requests).
-    pub reused: bool,
+    pub(crate) reused: bool,
 }
 
 /// One worker's connections to upstream endpoints: a keep-alive pool per endpoint
 /// address (so pools survive routing changes that keep the endpoint) and a round-robin
 /// cursor per route and variant.
 #[derive(Debug)]
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     pools: RefCell<HashMap<SocketAddr, Pool, BuildHasherDefault<AddrHasher>>>,
     cursors: RefCell<Vec<u32>>,
     max_idle: usize,
@@ -53,7 +62,7 @@ pub struct Upstreams {
 impl Upstreams {
     /// Pools holding up to `max_idle` connections per endpoint for at most
     /// `timeouts.pool_idle`; new connections get `timeouts.connect` and `timeouts.send`.
-    pub fn new(max_idle: usize, timeouts: &crate::Timeouts) -> Self {
+    pub(crate) fn new(max_idle: usize, timeouts: &crate::config::Timeouts) -> Self {
         Upstreams {
             pools: RefCell::new(HashMap::default()),
             cursors: RefCell::new(Vec::new()),
@@ -65,7 +74,7 @@ impl Upstreams {
     }
 
     /// The next of `endpoints` for route `route_id` and `variant`, in round-robin order.
-    pub fn next_endpoint(
+    pub(crate) fn next_endpoint(
         &self,
         route_id: usize,
         variant: Variant,
@@ -86,12 +95,12 @@ impl Upstreams {
 
     /// An idle pooled connection to `addr` (unless `fresh`), or a new one. `variant` is
     /// the deployment the connection serves (kernel accounting tags new sockets with it).
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         addr: SocketAddr,
         variant: Variant,
         fresh: bool,
-    ) -> Result<UpConn, ProxyError> {
+    ) -> Result<UpConn, ConnectError> {
         let pooled = if fresh {
             None
         } else {
@@ -109,27 +118,26 @@ impl Upstreams {
         )
         .await
         {
-            Err(_) => return Err(ProxyError::ConnectTimeout),
-            Ok(Err(e)) => return Err(ProxyError::Connect(e)),
+            Err(_) => return Err(ConnectError::Timeout),
+            Ok(Err(e)) => return Err(ConnectError::Failed(e)),
             Ok(Ok(s)) => s,
         };
         // Small heads must not wait for Nagle; failure only costs latency.
         let _ = stream.set_nodelay(true);
-        crate::socket::set_send_timeout(&stream, self.send_timeout);
+        socket::set_send_timeout(&stream, self.send_timeout);
         // Kernel accounting: this socket's TCP figures count for `variant` from now on.
         crate::kernel::tag_upstream(&stream, variant);
         Ok(UpConn {
             stream,
             buf: InBuf::new(UPSTREAM_BUF),
             addr,
-            variant,
             reused: false,
         })
     }
 
     /// Returns a connection whose last exchange completed cleanly to its pool;
     /// `upstream_timeout_s` is the idle timeout the upstream announced in that exchange.
-    pub fn put(&self, mut conn: UpConn, upstream_timeout_s: Option<u32>) {
+    pub(crate) fn put(&self, mut conn: UpConn, upstream_timeout_s: Option<u32>) {
         if !conn.buf.is_empty() {
             // Bytes after the response: the upstream is out of step; never reuse.
             return;
@@ -145,17 +153,12 @@ impl Upstreams {
 
     /// Closes idle connections past their retirement time or closed by their upstream;
     /// forgets empty pools.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let now = Instant::now();
         self.pools.borrow_mut().retain(|_, pool| {
             pool.sweep(now);
             !pool.is_empty()
         });
-    }
-
-    /// Idle connections currently pooled, over all endpoints.
-    pub fn idle(&self) -> usize {
-        self.pools.borrow().values().map(Pool::len).sum()
     }
 }
 

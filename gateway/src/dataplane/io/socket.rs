@@ -1,5 +1,6 @@
-//! Socket options and liveness probes on the workers' monoio streams, below both the
-//! client side ([`crate::proxy`]) and the upstream side ([`crate::upstream`]).
+//! Socket options and liveness probes on the workers' monoio TCP streams, below both the
+//! client side (the session) and the upstream side ([`crate::dataplane::upstream`]).
+//! They are set on the TCP socket before any layer (TLS, HTTP/2) wraps it.
 //!
 //! Each helper is one non-blocking system call on the stream's descriptor; failing to
 //! set an option only loses the protection it gives, never the connection.

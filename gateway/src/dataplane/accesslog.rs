@@ -22,7 +22,7 @@ pub(crate) const QUEUE_CAPACITY: usize = 4096;
 
 /// Bytes stored inline, truncated at `N`: copying one allocates nothing.
 #[derive(Clone, Copy)]
-pub struct Inline<const N: usize> {
+pub(crate) struct Inline<const N: usize> {
     len: u16,
     bytes: [u8; N],
 }
@@ -30,7 +30,7 @@ pub struct Inline<const N: usize> {
 impl<const N: usize> Inline<N> {
     /// Copies up to `N` bytes of `src`.
     #[inline]
-    pub fn new(src: &[u8]) -> Self {
+    pub(crate) fn new(src: &[u8]) -> Self {
         let len = src.len().min(N);
         let mut bytes = [0u8; N];
         bytes[..len].copy_from_slice(&src[..len]);
@@ -41,7 +41,7 @@ impl<const N: usize> Inline<N> {
     }
 
     /// The stored bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
 }
@@ -54,7 +54,7 @@ impl<const N: usize> std::fmt::Debug for Inline<N> {
 
 /// One request, as logged.
 #[derive(Clone, Copy, Debug)]
-pub struct Record {
+pub(crate) struct Record {
     /// Completion time, µs since the Unix epoch.
     pub time_us: u64,
     /// Stage name.
@@ -81,14 +81,6 @@ pub struct Record {
     pub bytes_in: u64,
     /// Bytes to the client.
     pub bytes_out: u64,
-}
-
-/// Microseconds since the Unix epoch (vDSO clock read, no syscall).
-#[inline]
-pub(crate) fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// The queue one worker pushes into.

@@ -9,16 +9,16 @@ use std::sync::Arc;
 
 use gateway_common::{VARIANT_COUNT, Variant};
 
-use super::template::render;
+use super::killswitch::KillSwitch;
+use super::split::Split;
+use crate::config::template::render;
 use crate::config::{Assignment, Deployment, RouteConfig};
 use crate::metrics::RouteMetrics;
-use crate::rollout::KillSwitch;
-use crate::select::Split;
 
 /// A worker's handle on a snapshot. Workers share it through a worker-local `Rc`, so a
 /// request costs a non-atomic count instead of bumping the shared `Arc` all cores touch.
 #[derive(Debug)]
-pub struct Held(pub Arc<Snapshot>);
+pub(crate) struct Held(pub Arc<Snapshot>);
 
 impl std::ops::Deref for Held {
     type Target = Snapshot;

@@ -12,9 +12,9 @@ use std::net::IpAddr;
 
 use gateway_common::{PPM_MAX, Variant};
 
-use super::Picker;
+use super::route::snapshot::RouteSnap;
+use super::route::split::Picker;
 use crate::config::{Assignment, StickyKey};
-use crate::control::RouteSnap;
 
 /// The bucket (0..1,000,000) of `key` under `salt`.
 pub fn bucket(salt: &[u8], key: &[u8]) -> u32 {
@@ -31,29 +31,16 @@ pub fn bucket(salt: &[u8], key: &[u8]) -> u32 {
     ((u128::from(h) * u128::from(PPM_MAX)) >> 64) as u32
 }
 
-/// Why a request got its variant (for logs and tests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// The forcing header.
-    Header,
-    /// The forcing cookie.
-    Cookie,
-    /// The sticky key's bucket.
-    Sticky,
-    /// A random draw.
-    Random,
-}
-
 /// Picks the variant for a request with `headers` from `client` on `route`.
 #[inline]
-pub fn assign(
+pub(crate) fn assign(
     route: &RouteSnap,
     headers: &[httparse::Header<'_>],
     client: IpAddr,
     picker: &mut Picker,
-) -> (Variant, Reason) {
+) -> Variant {
     if !route.has_canary() {
-        return (Variant::Stable, Reason::Random);
+        return Variant::Stable;
     }
     if let Some(name) = &route.force_header
         && let Some(v) = headers
@@ -61,12 +48,12 @@ pub fn assign(
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .and_then(|h| forced(h.value))
     {
-        return (v, Reason::Header);
+        return v;
     }
     if let Some(name) = &route.force_cookie
         && let Some(v) = cookie(headers, name.as_bytes()).and_then(forced)
     {
-        return (v, Reason::Cookie);
+        return v;
     }
     if let Assignment::Sticky { key, salt } = &route.assignment {
         let mut ip_buf = [0u8; 16];
@@ -93,10 +80,10 @@ pub fn assign(
             } else {
                 Variant::Stable
             };
-            return (v, Reason::Sticky);
+            return v;
         }
     }
-    (picker.pick(&route.split), Reason::Random)
+    picker.pick(&route.split)
 }
 
 fn forced(value: &[u8]) -> Option<Variant> {
@@ -111,7 +98,7 @@ fn forced(value: &[u8]) -> Option<Variant> {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 §5.4).
-pub fn cookie<'h>(headers: &[httparse::Header<'h>], name: &[u8]) -> Option<&'h [u8]> {
+pub(crate) fn cookie<'h>(headers: &[httparse::Header<'h>], name: &[u8]) -> Option<&'h [u8]> {
     headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("cookie"))

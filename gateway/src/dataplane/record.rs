@@ -1,0 +1,149 @@
+//! The one place a request is counted, at its end, whatever happened to it (pingora's
+//! `logging` phase): per route and variant the status class, bytes, latencies, upstream
+//! connects, reuses, retries and failures; the canary's kill-switch window; the
+//! access-log record. [`begin`] marks a request (or a failover's stable attempt) in
+//! flight; [`finish`] turns the session's [`Report`] into figures.
+//!
+//! Everything is a relaxed store to this worker's own counters or a push to its own
+//! bounded queue: no lock, no allocation.
+
+use gateway_common::Variant;
+
+use super::accesslog::{Inline, Record};
+use super::io::clock::now_us;
+use super::request::{Outcome, Report, RequestCtx, Tally};
+use super::route::snapshot::RouteSnap;
+use super::worker::Worker;
+use crate::metrics::VariantMetrics;
+
+/// A routed request starts: the worker is busy (a graceful stop waits for it) and its
+/// variant has one more request in flight.
+#[inline]
+pub(crate) fn begin(w: &Worker, ctx: &RequestCtx) {
+    w.metrics.busy.inc();
+    begin_variant(w, ctx);
+}
+
+/// The request's variant starts an attempt: at the start, and again for stable when a
+/// canary request fails over.
+#[inline]
+pub(crate) fn begin_variant(w: &Worker, ctx: &RequestCtx) {
+    let vm = ctx.route().metrics.slot(w.id, ctx.variant);
+    vm.requests.inc();
+    vm.in_flight.inc();
+}
+
+/// Counts what one turn of the session reported.
+pub(crate) fn finish(w: &Worker, report: &Report) {
+    match report {
+        Report::Nothing => {}
+        Report::Rejected(kind) => {
+            if let Some(kind) = kind {
+                w.metrics.rejected[*kind as usize].inc();
+            }
+        }
+        Report::Routed(ctx, out) => {
+            routed(w, ctx, out);
+            w.metrics.busy.dec();
+        }
+    }
+}
+
+fn routed(w: &Worker, ctx: &RequestCtx, out: &Outcome) {
+    let route = ctx.route();
+    for v in Variant::ALL {
+        add_tally(route.metrics.slot(w.id, v), &out.tally[v.index()]);
+    }
+    if let Some(f) = out.failed_over {
+        settle(
+            w,
+            route,
+            Variant::Canary,
+            502,
+            f.connect_failed,
+            f.latency_us,
+        );
+    }
+    let vm = route.metrics.slot(w.id, ctx.variant);
+    if let Some(kind) = out.failure {
+        vm.upstream_failures[kind as usize].inc();
+    } else if let Some(kind) = out.reject {
+        w.metrics.rejected[kind as usize].inc();
+    }
+    vm.bytes_in.add(out.bytes_in);
+    vm.bytes_out.add(out.bytes_out);
+    let upstream_us = out.upstream_head.map(|d| d.as_micros() as u64);
+    if let Some(us) = upstream_us {
+        vm.upstream_latency.record(us);
+    }
+    let total_us = ctx.start.elapsed().as_micros() as u64;
+    settle(
+        w,
+        route,
+        ctx.variant,
+        out.status,
+        out.connect_failed,
+        total_us,
+    );
+    if let (Some(queue), Some((method, path))) = (&w.log, &ctx.log) {
+        let rec = Record {
+            time_us: now_us(),
+            stage: Inline::new(route.stage.as_bytes()),
+            route: Inline::new(route.name.as_bytes()),
+            deployment: Inline::new(ctx.plan().deployment_id.as_bytes()),
+            variant: ctx.variant,
+            method: *method,
+            path: *path,
+            status: out.status,
+            upstream: out.upstream,
+            latency_us: total_us,
+            upstream_latency_us: upstream_us,
+            bytes_in: out.bytes_in,
+            bytes_out: out.bytes_out,
+        };
+        if queue.push(rec).is_err() {
+            w.metrics.log_dropped.inc();
+        }
+    }
+}
+
+#[inline]
+fn add_tally(vm: &VariantMetrics, t: &Tally) {
+    if t.connects > 0 {
+        vm.upstream_connects.add(u64::from(t.connects));
+    }
+    if t.reuses > 0 {
+        vm.upstream_reuses.add(u64::from(t.reuses));
+    }
+    let failed = t.failures.iter().fold(0, |a, &n| a | n);
+    if t.retries | t.stale_retries | failed != 0 {
+        vm.retries.add(u64::from(t.retries));
+        vm.stale_retries.add(u64::from(t.stale_retries));
+        for (c, n) in vm.upstream_failures.iter().zip(t.failures) {
+            c.add(u64::from(n));
+        }
+    }
+}
+
+/// Ends one attempt of `variant` on `route`: no longer in flight, its status class, its
+/// total latency, and (for the canary) the kill switch's window.
+fn settle(
+    w: &Worker,
+    route: &RouteSnap,
+    variant: Variant,
+    status: u16,
+    connect_failed: bool,
+    total_us: u64,
+) {
+    let vm = route.metrics.slot(w.id, variant);
+    vm.in_flight.dec();
+    if (100..600).contains(&status) {
+        vm.responses[usize::from(status / 100 - 1)].inc();
+    }
+    vm.total_latency.record(total_us);
+    if variant == Variant::Canary {
+        route
+            .kill
+            .record(w.id, &route.name, status, connect_failed, &route.split);
+    }
+}

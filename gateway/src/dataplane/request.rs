@@ -1,0 +1,105 @@
+//! One routed request as the phases see it: the [`RequestCtx`] made once its head is
+//! routed and passed down every phase, and the [`Outcome`] the phases fill in, which
+//! [`super::record`] alone turns into figures. Plain data, below both.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use gateway_common::{VARIANT_COUNT, Variant};
+
+use super::accesslog::Inline;
+use super::h1::head::RequestHead;
+use super::route::snapshot::{Held, Plan, RouteSnap};
+use crate::metrics::{Reject, UPSTREAM_FAILURE_KINDS, UpstreamFailure};
+
+/// One routed request: made once its head is parsed and routed, passed down every phase.
+pub(crate) struct RequestCtx {
+    /// When the current variant's attempt began (the head was routed, or the request
+    /// failed over to stable).
+    pub(crate) start: Instant,
+    /// The routing snapshot the request was routed with (kept for its whole life, so a
+    /// reload mid-request changes nothing for it).
+    pub(crate) snap: Rc<Held>,
+    pub(crate) stage: usize,
+    pub(crate) route: usize,
+    /// The variant serving it now (stable after a failover).
+    pub(crate) variant: Variant,
+    /// The request's framing and connection facts.
+    pub(crate) head: RequestHead,
+    /// Method and path for the access log, when it is on.
+    pub(crate) log: Option<(Inline<16>, Inline<256>)>,
+}
+
+impl RequestCtx {
+    /// The route the request was routed to.
+    #[inline]
+    pub(crate) fn route(&self) -> &RouteSnap {
+        &self.snap.stages[self.stage].routes[self.route]
+    }
+
+    /// The plan (endpoints, rewritten path and headers) of the variant serving it now.
+    #[inline]
+    pub(crate) fn plan(&self) -> &Plan {
+        self.route().plan(self.variant).0
+    }
+}
+
+/// What happened to one variant's attempts of a request, counted by `record`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) connects: u32,
+    pub(crate) reuses: u32,
+    pub(crate) retries: u32,
+    pub(crate) stale_retries: u32,
+    /// Failures of attempts that were followed by another attempt, by kind.
+    pub(crate) failures: [u32; UPSTREAM_FAILURE_KINDS],
+}
+
+/// The canary attempt of a request that then failed over to stable: it counts as a 502
+/// of the canary (metrics, judge, kill switch).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FailedOver {
+    pub(crate) latency_us: u64,
+    pub(crate) connect_failed: bool,
+}
+
+/// Everything the phases learned about one routed request.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Status sent to the client (0: none was).
+    pub(crate) status: u16,
+    /// The endpoint of the last attempt.
+    pub(crate) upstream: Option<SocketAddr>,
+    /// Time from routing to the upstream's response head.
+    pub(crate) upstream_head: Option<Duration>,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    /// The request body has been read completely.
+    pub(crate) request_done: bool,
+    /// Bytes of the upstream's response have reached the client.
+    pub(crate) response_started: bool,
+    /// The final error's upstream failure, if it was one.
+    pub(crate) failure: Option<UpstreamFailure>,
+    /// The final error's rejection kind, if it was the client's fault.
+    pub(crate) reject: Option<Reject>,
+    /// The last attempt could not connect (the kill switch may count it).
+    pub(crate) connect_failed: bool,
+    /// Per variant.
+    pub(crate) tally: [Tally; VARIANT_COUNT],
+    pub(crate) failed_over: Option<FailedOver>,
+}
+
+/// What one turn of the session hands to `record`.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "moved once per request on the stack; boxing would allocate per request"
+)]
+pub(crate) enum Report {
+    /// Nothing to count (the client closed or idled out between requests).
+    Nothing,
+    /// Refused before a route was chosen (malformed head, no route, head timeout).
+    Rejected(Option<Reject>),
+    /// A routed request, successful or not.
+    Routed(RequestCtx, Outcome),
+}

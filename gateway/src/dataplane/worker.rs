@@ -1,0 +1,74 @@
+//! What one worker owns, handed to every connection task on its thread: its id and
+//! configuration, the published routing state and this worker's cached copy of it, its
+//! metrics, random source, upstream pools and access-log queue. Lives behind an `Rc` on
+//! one thread, so nothing here locks or is shared with other cores except through the
+//! atomics of [`Shared`] and [`WorkerMetrics`].
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::accesslog::Queue;
+use super::route::publish::Shared;
+use super::route::snapshot::Held;
+use super::route::split::Picker;
+use super::upstream::Upstreams;
+use crate::config::Config;
+use crate::metrics::WorkerMetrics;
+
+/// Everything one worker owns. Lives on its thread, behind an `Rc`.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    /// Index of the worker.
+    pub(crate) id: usize,
+    /// The configuration it was started with.
+    pub(crate) config: Arc<Config>,
+    /// The published routing snapshot.
+    pub(crate) shared: Arc<Shared>,
+    /// This worker's copy of the snapshot pointer and its generation.
+    snap: RefCell<(u64, Rc<Held>)>,
+    /// This worker's connection-level counters.
+    pub(crate) metrics: Arc<WorkerMetrics>,
+    /// This worker's random source for picks.
+    pub(crate) picker: RefCell<Picker>,
+    /// This worker's pools.
+    pub(crate) upstreams: Upstreams,
+    /// This worker's access-log queue, when logging is on.
+    pub(crate) log: Option<Queue>,
+}
+
+impl Worker {
+    /// The current routing snapshot: one atomic load per call; the shared pointer is
+    /// re-read only when the control plane published a new one.
+    #[inline]
+    pub(crate) fn snapshot(&self) -> Rc<Held> {
+        let generation = self.shared.generation();
+        let mut cached = self.snap.borrow_mut();
+        if cached.0 != generation {
+            *cached = (generation, Rc::new(Held(self.shared.load())));
+        }
+        Rc::clone(&cached.1)
+    }
+
+    /// Worker `id`'s state, reading routing state from `shared`.
+    pub(crate) fn new(
+        id: usize,
+        config: Arc<Config>,
+        shared: Arc<Shared>,
+        metrics: Arc<WorkerMetrics>,
+        log: Option<Queue>,
+    ) -> Worker {
+        let upstreams = Upstreams::new(config.limits.pool_max_idle, &config.timeouts);
+        let snap = RefCell::new((shared.generation(), Rc::new(Held(shared.load()))));
+        Worker {
+            id,
+            picker: RefCell::new(Picker::from_entropy(id as u64 + 1)),
+            config,
+            shared,
+            snap,
+            metrics,
+            upstreams,
+            log,
+        }
+    }
+}
