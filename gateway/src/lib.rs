@@ -26,7 +26,7 @@ pub mod select;
 mod socket;
 pub(crate) mod upstream;
 
-pub use config::{Config, DriverChoice, Limits, Timeouts};
+pub use config::{Config, ConfigError, DriverChoice, Limits, ServerConfig, Timeouts};
 pub use control::Control;
 pub use gateway_common::{PPM_MAX, Variant};
 pub use kernel::{KernelAccounting, KernelStats};

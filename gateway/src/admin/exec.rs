@@ -90,7 +90,7 @@ fn result(r: Result<String, crate::control::ControlError>) -> Reply {
 /// Re-reads the configuration file the gateway started with and applies the difference.
 pub fn reload(control: &Control, expect: Option<u64>) -> Reply {
     let current = control.config();
-    let Some(source) = current.source.as_deref() else {
+    let Some(source) = current.server.source.as_deref() else {
         return Reply::err("reload: the gateway was not started with --config");
     };
     if let Some(expected) = expect

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::config::file::parse_addr;
+use crate::config::value::parse_addr;
 use crate::select::parse_percent;
 
 /// Longest accepted command line, in bytes.
