@@ -96,11 +96,12 @@ fn sticky(c: &mut Criterion) {
 fn snapshot_swap(c: &mut Criterion) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let mut cfg = gateway::Config::new(
+    let cfg = gateway::Config::single_route(
         "127.0.0.1:0".parse().expect("addr"),
         vec!["127.0.0.1:1".parse().expect("addr")],
+        vec!["127.0.0.1:2".parse().expect("addr")],
+        0,
     );
-    cfg.canary = vec!["127.0.0.1:2".parse().expect("addr")];
     let control = Arc::new(gateway::Control::new(
         cfg,
         vec![Arc::new(gateway::metrics::WorkerMetrics::default())],

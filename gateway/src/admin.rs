@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::config::Config;
+use crate::config::ServerConfig;
 use crate::control::Control;
 use protocol::MAX_LINE;
 
@@ -27,7 +27,7 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Binds the admin socket and metrics listener (so errors surface at startup), then
     /// serves them on a dedicated thread.
-    pub fn start(config: &Config, control: Arc<Control>) -> Result<ControlPlane, String> {
+    pub fn start(config: &ServerConfig, control: Arc<Control>) -> Result<ControlPlane, String> {
         let admin = match &config.admin_socket {
             Some(path) => Some((bind_admin(path)?, path.clone())),
             None => None,

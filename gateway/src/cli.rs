@@ -2,15 +2,22 @@
 //! tour). Every flag is validated here; a bad one ends the process with exit code 2 and
 //! one line on stderr that names it.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::PossibleValue;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, DriverChoice, Limits, Timeouts};
-use crate::dataplane::route::split::{format_percent, parse_percent};
+use crate::config::value::{
+    format_duration, format_percent, parse_addr, parse_duration, parse_duration_or_zero,
+    parse_header_name, parse_percent,
+};
+use crate::config::{
+    CLI_KERNEL_ACCOUNTING, Config, ConfigError, DriverChoice, Limits, ServerConfig, Timeouts,
+};
 use crate::kernel::KernelAccounting;
 
 /// canarygate: an io_uring L7 load balancer that sends an exact share of traffic to a
@@ -114,93 +121,108 @@ pub struct DemoArgs {
     pub exit: bool,
 }
 
-/// Split, worker and limit flags shared by `run` and the demo.
+/// Split, worker and limit flags of `run`. Defaults are the configuration's
+/// ([`Timeouts::default`], [`Limits::default`], [`DriverChoice::default`]).
 #[derive(Debug, Args)]
 pub struct Tuning {
     /// Share of requests sent to the canary, in percent (0..=100, up to 4 decimals: 5, 0.5, 12.25).
-    #[arg(long, value_name = "P", value_parser = parse_percent_flag, default_value = "0", allow_negative_numbers = true)]
-    pub canary_percent: u32,
+    #[arg(long, value_name = "P", value_parser = parse_percent, default_value = "0", allow_negative_numbers = true)]
+    canary_percent: u32,
     /// Worker threads, one pinned per core (default: number of cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub workers: Option<u16>,
+    workers: Option<u16>,
     /// I/O driver: io_uring when available (auto), io-uring only, or epoll.
-    #[arg(long, value_name = "DRIVER", value_enum, default_value_t = DriverChoice::Auto)]
-    pub io_driver: DriverChoice,
+    #[arg(long, value_name = "DRIVER", value_enum, default_value_t)]
+    io_driver: DriverChoice,
     /// Per-variant TCP accounting in the kernel (eBPF): when privileges allow (auto),
     /// required (on), or never (off).
-    #[arg(long, value_name = "MODE", value_enum, default_value_t = KernelAccounting::Auto)]
-    pub kernel_accounting: KernelAccounting,
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = CLI_KERNEL_ACCOUNTING)]
+    kernel_accounting: KernelAccounting,
     /// Add this response header naming the variant that served the request (off by default).
     #[arg(long, value_name = "NAME", value_parser = parse_header_name)]
-    pub variant_header: Option<String>,
+    variant_header: Option<String>,
     /// Time a client has to send a complete request head (408 after).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
-    pub header_timeout: Duration,
+    #[arg(long, value_name = "DUR", value_parser = Dur::parse, default_value_t = Dur(Timeouts::default().header))]
+    header_timeout: Dur,
     /// Time an idle keep-alive client connection is kept open.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "60s")]
-    pub keepalive_timeout: Duration,
+    #[arg(long, value_name = "DUR", value_parser = Dur::parse, default_value_t = Dur(Timeouts::default().keepalive))]
+    keepalive_timeout: Dur,
     /// Time allowed to connect to an upstream endpoint (504 after).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "3s")]
-    pub connect_timeout: Duration,
+    #[arg(long, value_name = "DUR", value_parser = Dur::parse, default_value_t = Dur(Timeouts::default().connect))]
+    connect_timeout: Dur,
     /// Time the upstream may take to answer, and between reads of a body (504 after).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
-    pub response_timeout: Duration,
+    #[arg(long, value_name = "DUR", value_parser = Dur::parse, default_value_t = Dur(Timeouts::default().response))]
+    response_timeout: Dur,
     /// A client (or upstream) that takes none of the bytes sent to it for this long is
     /// disconnected (TCP_USER_TIMEOUT; covers a peer that stops reading).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "60s")]
-    pub send_timeout: Duration,
+    #[arg(long, value_name = "DUR", value_parser = Dur::parse, default_value_t = Dur(Timeouts::default().send))]
+    send_timeout: Dur,
     /// Idle upstream connections older than this are closed.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
-    pub pool_idle_timeout: Duration,
+    #[arg(long, value_name = "DUR", value_parser = Dur::parse, default_value_t = Dur(Timeouts::default().pool_idle))]
+    pool_idle_timeout: Dur,
     /// Idle upstream connections kept per endpoint and per worker.
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    pub pool_max_idle: usize,
+    #[arg(long, value_name = "N", default_value_t = Limits::default().pool_max_idle)]
+    pool_max_idle: usize,
     /// Largest request head in bytes (431 above).
-    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..=1_048_576), default_value = "16384")]
-    pub max_header_bytes: u32,
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..=1_048_576), default_value_t = Limits::default().max_header_bytes as u32)]
+    max_header_bytes: u32,
     /// Largest request body in bytes, 0 for unlimited (413 above).
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
-    pub max_body_bytes: u64,
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: u64,
 }
 
-impl Tuning {
-    /// A configuration for `listen` and the given deployments with these settings.
-    pub fn config(
-        &self,
-        listen: SocketAddr,
-        stable: Vec<SocketAddr>,
-        canary: Vec<SocketAddr>,
-    ) -> Config {
-        Config {
-            listen,
-            stable,
-            canary,
-            canary_ppm: self.canary_percent,
-            retry_on_stable: false,
-            workers: self.workers.map_or(0, usize::from),
-            io_driver: self.io_driver,
-            kernel_accounting: self.kernel_accounting,
-            stages: Vec::new(),
-            admin_socket: None,
-            metrics_listen: None,
-            access_log: None,
-            canary_access_log: None,
-            source: None,
-            variant_header: self.variant_header.clone(),
-            timeouts: Timeouts {
-                header: self.header_timeout,
-                keepalive: self.keepalive_timeout,
-                connect: self.connect_timeout,
-                response: self.response_timeout,
-                send: self.send_timeout,
-                pool_idle: self.pool_idle_timeout,
-            },
-            limits: Limits {
-                max_header_bytes: self.max_header_bytes as usize,
-                max_body_bytes: self.max_body_bytes,
-                pool_max_idle: self.pool_max_idle,
-            },
-        }
+/// A duration flag's value, shown in `--help` the way it is written (`10s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Dur(Duration);
+
+impl Dur {
+    fn parse(text: &str) -> Result<Dur, String> {
+        parse_duration(text).map(Dur)
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_duration(self.0))
+    }
+}
+
+// The configuration's enumerated settings as flag values: the names are the
+// configuration's own (`DriverChoice::name`, `KernelAccounting::name`), the texts are
+// what `--help` says about each.
+impl ValueEnum for DriverChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        &DriverChoice::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            DriverChoice::Auto => {
+                "io_uring when the kernel allows it, else epoll (said at startup)"
+            }
+            DriverChoice::IoUring => "io_uring or refuse to start",
+            DriverChoice::Epoll => {
+                "epoll, even where io_uring works (e.g. to compare, or under a seccomp filter)"
+            }
+        };
+        Some(PossibleValue::new(self.name()).help(help))
+    }
+}
+
+impl ValueEnum for KernelAccounting {
+    fn value_variants<'a>() -> &'a [Self] {
+        &KernelAccounting::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            KernelAccounting::Auto => {
+                "Use eBPF when the kernel and privileges allow it; otherwise run without it and log why"
+            }
+            KernelAccounting::On => "Refuse to start without it",
+            KernelAccounting::Off => "Never load anything into the kernel",
+        };
+        Some(PossibleValue::new(self.name()).help(help))
     }
 }
 
@@ -237,9 +259,7 @@ pub fn main() -> ExitCode {
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut config = if let Some(path) = &args.config {
-        let mut c = crate::config::file::load(path).map_err(|e| anyhow::anyhow!("--config {e}"))?;
-        args.tuning.apply_explicit(&mut c);
-        c
+        crate::config::file::load(path).map_err(|e| anyhow::anyhow!("--config {e}"))?
     } else {
         if args.tuning.canary_percent > 0 && args.canary.is_empty() {
             anyhow::bail!(
@@ -249,23 +269,30 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         let listen = args
             .listen
             .ok_or_else(|| anyhow::anyhow!("--listen is required without --config"))?;
-        let mut c = args
-            .tuning
-            .config(listen, args.stable.clone(), args.canary.clone());
-        c.retry_on_stable = args.canary_retry_on_stable;
+        let mut c = Config::single_route(
+            listen,
+            args.stable.clone(),
+            args.canary.clone(),
+            args.tuning.canary_percent,
+        );
+        for route in c.stages.iter_mut().flat_map(|s| &mut s.routes) {
+            route.retry_on_stable = args.canary_retry_on_stable;
+        }
         c
     };
+    args.tuning.apply_explicit(&mut config.server);
+    let server = &mut config.server;
     if args.admin_socket.is_some() {
-        config.admin_socket.clone_from(&args.admin_socket);
+        server.admin_socket.clone_from(&args.admin_socket);
     }
     if args.metrics_listen.is_some() {
-        config.metrics_listen = args.metrics_listen;
+        server.metrics_listen = args.metrics_listen;
     }
     if args.access_log.is_some() {
-        config.access_log.clone_from(&args.access_log);
+        server.access_log.clone_from(&args.access_log);
     }
     if args.canary_access_log.is_some() {
-        config.canary_access_log.clone_from(&args.canary_access_log);
+        server.canary_access_log.clone_from(&args.canary_access_log);
     }
     let gateway =
         crate::runtime::start(config).map_err(|e| anyhow::anyhow!("{}", start_error(&e)))?;
@@ -343,8 +370,8 @@ fn drain(
 fn start_error(e: &crate::StartError) -> String {
     match e {
         crate::StartError::Bind { .. } => format!("--listen: {e}"),
-        crate::StartError::NoCanary => format!("--canary: {e}"),
-        crate::StartError::NoStable => format!("--stable: {e}"),
+        crate::StartError::Config(ConfigError::NoCanary { .. }) => format!("--canary: {e}"),
+        crate::StartError::Config(ConfigError::NoStable { .. }) => format!("--stable: {e}"),
         crate::StartError::AccessLog(_) => format!("--access-log: {e}"),
         crate::StartError::Kernel(_) => format!("--kernel-accounting on: {e}"),
         _ => e.to_string(),
@@ -412,114 +439,44 @@ fn one_line(rendered: &str) -> String {
     parts.join(" ")
 }
 
-use crate::config::file::parse_addr;
-
-fn parse_percent_flag(text: &str) -> Result<u32, String> {
-    parse_percent(text)
-}
-
-/// A header field name (RFC 9110 token), stored lower-case.
-pub fn parse_header_name(text: &str) -> Result<String, String> {
-    let ok = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if ok {
-        Ok(text.to_ascii_lowercase())
-    } else {
-        Err(format!("'{text}' is not a valid header name"))
-    }
-}
-
-/// `500ms`, `2s`, `1m`, `1h` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = parse_duration_or_zero(text)?;
-    if d.is_zero() {
-        return Err(format!("'{text}' must be greater than zero"));
-    }
-    Ok(d)
-}
-
-/// Like [`parse_duration`], but `0` (or `0s`, `0ms`) is allowed.
-pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration like 500ms, 2s or 1m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(format!("'{text}' is not a duration like 500ms, 2s or 1m")),
-    }
-}
-
 impl Tuning {
-    /// With `--config`: every tuning flag set to something other than its default
-    /// overrides the file's `[server]` setting.
-    pub fn apply_explicit(&self, c: &mut Config) {
-        let d = Tuning::defaults();
+    /// Puts these flags into `c`, the file's `[server]` settings or the defaults: every
+    /// flag set to something other than its default overrides, `--kernel-accounting`
+    /// always decides (the file has no such setting).
+    fn apply_explicit(&self, c: &mut ServerConfig) {
         if let Some(w) = self.workers {
             c.workers = usize::from(w);
         }
-        if self.io_driver != d.io_driver {
+        if self.io_driver != DriverChoice::default() {
             c.io_driver = self.io_driver;
         }
-        // The file has no such setting; the flag (default auto) always decides.
         c.kernel_accounting = self.kernel_accounting;
         if self.variant_header.is_some() {
             c.variant_header.clone_from(&self.variant_header);
         }
+        let d = Timeouts::default();
         let t = &mut c.timeouts;
         for (mine, default, theirs) in [
-            (self.header_timeout, d.header_timeout, &mut t.header),
-            (
-                self.keepalive_timeout,
-                d.keepalive_timeout,
-                &mut t.keepalive,
-            ),
-            (self.connect_timeout, d.connect_timeout, &mut t.connect),
-            (self.response_timeout, d.response_timeout, &mut t.response),
-            (self.send_timeout, d.send_timeout, &mut t.send),
-            (
-                self.pool_idle_timeout,
-                d.pool_idle_timeout,
-                &mut t.pool_idle,
-            ),
+            (self.header_timeout, d.header, &mut t.header),
+            (self.keepalive_timeout, d.keepalive, &mut t.keepalive),
+            (self.connect_timeout, d.connect, &mut t.connect),
+            (self.response_timeout, d.response, &mut t.response),
+            (self.send_timeout, d.send, &mut t.send),
+            (self.pool_idle_timeout, d.pool_idle, &mut t.pool_idle),
         ] {
-            if mine != default {
-                *theirs = mine;
+            if mine.0 != default {
+                *theirs = mine.0;
             }
         }
+        let d = Limits::default();
         if self.pool_max_idle != d.pool_max_idle {
             c.limits.pool_max_idle = self.pool_max_idle;
         }
-        if self.max_header_bytes != d.max_header_bytes {
+        if self.max_header_bytes as usize != d.max_header_bytes {
             c.limits.max_header_bytes = self.max_header_bytes as usize;
         }
         if self.max_body_bytes != d.max_body_bytes {
             c.limits.max_body_bytes = self.max_body_bytes;
-        }
-    }
-
-    /// The defaults every flag documents.
-    pub fn defaults() -> Tuning {
-        let cli = Cli::try_parse_from([
-            "canarygate",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--stable",
-            "127.0.0.1:1",
-        ]);
-        match cli {
-            Ok(Cli {
-                command: Command::Run(args),
-            }) => args.tuning,
-            _ => unreachable!("the default flags always parse"),
         }
     }
 }
@@ -534,14 +491,52 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let argv = [
+            "canarygate",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--stable",
+            "127.0.0.1:1",
+        ];
+        match Cli::try_parse_from(argv.iter().chain(extra)) {
+            Ok(Cli {
+                command: Command::Run(args),
+            }) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("5d").is_err());
+    fn flag_defaults_are_the_configuration_defaults() {
+        let mut server = ServerConfig::default();
+        run_args(&[]).tuning.apply_explicit(&mut server);
+        assert_eq!(server.timeouts, Timeouts::default());
+        assert_eq!(server.limits, Limits::default());
+        assert_eq!(server.io_driver, DriverChoice::default());
+        assert_eq!(server.kernel_accounting, CLI_KERNEL_ACCOUNTING);
+        let help = Cli::command()
+            .find_subcommand_mut("run")
+            .map(|c| c.render_help().to_string())
+            .unwrap_or_default();
+        for shown in ["[default: 10s]", "[default: 16384]", "[default: auto]"] {
+            assert!(help.contains(shown), "{shown} missing from\n{help}");
+        }
+    }
+
+    #[test]
+    fn explicit_flags_override_the_file() {
+        let mut server = ServerConfig::default();
+        server.timeouts.header = Duration::from_secs(5);
+        server.limits.pool_max_idle = 7;
+        run_args(&["--connect-timeout", "1s", "--io-driver", "epoll"])
+            .tuning
+            .apply_explicit(&mut server);
+        assert_eq!(server.timeouts.header, Duration::from_secs(5));
+        assert_eq!(server.timeouts.connect, Duration::from_secs(1));
+        assert_eq!(server.limits.pool_max_idle, 7);
+        assert_eq!(server.io_driver, DriverChoice::Epoll);
     }
 
     #[test]

@@ -1,12 +1,18 @@
 //! What one gateway instance runs: its stages (listeners) with their routes, each route's
 //! stable and canary deployments, stage variables and assignment, and every timeout and
 //! limit. Built from a TOML file ([`file`]), from the `run` flags (one stage, one route),
-//! or by tests directly. Routing parts change at run time through
-//! [`crate::control`]; server parts (workers, listeners, timeouts) need a restart.
+//! or by tests directly, always as the same [`Config`], checked by [`Config::validate`];
+//! the values they read share one set of parsers ([`value`]) and every default is
+//! written once, here. Routing parts change at run time through [`crate::control`];
+//! server parts (workers, listeners, timeouts) need a restart.
 
 pub mod file;
 pub(crate) mod killswitch;
 pub(crate) mod template;
+mod validate;
+pub(crate) mod value;
+
+pub use validate::ConfigError;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -136,7 +142,7 @@ impl RouteConfig {
 }
 
 /// Which I/O driver the workers should use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DriverChoice {
     /// io_uring when the kernel allows it, else epoll (said at startup).
     #[default]
@@ -178,14 +184,21 @@ pub struct Limits {
     pub pool_max_idle: usize,
 }
 
-/// Everything a gateway instance needs to start.
-///
-/// Either `stages` is filled (config file), or it is empty and the single-route shortcut
-/// fields (`listen`, `stable`, `canary`, `canary_ppm`) describe one stage and one route.
-#[derive(Clone, Debug)]
+/// Everything a gateway instance needs to start: the server settings and the stages.
+/// The `run` flags build one stage with one route ([`Config::single_route`]), the file
+/// parser ([`file`]) as many as the file has; [`Config::validate`] checks either.
+#[derive(Clone, Debug, Default)]
 pub struct Config {
-    /// Stages with their routes; empty = use the shortcut fields.
+    /// Settings of the whole process; changing them needs a restart.
+    pub server: ServerConfig,
+    /// Stages with their routes; at least one.
     pub stages: Vec<StageConfig>,
+}
+
+/// Settings of the whole process: workers, driver, control plane, logs, timeouts and
+/// limits. `Default` is the library's default for each.
+#[derive(Clone, Debug, Default)]
+pub struct ServerConfig {
     /// Unix socket of the admin interface; `None` = no admin socket.
     pub admin_socket: Option<PathBuf>,
     /// Address of the Prometheus `/metrics` endpoint; `None` = not served.
@@ -196,22 +209,12 @@ pub struct Config {
     pub canary_access_log: Option<PathBuf>,
     /// File the configuration came from, re-read by `reload` and SIGHUP.
     pub source: Option<PathBuf>,
-    /// Address every worker listens on (`SO_REUSEPORT`); port 0 picks a free port.
-    pub listen: SocketAddr,
-    /// Endpoints of the stable deployment (round-robin); never empty.
-    pub stable: Vec<SocketAddr>,
-    /// Endpoints of the canary deployment (round-robin); may be empty when the share is 0.
-    pub canary: Vec<SocketAddr>,
-    /// Initial canary share in parts per million.
-    pub canary_ppm: u32,
-    /// `retry_on_stable` of the shortcut's route (see [`RouteConfig::retry_on_stable`]).
-    pub retry_on_stable: bool,
     /// Worker threads, one per core; 0 means one per available core.
     pub workers: usize,
     /// I/O driver.
     pub io_driver: DriverChoice,
-    /// Per-variant kernel TCP accounting (eBPF); `Off` here, `auto` on the command line,
-    /// because it moves the whole process into a cgroup of its own.
+    /// Per-variant kernel TCP accounting (eBPF); `Off` here, [`CLI_KERNEL_ACCOUNTING`] on
+    /// the command line, because it moves the whole process into a cgroup of its own.
     pub kernel_accounting: crate::kernel::KernelAccounting,
     /// Response header naming the variant that served the request; `None` = not sent.
     pub variant_header: Option<String>,
@@ -220,6 +223,11 @@ pub struct Config {
     /// Limits.
     pub limits: Limits,
 }
+
+/// Kernel accounting of `canarygate run` and `canarygate demo` when `--kernel-accounting`
+/// is not given (the library default, [`ServerConfig::default`], is `Off`).
+pub(crate) const CLI_KERNEL_ACCOUNTING: crate::kernel::KernelAccounting =
+    crate::kernel::KernelAccounting::Auto;
 
 impl Default for Timeouts {
     fn default() -> Self {
@@ -245,53 +253,39 @@ impl Default for Limits {
 }
 
 impl Config {
-    /// A configuration with defaults: no canary, one worker per core.
-    pub fn new(listen: SocketAddr, stable: Vec<SocketAddr>) -> Self {
-        Config {
-            stages: Vec::new(),
-            admin_socket: None,
-            metrics_listen: None,
-            access_log: None,
-            canary_access_log: None,
-            source: None,
-            listen,
-            stable,
-            canary: Vec::new(),
-            canary_ppm: 0,
-            retry_on_stable: false,
-            workers: 0,
-            io_driver: DriverChoice::Auto,
-            kernel_accounting: crate::kernel::KernelAccounting::Off,
-            variant_header: None,
-            timeouts: Timeouts::default(),
-            limits: Limits::default(),
-        }
-    }
-
-    /// The stages to run: `stages`, or the one stage the shortcut fields describe.
-    pub fn effective_stages(&self) -> Vec<StageConfig> {
-        if !self.stages.is_empty() {
-            return self.stages.clone();
-        }
-        let mut route = RouteConfig::catch_all(DEFAULT_NAME, self.stable.clone());
-        route.retry_on_stable = self.retry_on_stable;
-        if !self.canary.is_empty() {
+    /// One stage and one catch-all route, both named [`DEFAULT_NAME`], with default server
+    /// settings: what the `run` flags describe. The route has a canary (id `canary`) when
+    /// `canary` has endpoints or `canary_ppm` is above 0 ([`Config::validate`] refuses a
+    /// share without endpoints).
+    pub fn single_route(
+        listen: SocketAddr,
+        stable: Vec<SocketAddr>,
+        canary: Vec<SocketAddr>,
+        canary_ppm: u32,
+    ) -> Self {
+        let mut route = RouteConfig::catch_all(DEFAULT_NAME, stable);
+        if !canary.is_empty() || canary_ppm > 0 {
             route.canary = Some(Canary {
                 deployment: Deployment {
                     id: "canary".into(),
-                    endpoints: self.canary.clone(),
+                    endpoints: canary,
                     variables: BTreeMap::new(),
                 },
-                ppm: self.canary_ppm,
+                ppm: canary_ppm,
             });
         }
-        vec![StageConfig {
-            name: DEFAULT_NAME.into(),
-            listen: self.listen,
-            routes: vec![route],
-        }]
+        Config {
+            server: ServerConfig::default(),
+            stages: vec![StageConfig {
+                name: DEFAULT_NAME.into(),
+                listen,
+                routes: vec![route],
+            }],
+        }
     }
+}
 
+impl ServerConfig {
     /// Worker count after resolving 0 to the number of available cores.
     pub fn effective_workers(&self) -> usize {
         if self.workers > 0 {

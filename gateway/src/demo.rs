@@ -11,8 +11,9 @@ use anyhow::Context as _;
 use gateway_common::Variant;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
-use crate::cli::{DemoArgs, Tuning};
-use crate::dataplane::route::split::format_percent;
+use crate::cli::DemoArgs;
+use crate::config::value::format_percent;
+use crate::config::{CLI_KERNEL_ACCOUNTING, Config};
 use crate::metrics::{Histogram, new_histogram};
 
 /// Connections the demo's burst uses.
@@ -24,9 +25,10 @@ const DEMO_PPM: u32 = 50_000;
 pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let v1 = spawn_upstream("v1\n").context("starting the built-in stable upstream")?;
     let v2 = spawn_upstream("v2\n").context("starting the built-in canary upstream")?;
-    let mut config = Tuning::defaults().config(args.listen, vec![v1], vec![v2]);
-    config.canary_ppm = DEMO_PPM;
-    config.variant_header = Some("x-canarygate-variant".into());
+    let mut config = Config::single_route(args.listen, vec![v1], vec![v2], DEMO_PPM);
+    // The same server settings as `canarygate run` without flags.
+    config.server.kernel_accounting = CLI_KERNEL_ACCOUNTING;
+    config.server.variant_header = Some("x-canarygate-variant".into());
     let gateway = crate::runtime::start(config).map_err(|e| anyhow::anyhow!("--listen: {e}"))?;
     let addr = gateway.local_addr();
     println!("canarygate demo");

@@ -56,7 +56,7 @@ const SOCKOPS_PROGRAM: &str = "cg_sockops";
 static TAG_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// `--kernel-accounting`: whether to account TCP per variant in the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KernelAccounting {
     /// Use eBPF when the kernel and privileges allow it; otherwise run without it and
     /// log why.
@@ -64,7 +64,7 @@ pub enum KernelAccounting {
     /// Refuse to start without it.
     On,
     /// Never load anything into the kernel.
-    // The library default (`Config::new`): accounting moves the whole process into a
+    // The library default (`ServerConfig::default`): accounting moves the whole process into a
     // cgroup of its own, which a program embedding the gateway must ask for.
     #[default]
     Off,

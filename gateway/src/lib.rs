@@ -22,7 +22,7 @@ pub mod metrics;
 pub(crate) mod rollout;
 pub mod runtime;
 
-pub use config::{Config, DriverChoice, Limits, Timeouts};
+pub use config::{Config, ConfigError, DriverChoice, Limits, ServerConfig, Timeouts};
 pub use control::Control;
 pub use dataplane::assign::bucket;
 pub use dataplane::route::split::{Picker, Split};

@@ -16,7 +16,7 @@ use monoio::time::TimeDriver;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{Config, DriverChoice};
+use crate::config::{Config, ConfigError, DriverChoice};
 use crate::control::Control;
 use crate::dataplane::accesslog::AccessLog;
 use crate::dataplane::route::split::Split;
@@ -31,12 +31,9 @@ const BACKLOG: i32 = 4096;
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// No stable endpoint was given.
-    #[error("the stable deployment needs at least one endpoint")]
-    NoStable,
-    /// A canary share without canary endpoints.
-    #[error("a canary share above 0 needs at least one canary endpoint")]
-    NoCanary,
+    /// The configuration cannot run ([`Config::validate`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -173,34 +170,10 @@ impl Gateway {
 /// admin socket, metrics endpoint or config file asks for it) and returns once all of
 /// them accept connections.
 pub fn start(mut config: Config) -> Result<Gateway, StartError> {
-    config.stages = config.effective_stages();
-    for route in config.stages.iter().flat_map(|s| &s.routes) {
-        if route.stable.endpoints.is_empty() {
-            return Err(StartError::NoStable);
-        }
-        if route
-            .canary
-            .as_ref()
-            .is_some_and(|c| c.ppm > 0 && c.deployment.endpoints.is_empty())
-        {
-            return Err(StartError::NoCanary);
-        }
-    }
-    if config.stable.is_empty() && config.stages.is_empty() {
-        return Err(StartError::NoStable);
-    }
-    if config.canary_ppm > 0
-        && config.canary.is_empty()
-        && config
-            .stages
-            .iter()
-            .all(|s| s.routes.iter().all(|r| r.canary.is_none()))
-    {
-        return Err(StartError::NoCanary);
-    }
-    let workers = config.effective_workers();
+    config.validate()?;
+    let workers = config.server.effective_workers();
     // Before any socket exists: the gateway may move itself into its own cgroup.
-    let kernel = crate::kernel::start(config.kernel_accounting)?;
+    let kernel = crate::kernel::start(config.server.kernel_accounting)?;
     // Listeners: per stage, the first bind resolves port 0; every worker gets its own
     // SO_REUSEPORT socket on the same address.
     let mut local_addrs = Vec::new();
@@ -219,7 +192,6 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
             listeners.push(bind(addr)?);
         }
     }
-    config.listen = local_addrs[0];
 
     let metrics: Vec<Arc<WorkerMetrics>> = (0..workers)
         .map(|_| Arc::new(WorkerMetrics::default()))
@@ -229,30 +201,31 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let split = control
         .split(&first_route)
         .unwrap_or_else(|| Arc::new(Split::new(0)));
-    let log = if config.access_log.is_some() || config.canary_access_log.is_some() {
+    let server = &config.server;
+    let log = if server.access_log.is_some() || server.canary_access_log.is_some() {
         Some(
             AccessLog::start(
                 &metrics,
-                config.access_log.as_deref(),
-                config.canary_access_log.as_deref(),
+                server.access_log.as_deref(),
+                server.canary_access_log.as_deref(),
             )
             .map_err(StartError::AccessLog)?,
         )
     } else {
         None
     };
-    let control_plane = if config.admin_socket.is_some()
-        || config.metrics_listen.is_some()
-        || config.source.is_some()
+    let control_plane = if server.admin_socket.is_some()
+        || server.metrics_listen.is_some()
+        || server.source.is_some()
     {
         Some(
-            crate::admin::ControlPlane::start(&config, Arc::clone(&control))
+            crate::admin::ControlPlane::start(server, Arc::clone(&control))
                 .map_err(StartError::ControlPlane)?,
         )
     } else {
         None
     };
-    let config = Arc::new(config);
+    let config = Arc::new(config.server);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(workers);

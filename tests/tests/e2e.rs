@@ -67,9 +67,10 @@ fn start_gw(stable: &str, extra: &[&str]) -> GatewayProc {
     GatewayProc::start(&args)
 }
 
-/// An in-process gateway config listening on an ephemeral loopback port.
-fn in_process_config(stable: Vec<SocketAddr>) -> gateway::Config {
-    gateway::Config::new(SocketAddr::from(([127, 0, 0, 1], 0)), stable)
+/// An in-process gateway config listening on an ephemeral loopback port: one route to
+/// `stable`, and to `canary` (at 0 %) when it has endpoints.
+fn in_process_config(stable: Vec<SocketAddr>, canary: Vec<SocketAddr>) -> gateway::Config {
+    gateway::Config::single_route(SocketAddr::from(([127, 0, 0, 1], 0)), stable, canary, 0)
 }
 
 /// How long tests wait for the gateway to close a connection it must close.

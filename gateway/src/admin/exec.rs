@@ -8,8 +8,8 @@ use gateway_common::Variant;
 use serde_json::{Value, json};
 
 use super::protocol::{Command, HELP, parse};
+use crate::config::value::format_percent;
 use crate::control::Control;
-use crate::dataplane::route::split::format_percent;
 use crate::metrics::{RouteStats, VariantStats};
 
 /// An answer: its text and whether the command succeeded.
@@ -90,7 +90,7 @@ fn result(r: Result<String, crate::control::ControlError>) -> Reply {
 /// Re-reads the configuration file the gateway started with and applies the difference.
 pub fn reload(control: &Control, expect: Option<u64>) -> Reply {
     let current = control.config();
-    let Some(source) = current.source.as_deref() else {
+    let Some(source) = current.server.source.as_deref() else {
         return Reply::err("reload: the gateway was not started with --config");
     };
     if let Some(expected) = expect

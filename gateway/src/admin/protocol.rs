@@ -4,8 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::config::file::parse_addr;
-use crate::dataplane::route::split::parse_percent;
+use crate::config::value::{parse_addr, parse_percent};
 
 /// Longest accepted command line, in bytes.
 pub const MAX_LINE: usize = 4096;

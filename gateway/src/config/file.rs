@@ -20,17 +20,18 @@
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::value::{parse_addr, parse_duration, parse_header_name};
 use super::{
-    Assignment, Canary, Config, Deployment, DriverChoice, RouteConfig, StageConfig, StickyKey,
+    Assignment, Canary, Config, Deployment, RouteConfig, ServerConfig, StageConfig, StickyKey,
 };
 use crate::config::template::Template;
-use crate::dataplane::route::split::parse_percent;
+use crate::config::value::parse_percent;
 
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +162,7 @@ pub fn load(path: &Path) -> Result<Config, FileError> {
         source,
     })?;
     let mut config = parse(&text, path)?;
-    config.source = Some(path.to_owned());
+    config.server.source = Some(path.to_owned());
     Ok(config)
 }
 
@@ -190,8 +191,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, FileError> {
         }
     })?;
     let cx = Cx { text, path };
-    let mut config = Config::new(unspecified(), Vec::new());
-    cx.server(&file.server, &mut config)?;
+    let mut config = Config::default();
+    cx.server(&file.server, &mut config.server)?;
     if file.stage.is_empty() {
         return Err(cx.invalid(0..0, "at least one [[stage]] is needed"));
     }
@@ -238,12 +239,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, FileError> {
             routes,
         });
     }
-    config.listen = config.stages[0].listen;
     Ok(config)
-}
-
-fn unspecified() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 struct Cx<'a> {
@@ -275,32 +271,25 @@ impl Cx<'_> {
         into: &mut std::time::Duration,
     ) -> Result<(), FileError> {
         if let Some(v) = v {
-            *into = crate::cli::parse_duration(v.get_ref())
+            *into = parse_duration(v.get_ref())
                 .map_err(|e| self.invalid(v.span(), format!("{what}: {e}")))?;
         }
         Ok(())
     }
 
-    fn server(&self, s: &FileServer, c: &mut Config) -> Result<(), FileError> {
+    fn server(&self, s: &FileServer, c: &mut ServerConfig) -> Result<(), FileError> {
         if let Some(w) = s.workers {
             c.workers = usize::from(w);
         }
         if let Some(d) = &s.io_driver {
-            c.io_driver = match d.get_ref().as_str() {
-                "auto" => DriverChoice::Auto,
-                "io-uring" => DriverChoice::IoUring,
-                "epoll" => DriverChoice::Epoll,
-                other => {
-                    return Err(self.invalid(
-                        d.span(),
-                        format!("io_driver: '{other}' is not auto, io-uring or epoll"),
-                    ));
-                }
-            };
+            c.io_driver = d
+                .get_ref()
+                .parse()
+                .map_err(|e| self.invalid(d.span(), format!("io_driver: {e}")))?;
         }
         if let Some(h) = &s.variant_header {
             c.variant_header = Some(
-                crate::cli::parse_header_name(h)
+                parse_header_name(h)
                     .map_err(|e| self.invalid(0..0, format!("variant_header: {e}")))?,
             );
         }
@@ -406,7 +395,7 @@ impl Cx<'_> {
             route.upstream_path_prefix.clone_from(t.get_ref());
         }
         for (k, v) in &r.request_headers {
-            let k = crate::cli::parse_header_name(k)
+            let k = parse_header_name(k)
                 .map_err(|e| self.invalid(v.span(), at(&format!("request_headers: {e}"))))?;
             Template::parse(v.get_ref())
                 .map_err(|e| self.invalid(v.span(), at(&format!("request_headers.{k}: {e}"))))?;
@@ -443,7 +432,7 @@ impl Cx<'_> {
         route.force_header = match &r.force_header {
             Some(h) if h.is_empty() => None,
             Some(h) => Some(
-                crate::cli::parse_header_name(h)
+                parse_header_name(h)
                     .map_err(|e| self.invalid(r.name.span(), at(&format!("force_header: {e}"))))?,
             ),
             None => Some("x-canary".into()),
@@ -497,24 +486,11 @@ impl Cx<'_> {
 /// `header:NAME`, `cookie:NAME` or `ip`.
 pub fn parse_sticky_key(text: &str) -> Result<StickyKey, String> {
     match text.split_once(':') {
-        Some(("header", name)) => Ok(StickyKey::Header(crate::cli::parse_header_name(name)?)),
+        Some(("header", name)) => Ok(StickyKey::Header(parse_header_name(name)?)),
         Some(("cookie", name)) if !name.is_empty() => Ok(StickyKey::Cookie(name.to_owned())),
         None if text == "ip" => Ok(StickyKey::ClientIp),
         _ => Err(format!("'{text}' is not header:NAME, cookie:NAME or ip")),
     }
-}
-
-/// `host:port`, resolved once.
-pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
-    }
-    let mut addrs = text
-        .to_socket_addrs()
-        .map_err(|_| format!("'{text}' is not a host:port address"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("'{text}' resolves to no address"))
 }
 
 #[cfg(test)]
@@ -566,7 +542,10 @@ stable = { id = "w1", endpoints = ["127.0.0.1:9004"] }
         assert_eq!(api.force_header.as_deref(), Some("x-canary"));
         assert!(api.retry_on_stable && !c.stages[0].routes[1].retry_on_stable);
         assert_eq!(c.stages[0].routes[1].path_prefix, "/");
-        assert_eq!(c.admin_socket.as_deref(), Some(Path::new("/tmp/cg.sock")));
+        assert_eq!(
+            c.server.admin_socket.as_deref(),
+            Some(Path::new("/tmp/cg.sock"))
+        );
     }
 
     #[test]

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use gateway_common::{VARIANT_COUNT, Variant};
 
+use crate::config::value::format_percent;
 use crate::config::{Canary, Config, Deployment, RouteConfig};
 use crate::dataplane::route::publish::Shared;
 use crate::dataplane::route::snapshot::{RouteSnap, Snapshot, StageSnap};
-use crate::dataplane::route::split::{Split, format_percent};
+use crate::dataplane::route::split::Split;
 use crate::metrics::{RouteMetrics, RouteStats, Stats, VariantStats, WorkerMetrics};
 
 // Rollouts and kill switches: `Control` methods that need this module's private state.
@@ -71,8 +72,7 @@ pub struct Control {
 
 impl Control {
     /// Builds the first snapshot from `config` and publishes it.
-    pub fn new(mut config: Config, workers: Vec<Arc<WorkerMetrics>>) -> Control {
-        config.stages = config.effective_stages();
+    pub fn new(config: Config, workers: Vec<Arc<WorkerMetrics>>) -> Control {
         let control = Control {
             state: Mutex::new(State {
                 config,
@@ -416,11 +416,12 @@ impl Control {
             }
         }
         let server = |c: &Config| {
+            let s = &c.server;
             (
-                c.timeouts.clone(),
-                c.limits.clone(),
-                c.workers,
-                c.variant_header.clone(),
+                s.timeouts.clone(),
+                s.limits.clone(),
+                s.workers,
+                s.variant_header.clone(),
             )
         };
         let server_changed = server(&st.config) != server(&new);
@@ -531,14 +532,16 @@ mod tests {
     use crate::config::{RouteConfig, StageConfig};
 
     fn control() -> Control {
-        let mut cfg = Config::new("127.0.0.1:0".parse().unwrap(), vec![]);
         let mut route = RouteConfig::catch_all("api", vec!["127.0.0.1:1".parse().unwrap()]);
         route.stable.variables.insert("v".into(), "1".into());
-        cfg.stages = vec![StageConfig {
-            name: "s".into(),
-            listen: cfg.listen,
-            routes: vec![route],
-        }];
+        let cfg = Config {
+            stages: vec![StageConfig {
+                name: "s".into(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                routes: vec![route],
+            }],
+            ..Config::default()
+        };
         Control::new(cfg, vec![Arc::new(WorkerMetrics::default())])
     }
 

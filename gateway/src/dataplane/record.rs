@@ -33,28 +33,17 @@ pub(crate) fn begin_variant(w: &Worker, ctx: &RequestCtx) {
     vm.in_flight.inc();
 }
 
-/// Counts what one turn of the session reported.
-pub(crate) fn finish(w: &Worker, report: &Report) {
-    match report {
-        Report::Nothing => {}
-        Report::Rejected(kind) => {
-            if let Some(kind) = kind {
-                w.metrics.rejected[*kind as usize].inc();
-            }
-        }
-        Report::Routed(ctx, out) => {
-            routed(w, ctx, out);
-            w.metrics.busy.dec();
-        }
-    }
-}
-
-fn routed(w: &Worker, ctx: &RequestCtx, out: &Outcome) {
+/// The request's attempts are over: a response head was chosen, and nothing of it has
+/// been sent yet. Their connects, reuses, retries and failures, and a canary attempt
+/// that failed over to stable, are counted now, so a client (or an operator) that has
+/// seen the response sees them in the figures too.
+pub(crate) fn settle_attempts(w: &Worker, ctx: &RequestCtx, out: &mut Outcome) {
     let route = ctx.route();
     for v in Variant::ALL {
         add_tally(route.metrics.slot(w.id, v), &out.tally[v.index()]);
     }
-    if let Some(f) = out.failed_over {
+    out.tally = Default::default();
+    if let Some(f) = out.failed_over.take() {
         settle(
             w,
             route,
@@ -64,6 +53,28 @@ fn routed(w: &Worker, ctx: &RequestCtx, out: &Outcome) {
             f.latency_us,
         );
     }
+}
+
+/// Counts what one turn of the session reported.
+pub(crate) fn finish(w: &Worker, report: Report) {
+    match report {
+        Report::Nothing => {}
+        Report::Rejected(kind) => {
+            if let Some(kind) = kind {
+                w.metrics.rejected[kind as usize].inc();
+            }
+        }
+        Report::Routed(ctx, mut out) => {
+            routed(w, &ctx, &mut out);
+            w.metrics.busy.dec();
+        }
+    }
+}
+
+fn routed(w: &Worker, ctx: &RequestCtx, out: &mut Outcome) {
+    // A request that failed before a response head still has its attempts to count.
+    settle_attempts(w, ctx, out);
+    let route = ctx.route();
     let vm = route.metrics.slot(w.id, ctx.variant);
     if let Some(kind) = out.failure {
         vm.upstream_failures[kind as usize].inc();

@@ -85,7 +85,7 @@ pub(crate) enum Next {
 /// Returns what the connection does next.
 pub(crate) async fn run<S: Stream>(w: &Worker, c: &mut Client<S>) -> Next {
     let (next, report) = phases(w, c).await;
-    record::finish(w, &report);
+    record::finish(w, report);
     next
 }
 

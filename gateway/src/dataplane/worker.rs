@@ -13,7 +13,7 @@ use super::route::publish::Shared;
 use super::route::snapshot::Held;
 use super::route::split::Picker;
 use super::upstream::Upstreams;
-use crate::config::Config;
+use crate::config::ServerConfig;
 use crate::metrics::WorkerMetrics;
 
 /// Everything one worker owns. Lives on its thread, behind an `Rc`.
@@ -21,8 +21,8 @@ use crate::metrics::WorkerMetrics;
 pub(crate) struct Worker {
     /// Index of the worker.
     pub(crate) id: usize,
-    /// The configuration it was started with.
-    pub(crate) config: Arc<Config>,
+    /// The server settings it was started with.
+    pub(crate) config: Arc<ServerConfig>,
     /// The published routing snapshot.
     pub(crate) shared: Arc<Shared>,
     /// This worker's copy of the snapshot pointer and its generation.
@@ -53,7 +53,7 @@ impl Worker {
     /// Worker `id`'s state, reading routing state from `shared`.
     pub(crate) fn new(
         id: usize,
-        config: Arc<Config>,
+        config: Arc<ServerConfig>,
         shared: Arc<Shared>,
         metrics: Arc<WorkerMetrics>,
         log: Option<Queue>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use gateway_common::PPM_MAX;
 use serde::Deserialize;
 
-use crate::dataplane::route::split::{format_percent, parse_percent};
+use crate::config::value::{format_percent, parse_percent};
 use crate::judge::Criteria;
 
 /// Shortest step interval accepted.
@@ -302,7 +302,9 @@ impl PlanArgs {
                     .filter(|f| f.is_finite() && *f >= 0.0)
                     .ok_or_else(|| format!("{key}: '{v}' is not a number"))
             };
-            let dur = |v: &str| crate::cli::parse_duration(v).map_err(|e| format!("{key}: {e}"));
+            let dur = |v: &str| {
+                crate::config::value::parse_duration(v).map_err(|e| format!("{key}: {e}"))
+            };
             match *key {
                 "steps" => {
                     let steps = value
@@ -452,7 +454,9 @@ impl FilePlan {
     pub(crate) fn check(&self) -> Result<Plan, String> {
         let dur = |name: &str, v: &Option<String>| {
             v.as_deref()
-                .map(|t| crate::cli::parse_duration(t).map_err(|e| format!("{name}: {e}")))
+                .map(|t| {
+                    crate::config::value::parse_duration(t).map_err(|e| format!("{name}: {e}"))
+                })
                 .transpose()
         };
         let args = PlanArgs {

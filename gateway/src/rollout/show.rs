@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::machine::Rollout;
 use super::plan::Plan;
+use crate::config::value::format_percent;
 use crate::control::Control;
-use crate::dataplane::route::split::format_percent;
 use crate::judge::Verdict;
 use crate::metrics::prometheus::{esc, header};
 use crate::rollout::killswitch::Describe as _;

@@ -195,8 +195,8 @@ fn measure() {
             thread::spawn(move || upstream_conn(s));
         }
     });
-    let mut cfg = in_process_config(vec![up_addr]);
-    cfg.workers = 1;
+    let mut cfg = in_process_config(vec![up_addr], Vec::new());
+    cfg.server.workers = 1;
     let gw = gateway::start(cfg).expect("start in-process gateway");
 
     let mut req = String::from("GET /hot HTTP/1.1\r\nHost: canarygate.test\r\n");

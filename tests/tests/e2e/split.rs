@@ -98,10 +98,8 @@ struct Sample {
 fn share_change_at_runtime_reaches_every_worker() {
     let stable = TestUpstream::start("stable");
     let canary = TestUpstream::start("canary");
-    let mut cfg = in_process_config(vec![stable.addr()]);
-    cfg.canary = vec![canary.addr()];
-    cfg.canary_ppm = 0;
-    cfg.workers = 2;
+    let mut cfg = in_process_config(vec![stable.addr()], vec![canary.addr()]);
+    cfg.server.workers = 2;
     let gw = gateway::start(cfg).expect("start in-process gateway");
     let addr = gw.local_addr();
     assert_eq!(gw.stats().workers.len(), 2, "stats should list 2 workers");

@@ -21,8 +21,8 @@ use gateway_common::Variant;
 use serde_json::Value;
 
 use super::{Control, ControlError, State, promote_route, rollback_route, set_route_percent};
+use crate::config::value::format_percent;
 use crate::config::{Config, RouteConfig};
-use crate::dataplane::route::split::format_percent;
 use crate::judge::{KernelWindow, Sample, histogram_sample, judge};
 use crate::kernel::KernelStats;
 use crate::rollout::killswitch::ROLLOUT_DEFAULT;

@@ -86,80 +86,9 @@ impl Picker {
     }
 }
 
-/// Parses a percentage such as `5`, `0.5` or `12.25` into parts per million, exactly
-/// (no floating point): at most four decimals, within 0..=100.
-pub(crate) fn parse_percent(text: &str) -> Result<u32, String> {
-    let text = text.trim().trim_end_matches('%');
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    if int.is_empty() && frac.is_empty() {
-        return Err("expected a percentage such as 5, 0.5 or 12.25".into());
-    }
-    if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("'{text}' is not a number between 0 and 100"));
-    }
-    if frac.len() > 4 {
-        return Err(format!(
-            "'{text}' has more than 4 decimals (resolution is 0.0001%)"
-        ));
-    }
-    let int: u64 = if int.is_empty() {
-        0
-    } else {
-        int.parse()
-            .map_err(|_| format!("'{text}' is outside 0..=100"))?
-    };
-    let mut frac_ppm: u64 = 0;
-    for (i, b) in frac.bytes().enumerate() {
-        frac_ppm += u64::from(b - b'0') * 10u64.pow(3 - i as u32);
-    }
-    let ppm = int.saturating_mul(10_000).saturating_add(frac_ppm);
-    if ppm > u64::from(PPM_MAX) {
-        return Err(format!("'{text}' is outside 0..=100"));
-    }
-    Ok(ppm as u32)
-}
-
-/// Formats parts per million as a percentage (`50000` -> `5`, `5000` -> `0.5`).
-pub(crate) fn format_percent(ppm: u32) -> String {
-    let int = ppm / 10_000;
-    let frac = ppm % 10_000;
-    if frac == 0 {
-        format!("{int}")
-    } else {
-        let digits = format!("{frac:04}");
-        format!("{int}.{}", digits.trim_end_matches('0'))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_parses_exactly() {
-        assert_eq!(parse_percent("5"), Ok(50_000));
-        assert_eq!(parse_percent("0.5"), Ok(5_000));
-        assert_eq!(parse_percent("12.25"), Ok(122_500));
-        assert_eq!(parse_percent("0.0001"), Ok(1));
-        assert_eq!(parse_percent("100"), Ok(1_000_000));
-        assert_eq!(parse_percent("100.0"), Ok(1_000_000));
-        assert_eq!(parse_percent(".5"), Ok(5_000));
-        assert_eq!(parse_percent("0"), Ok(0));
-        assert!(parse_percent("100.0001").is_err());
-        assert!(parse_percent("150").is_err());
-        assert!(parse_percent("-1").is_err());
-        assert!(parse_percent("abc").is_err());
-        assert!(parse_percent("0.00001").is_err());
-        assert!(parse_percent("").is_err());
-        assert!(parse_percent("99999999999999999999999").is_err());
-    }
-
-    #[test]
-    fn percent_formats_round_trip() {
-        for ppm in [0, 1, 5_000, 50_000, 122_500, 1_000_000] {
-            assert_eq!(parse_percent(&format_percent(ppm)), Ok(ppm));
-        }
-    }
 
     #[test]
     fn extremes_are_exact() {

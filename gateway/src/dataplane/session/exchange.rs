@@ -40,6 +40,7 @@ pub(crate) async fn proxy<S: Stream>(
         return Err(ProxyError::BodyTooLarge);
     }
     let (mut up, resp) = attempts(w, c, ctx, out).await?;
+    record::settle_attempts(w, ctx, out);
     out.status = resp.status;
     out.upstream_head = Some(ctx.start.elapsed());
     out.bytes_out += c.out.len() as u64;

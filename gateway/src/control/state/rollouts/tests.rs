@@ -31,13 +31,14 @@ fn route(canary_id: &str, plan: Option<Plan>, kill: Option<KillSwitchConfig>) ->
 }
 
 fn config(r: RouteConfig) -> Config {
-    let mut cfg = Config::new("127.0.0.1:0".parse().unwrap(), vec![]);
-    cfg.stages = vec![StageConfig {
-        name: "s".into(),
-        listen: cfg.listen,
-        routes: vec![r],
-    }];
-    cfg
+    Config {
+        stages: vec![StageConfig {
+            name: "s".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            routes: vec![r],
+        }],
+        ..Config::default()
+    }
 }
 
 fn control(r: RouteConfig) -> Control {

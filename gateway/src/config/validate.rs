@@ -1,0 +1,107 @@
+//! The one check every [`Config`] passes before a gateway starts, whether the `run` flags,
+//! the file parser or a program built it: at least one stage, each with routes, every
+//! route with stable endpoints and no canary share without canary endpoints. The file
+//! parser reports these earlier, with a line number; this is the check `start` relies on.
+
+use super::Config;
+
+/// A configuration that cannot run; each message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `stages` is empty.
+    #[error("stages: at least one stage is needed")]
+    NoStages,
+    /// A stage has no routes.
+    #[error("stage '{stage}' routes: at least one route is needed")]
+    NoRoutes {
+        /// The stage.
+        stage: String,
+    },
+    /// A route's stable deployment has no endpoint.
+    #[error("route '{route}' stable.endpoints: the stable deployment needs at least one endpoint")]
+    NoStable {
+        /// The route.
+        route: String,
+    },
+    /// A route sends a share to a canary without endpoints.
+    #[error(
+        "route '{route}' canary.endpoints: a canary share above 0 needs at least one canary endpoint"
+    )]
+    NoCanary {
+        /// The route.
+        route: String,
+    },
+}
+
+impl Config {
+    /// Checks what every gateway needs to start; changes nothing.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.stages.is_empty() {
+            return Err(ConfigError::NoStages);
+        }
+        for stage in &self.stages {
+            if stage.routes.is_empty() {
+                return Err(ConfigError::NoRoutes {
+                    stage: stage.name.clone(),
+                });
+            }
+            for route in &stage.routes {
+                if route.stable.endpoints.is_empty() {
+                    return Err(ConfigError::NoStable {
+                        route: route.name.clone(),
+                    });
+                }
+                if route
+                    .canary
+                    .as_ref()
+                    .is_some_and(|c| c.ppm > 0 && c.deployment.endpoints.is_empty())
+                {
+                    return Err(ConfigError::NoCanary {
+                        route: route.name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_NAME;
+
+    fn addr(port: u16) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn the_shortcut_stage_is_valid_and_errors_name_the_field() {
+        assert_eq!(
+            Config::single_route(addr(0), vec![addr(1)], vec![addr(2)], 50_000).validate(),
+            Ok(())
+        );
+        assert_eq!(
+            Config::single_route(addr(0), vec![addr(1)], Vec::new(), 0).validate(),
+            Ok(())
+        );
+        let e = Config::single_route(addr(0), Vec::new(), Vec::new(), 0).validate();
+        assert_eq!(
+            e,
+            Err(ConfigError::NoStable {
+                route: DEFAULT_NAME.into()
+            })
+        );
+        let e = Config::single_route(addr(0), vec![addr(1)], Vec::new(), 1).validate();
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.to_string().contains("canary.endpoints")),
+            "{e:?}"
+        );
+        let mut c = Config::single_route(addr(0), vec![addr(1)], Vec::new(), 0);
+        c.stages[0].routes.clear();
+        assert!(matches!(c.validate(), Err(ConfigError::NoRoutes { .. })));
+        c.stages.clear();
+        assert_eq!(c.validate(), Err(ConfigError::NoStages));
+    }
+}
