@@ -19,7 +19,8 @@
 //!   with SIGKILL leaves only an empty cgroup directory, which the next gateway removes.
 //!
 //! The object is built by `gateway/build.rs`; without the eBPF toolchain the binary
-//! still builds and [`start`] reports why accounting is unavailable.
+//! still builds and [`start`] reports why accounting is unavailable. The test-only fault
+//! injector is a separate object (`gateway-fault`) that is not embedded here.
 
 mod cgroup;
 mod drain;
@@ -199,12 +200,6 @@ pub fn built() -> Result<(), KernelError> {
     } else {
         Ok(())
     }
-}
-
-/// The embedded eBPF object (empty when built without the toolchain). The end-to-end
-/// tests load its test-only fault injector (`cg_fault_drop`, map `FAULT`) from here.
-pub fn object() -> &'static [u8] {
-    OBJECT
 }
 
 /// Tags a freshly connected upstream socket with the deployment it serves. Call right
