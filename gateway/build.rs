@@ -1,9 +1,12 @@
-//! Builds the eBPF object (`gateway-ebpf`, with aya-build) that `canarygate` embeds for
-//! kernel accounting, or says why it cannot.
+//! Builds the eBPF objects of `gateway-ebpf` (with aya-build), or says why it cannot:
+//! `gateway-ebpf`, the production object that `canarygate` embeds for kernel accounting,
+//! and `gateway-fault`, the test-only fault injector, which the gateway never embeds; its
+//! path goes to the build scripts of crates that depend on this one (`links` metadata:
+//! `tests/build.rs` reads `DEP_CANARYGATE_EBPF_FAULT_OBJECT`).
 //!
-//! The object needs a nightly toolchain with `rust-src` and `bpf-linker` on `PATH`
+//! The objects need a nightly toolchain with `rust-src` and `bpf-linker` on `PATH`
 //! (`cargo xtask test` installs them). Without them, or with `AYA_BUILD_SKIP=1`, the
-//! gateway still builds: this script writes an empty object, prints a cargo warning, and
+//! gateway still builds: this script writes empty objects, prints a cargo warning, and
 //! sets `CANARYGATE_EBPF_UNAVAILABLE` to the reason, which the gateway repeats at run time
 //! (`--kernel-accounting auto` then runs without it; `on` refuses to start).
 
@@ -14,6 +17,8 @@ use std::process::Command;
 
 /// Name of the eBPF crate and of the object aya-build leaves in `OUT_DIR`.
 const EBPF_PACKAGE: &str = "gateway-ebpf";
+/// The eBPF crate's other binary: the test-only fault injector, never embedded.
+const FAULT_OBJECT: &str = "gateway-fault";
 /// The toolchain aya-build runs (`rustup run nightly cargo build -Z build-std=core ..`).
 const TOOLCHAIN: &str = "nightly";
 
@@ -34,18 +39,25 @@ fn main() -> anyhow::Result<()> {
     }
 
     let object = out_dir.join(EBPF_PACKAGE);
+    let fault = out_dir.join(FAULT_OBJECT);
     let result = missing_toolchain().map_or_else(|| build(&ebpf_dir), Err);
     match result {
         Ok(()) if object.is_file() => {
             println!("cargo:rustc-env=CANARYGATE_EBPF_UNAVAILABLE=");
+            if !fault.is_file() {
+                println!("cargo:warning=aya-build produced no {FAULT_OBJECT} object");
+                fs::write(&fault, [])?;
+            }
         }
-        Ok(()) => unavailable(&object, "aya-build produced no object")?,
-        Err(reason) => unavailable(&object, &reason)?,
+        Ok(()) => unavailable(&[&object, &fault], "aya-build produced no object")?,
+        Err(reason) => unavailable(&[&object, &fault], &reason)?,
     }
+    println!("cargo::metadata=fault_object={}", fault.display());
     Ok(())
 }
 
-/// Builds the object into `OUT_DIR` with aya-build; errors are returned as text.
+/// Builds the objects (every binary of the eBPF crate) into `OUT_DIR` with aya-build;
+/// errors are returned as text.
 fn build(ebpf_dir: &Path) -> Result<(), String> {
     let root_dir = ebpf_dir.to_string_lossy().into_owned();
     // aya-build relays every line its nested cargo prints on stderr as a cargo warning,
@@ -66,14 +78,16 @@ fn build(ebpf_dir: &Path) -> Result<(), String> {
     .map_err(|e| format!("the eBPF build failed: {e:#}"))
 }
 
-/// Writes an empty object and records why there is no real one.
-fn unavailable(object: &Path, reason: &str) -> anyhow::Result<()> {
+/// Writes empty objects and records why there are no real ones.
+fn unavailable(objects: &[&Path], reason: &str) -> anyhow::Result<()> {
     let reason = reason.replace(['\n', '\r'], " ");
     println!(
         "cargo:warning=canarygate is built without kernel accounting: {reason}; run `cargo xtask test` (or see the README) to install the eBPF toolchain"
     );
     println!("cargo:rustc-env=CANARYGATE_EBPF_UNAVAILABLE={reason}");
-    fs::write(object, [])?;
+    for object in objects {
+        fs::write(object, [])?;
+    }
     Ok(())
 }
 

@@ -105,6 +105,7 @@ fn snapshot_swap(c: &mut Criterion) {
     let control = Arc::new(gateway::Control::new(
         cfg,
         vec![Arc::new(gateway::metrics::WorkerMetrics::default())],
+        gateway::kernel::Kernel::default(),
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {

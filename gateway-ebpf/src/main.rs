@@ -1,16 +1,18 @@
-//! The kernel half of canarygate: per-class TCP accounting for the gateway's own sockets.
+//! The kernel half of canarygate, the production eBPF object (`gateway-ebpf`): per-class
+//! TCP accounting for the gateway's own sockets, and nothing else.
 //!
 //! Built by `gateway/build.rs` (aya-build, nightly, `bpfel-unknown-none`) and embedded in
 //! the `canarygate` binary, which loads it at startup (`gateway/src/kernel.rs`). On the
-//! host target this crate is an empty binary so that `cargo clippy --workspace` and
+//! host target this crate's binaries are empty so that `cargo clippy --workspace` and
 //! `cargo build --workspace` work without the eBPF toolchain.
 //!
 //! - [`accounting`]: the `sock_ops` program. Every socket the gateway tags (an upstream
 //!   socket with its variant, a client socket as downstream) is counted per class:
 //!   connections opened and closed, bytes acked and received, segments, retransmits, and
 //!   RTT samples sent through a ring buffer to user space's HDR histograms.
-//! - [`fault`]: a `tc` classifier used only by the end-to-end tests to drop a share of
-//!   the data segments towards one port (real loss, so the sender really retransmits).
+//!
+//! The test-only fault injector is a second binary of this crate, `gateway-fault`
+//! (`fault.rs`), so that it is a separate object which the gateway never embeds.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // `atomic_xadd`: the BPF target has no atomic read-modify-write in `core::sync::atomic`.
@@ -19,8 +21,6 @@
 
 #[cfg(target_arch = "bpf")]
 mod accounting;
-#[cfg(target_arch = "bpf")]
-mod fault;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

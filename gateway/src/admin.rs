@@ -263,7 +263,7 @@ async fn metrics_loop(control: Arc<Control>, listener: tokio::net::TcpListener) 
                     // Kill-switch figures are the recorded trips; record the newest first.
                     control.record_kill_switch_trips();
                     let mut text = crate::metrics::prometheus::render(&control.stats());
-                    crate::kernel::prometheus::render(&mut text, crate::kernel::stats().as_ref());
+                    crate::kernel::prometheus::render(&mut text, control.kernel_stats().as_ref());
                     crate::rollout::show::render_prometheus(&mut text, &control);
                     ("200 OK", text)
                 } else {

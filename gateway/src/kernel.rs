@@ -11,15 +11,21 @@
 //!   [`tag_downstream`] (right after accept) write the socket's class into socket-local
 //!   storage: one `bpf(BPF_MAP_UPDATE_ELEM)` per new connection, nothing per request.
 //!   With accounting off they are one relaxed atomic load.
-//! - [`stats`] sums the per-CPU counters and copies the RTT histograms that a background
-//!   thread ([`drain`]) fills from the ring buffer.
+//! - [`start`] returns the [`KernelGuard`], which owns the accounting; whoever reports the
+//!   kernel's figures gets a [`Kernel`] handle from it ([`KernelGuard::handle`]: the
+//!   control plane's [`Control`](crate::control::Control), which the rollouts and the
+//!   admin server read through). [`Kernel::stats`] sums the per-CPU counters and copies
+//!   the RTT histograms that a background thread ([`drain`]) fills from the ring buffer.
+//!   There is no global to read: a handle only sees the accounting of the guard it came
+//!   from, and nothing once that guard is gone.
 //! - Dropping the [`KernelGuard`] (when the `Gateway` is dropped, at exit) stops tagging,
 //!   detaches the program, moves the process back and removes the cgroup. Nothing is
 //!   pinned, and no qdisc is created, so nothing outlives the process; a gateway killed
 //!   with SIGKILL leaves only an empty cgroup directory, which the next gateway removes.
 //!
 //! The object is built by `gateway/build.rs`; without the eBPF toolchain the binary
-//! still builds and [`start`] reports why accounting is unavailable.
+//! still builds and [`start`] reports why accounting is unavailable. The test-only fault
+//! injector is a separate object (`gateway-fault`) that is not embedded here.
 
 mod cgroup;
 mod drain;
@@ -30,8 +36,8 @@ mod sys;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
 use aya::programs::{CgroupAttachMode, SockOps};
@@ -106,10 +112,10 @@ impl KernelError {
     }
 }
 
-/// The accounting of this process, if any: one at a time, since it moves the whole
-/// process into its cgroup. Readers (the metrics endpoint, `Gateway::kernel_stats`) clone
-/// the `Arc` for the duration of a read.
-static ACTIVE: Mutex<Option<Arc<Accounting>>> = Mutex::new(None);
+/// Whether an [`Accounting`] exists in this process: one at a time, since it moves the
+/// whole process into its cgroup. Only [`Accounting::start`] claims it and only
+/// [`Claim`]'s drop releases it; nothing reads figures through it.
+static CLAIMED: AtomicBool = AtomicBool::new(false);
 
 /// Starts kernel accounting as `choice` says and returns the guard that stops it.
 ///
@@ -120,6 +126,7 @@ pub fn start(choice: KernelAccounting) -> Result<KernelGuard, KernelError> {
         KernelAccounting::Off => {
             return Ok(KernelGuard {
                 status: KernelStatus::Off("--kernel-accounting off".into()),
+                accounting: None,
             });
         }
         KernelAccounting::On => Accounting::start()?,
@@ -129,16 +136,15 @@ pub fn start(choice: KernelAccounting) -> Result<KernelGuard, KernelError> {
                 log::warn!("kernel accounting is off: {e}");
                 return Ok(KernelGuard {
                     status: KernelStatus::Off(e.to_string()),
+                    accounting: None,
                 });
             }
         },
     };
     let cgroup = started.cgroup_path().to_path_buf();
-    if let Ok(mut active) = ACTIVE.lock() {
-        *active = Some(Arc::new(started));
-    }
     Ok(KernelGuard {
         status: KernelStatus::On(cgroup),
+        accounting: Some(Arc::new(started)),
     })
 }
 
@@ -156,6 +162,8 @@ pub enum KernelStatus {
 #[derive(Debug)]
 pub struct KernelGuard {
     status: KernelStatus,
+    /// The only owner: readers hold [`Kernel`] handles, which do not keep it alive.
+    accounting: Option<Arc<Accounting>>,
 }
 
 impl KernelGuard {
@@ -166,26 +174,36 @@ impl KernelGuard {
 
     /// The kernel's figures, when accounting runs.
     pub fn stats(&self) -> Option<KernelStats> {
-        match self.status {
-            KernelStatus::On(_) => stats(),
-            KernelStatus::Off(_) => None,
+        self.accounting.as_ref().map(|a| a.stats())
+    }
+
+    /// A handle for whoever reports the kernel's figures; it sees nothing once this
+    /// guard is dropped.
+    pub fn handle(&self) -> Kernel {
+        Kernel {
+            accounting: self
+                .accounting
+                .as_ref()
+                .map_or_else(Weak::new, Arc::downgrade),
         }
     }
 }
 
-impl Drop for KernelGuard {
-    fn drop(&mut self) {
-        if matches!(self.status, KernelStatus::On(_)) {
-            let active = ACTIVE.lock().ok().and_then(|mut a| a.take());
-            drop(active);
-        }
-    }
+/// A reader's handle on kernel accounting: cheap to clone, handed out by
+/// [`KernelGuard::handle`]. It does not keep accounting alive: a read holds it only for
+/// its own duration, and once the guard is dropped [`Kernel::stats`] is `None`. The
+/// default handle (accounting off, or a `Control` built without a gateway) never has
+/// figures.
+#[derive(Clone, Debug, Default)]
+pub struct Kernel {
+    accounting: Weak<Accounting>,
 }
 
-/// The figures of this process's kernel accounting, if it runs.
-pub fn stats() -> Option<KernelStats> {
-    let active = ACTIVE.lock().ok()?.clone()?;
-    Some(active.stats())
+impl Kernel {
+    /// The kernel's figures, when the accounting this handle came from still runs.
+    pub fn stats(&self) -> Option<KernelStats> {
+        Some(self.accounting.upgrade()?.stats())
+    }
 }
 
 /// Whether this binary carries the eBPF object, and if not, why.
@@ -199,12 +217,6 @@ pub fn built() -> Result<(), KernelError> {
     } else {
         Ok(())
     }
-}
-
-/// The embedded eBPF object (empty when built without the toolchain). The end-to-end
-/// tests load its test-only fault injector (`cg_fault_drop`, map `FAULT`) from here.
-pub fn object() -> &'static [u8] {
-    OBJECT
 }
 
 /// Tags a freshly connected upstream socket with the deployment it serves. Call right
@@ -274,6 +286,32 @@ struct Accounting {
     _tags: sys::TagMap,
     _ebpf: Ebpf,
     cgroup: cgroup::OwnCgroup,
+    /// Last: the next accounting may start only once this one is fully undone.
+    _claim: Claim,
+}
+
+/// This process's claim on kernel accounting ([`CLAIMED`]); released when dropped.
+#[derive(Debug)]
+struct Claim;
+
+impl Claim {
+    /// Claims accounting for this process, unless it is claimed already.
+    fn take() -> Result<Claim, KernelError> {
+        CLAIMED
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| Claim)
+            .map_err(|_| {
+                KernelError::Cgroup(
+                    "kernel accounting already runs in this process (one gateway at a time)".into(),
+                )
+            })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        CLAIMED.store(false, Ordering::Release);
+    }
 }
 
 impl fmt::Debug for Accounting {
@@ -289,11 +327,7 @@ impl Accounting {
     /// thread that drains RTT samples and eBPF logs. Every step is undone on failure.
     fn start() -> Result<Accounting, KernelError> {
         built()?;
-        if ACTIVE.lock().is_ok_and(|a| a.is_some()) {
-            return Err(KernelError::Cgroup(
-                "kernel accounting already runs in this process (one gateway at a time)".into(),
-            ));
-        }
+        let claim = Claim::take()?;
         sys::check_privileges()?;
         let level = log_level();
         let mut ebpf = EbpfLoader::new()
@@ -360,6 +394,7 @@ impl Accounting {
             _tags: tags,
             _ebpf: ebpf,
             cgroup,
+            _claim: claim,
         })
     }
 
@@ -404,7 +439,8 @@ impl Drop for Accounting {
         }
         // The fields are dropped after this, in declaration order: tagging stops, the
         // program and its cgroup link go (`_ebpf`), then the process leaves the cgroup and the
-        // directory is removed (`cgroup::OwnCgroup`'s drop logs that).
+        // directory is removed (`cgroup::OwnCgroup`'s drop logs that), and last the claim
+        // is released so that another gateway of this process may start accounting.
     }
 }
 

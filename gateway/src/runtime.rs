@@ -196,7 +196,8 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let metrics: Vec<Arc<WorkerMetrics>> = (0..workers)
         .map(|_| Arc::new(WorkerMetrics::default()))
         .collect();
-    let control = Arc::new(Control::new(config.clone(), metrics.clone()));
+    let kernel_handle = kernel.handle();
+    let control = Arc::new(Control::new(config.clone(), metrics.clone(), kernel_handle));
     let first_route = config.stages[0].routes[0].name.clone();
     let split = control
         .split(&first_route)

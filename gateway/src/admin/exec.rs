@@ -284,7 +284,7 @@ fn show_stats(control: &Control, route: Option<&str>, json: bool) -> Reply {
         })
         .collect();
     if json {
-        let kernel = crate::kernel::report::json(crate::kernel::stats().as_ref());
+        let kernel = crate::kernel::report::json(control.kernel_stats().as_ref());
         return Reply::ok(
             json!({ "version": control.version(), "routes": items, "kernel": kernel }).to_string(),
         );
@@ -322,7 +322,7 @@ fn show_stats(control: &Control, route: Option<&str>, json: bool) -> Reply {
     let _ = write!(
         out,
         "\n{}",
-        crate::kernel::report::text(crate::kernel::stats().as_ref())
+        crate::kernel::report::text(control.kernel_stats().as_ref())
     );
     Reply::ok(out)
 }

@@ -12,6 +12,7 @@ use crate::config::{Canary, Config, Deployment, RouteConfig};
 use crate::dataplane::route::publish::Shared;
 use crate::dataplane::route::snapshot::{RouteSnap, Snapshot, StageSnap};
 use crate::dataplane::route::split::Split;
+use crate::kernel::{Kernel, KernelStats};
 use crate::metrics::{RouteMetrics, RouteStats, Stats, VariantStats, WorkerMetrics};
 
 // Rollouts and kill switches: `Control` methods that need this module's private state.
@@ -68,11 +69,16 @@ pub struct Control {
     state: Mutex<State>,
     shared: Arc<Shared>,
     workers: Vec<Arc<WorkerMetrics>>,
+    /// The kernel's figures, for rollouts (the judge's kernel signals) and the admin
+    /// server (`/metrics`, `show stats`).
+    kernel: Kernel,
 }
 
 impl Control {
-    /// Builds the first snapshot from `config` and publishes it.
-    pub fn new(config: Config, workers: Vec<Arc<WorkerMetrics>>) -> Control {
+    /// Builds the first snapshot from `config` and publishes it; `kernel` is where the
+    /// kernel's figures come from (`Kernel::default()`: none), read from the first
+    /// rollout on, so it is given here.
+    pub fn new(config: Config, workers: Vec<Arc<WorkerMetrics>>, kernel: Kernel) -> Control {
         let control = Control {
             state: Mutex::new(State {
                 config,
@@ -83,6 +89,7 @@ impl Control {
             }),
             shared: Arc::new(Shared::default()),
             workers,
+            kernel,
         };
         {
             let mut st = control.lock();
@@ -100,7 +107,7 @@ impl Control {
                 control.add_runtime(&mut st, &name, ppm);
             }
             control.publish(&st);
-            Control::start_configured_rollouts(&mut st, std::time::Instant::now());
+            control.start_configured_rollouts(&mut st, std::time::Instant::now());
         }
         control
     }
@@ -108,6 +115,11 @@ impl Control {
     /// What workers read.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// The kernel's figures, when kernel accounting runs.
+    pub fn kernel_stats(&self) -> Option<KernelStats> {
+        self.kernel.stats()
     }
 
     /// Current configuration version.
@@ -433,7 +445,7 @@ impl Control {
             stage.listen = *bound;
         }
         st.config.stages = stages;
-        Self::reload_rollouts_after(&mut st, &old_routes, &starts, &mut lines);
+        self.reload_rollouts_after(&mut st, &old_routes, &starts, &mut lines);
         st.version += 1;
         self.publish(&st);
         lines.push(format!("reloaded (version {})", st.version));
@@ -542,7 +554,11 @@ mod tests {
             }],
             ..Config::default()
         };
-        Control::new(cfg, vec![Arc::new(WorkerMetrics::default())])
+        Control::new(
+            cfg,
+            vec![Arc::new(WorkerMetrics::default())],
+            Kernel::default(),
+        )
     }
 
     #[test]

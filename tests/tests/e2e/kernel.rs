@@ -547,21 +547,24 @@ fn kernel_counts_agree_with_relayed_bytes_and_pool_connects() {
     assert_eq!(m.sum("canarygate_kernel_tag_failures_total", &[]), 0);
 }
 
-/// The test-only fault injector from the gateway's own eBPF object, attached to `lo`
-/// ingress with TCX (no qdisc), dropping one in `one_in` data segments towards `port`.
+/// The test-only fault injector (`gateway-fault`), built with the gateway's eBPF object
+/// but not embedded in it; `tests/build.rs` gives its path. Empty without the toolchain.
+static FAULT_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("CANARYGATE_FAULT_OBJECT"));
+
+/// The test-only fault injector, attached to `lo` ingress with TCX (no qdisc), dropping
+/// one in `one_in` data segments towards `port`.
 struct Fault {
     ebpf: aya::Ebpf,
 }
 
 impl Fault {
     fn drop_towards(port: u16, one_in: u32) -> Fault {
-        let object = gateway::kernel::object();
         assert!(
-            !object.is_empty(),
+            !FAULT_OBJECT.is_empty(),
             "canarygate was built without its eBPF object: {:?}",
             gateway::kernel::built().err()
         );
-        let mut ebpf = aya::Ebpf::load(object).expect("load the eBPF object");
+        let mut ebpf = aya::Ebpf::load(FAULT_OBJECT).expect("load the eBPF object");
         let prog: &mut SchedClassifier = ebpf
             .program_mut("cg_fault_drop")
             .expect("cg_fault_drop in the object")

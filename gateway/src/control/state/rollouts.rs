@@ -97,7 +97,14 @@ impl Control {
     }
 
     /// A new rollout of route `name` whose first share is already set.
-    fn begin(st: &mut State, name: &str, plan: Plan, origin: &str, now: Instant) -> Option<String> {
+    fn begin(
+        &self,
+        st: &mut State,
+        name: &str,
+        plan: Plan,
+        origin: &str,
+        now: Instant,
+    ) -> Option<String> {
         let deployment = route_config(st, name)?
             .canary
             .as_ref()?
@@ -111,7 +118,7 @@ impl Control {
             origin,
             now,
             rt.metrics.snapshot(),
-            crate::kernel::stats(),
+            self.kernel.stats(),
         );
         let line = format!(
             "route {name}: rollout of {deployment} started by {origin}: {}",
@@ -125,7 +132,7 @@ impl Control {
 
     /// At start-up: kill switches configured, and every route with a plan and a canary
     /// starts its rollout at the first step.
-    pub(super) fn start_configured_rollouts(st: &mut State, now: Instant) {
+    pub(super) fn start_configured_rollouts(&self, st: &mut State, now: Instant) {
         Self::configure_kill_switches(st);
         let planned: Vec<(String, Plan)> = st
             .config
@@ -137,7 +144,7 @@ impl Control {
             .collect();
         for (name, plan) in planned {
             Self::set_share_quietly(st, &name, plan.steps[0]);
-            Self::begin(st, &name, plan, FROM_FILE, now);
+            self.begin(st, &name, plan, FROM_FILE, now);
         }
     }
 
@@ -194,6 +201,7 @@ impl Control {
     /// After a reload's diff: kill switches follow the file, rollouts whose route or
     /// canary changed end, and the new canaries' rollouts start.
     pub(super) fn reload_rollouts_after(
+        &self,
         st: &mut State,
         old_routes: &HashMap<String, RouteConfig>,
         starts: &[String],
@@ -237,7 +245,7 @@ impl Control {
         for name in starts {
             let plan = route_config(st, name).and_then(|r| r.rollout.clone());
             if let Some(line) =
-                plan.and_then(|p| Self::begin(st, name, p, FROM_FILE, Instant::now()))
+                plan.and_then(|p| self.begin(st, name, p, FROM_FILE, Instant::now()))
             {
                 lines.push(line);
             }
@@ -262,7 +270,7 @@ impl Control {
                     rt.kill.arm();
                     let baseline = rt.metrics.snapshot();
                     if let Some(r) = st.rollouts.get_mut(name) {
-                        r.restart_window(now, baseline, crate::kernel::stats());
+                        r.restart_window(now, baseline, self.kernel.stats());
                     }
                 }
                 what
@@ -318,7 +326,7 @@ impl Control {
                 let what = self.change_locked(st, None, name, |r, split| {
                     set_route_percent(r, split, first)
                 })?;
-                let line = Self::begin(st, name, plan, who, now).unwrap_or_default();
+                let line = self.begin(st, name, plan, who, now).unwrap_or_default();
                 if let Some(rt) = st.runtime.get(name) {
                     rt.kill.arm();
                 }
@@ -455,7 +463,7 @@ impl Control {
             return;
         };
         let counters = rt.metrics.snapshot();
-        let kernel_now = crate::kernel::stats();
+        let kernel_now = self.kernel.stats();
         let between = |base: &[crate::metrics::VariantStats], v: Variant| {
             Sample::between(&base[v.index()], &counters[v.index()])
         };

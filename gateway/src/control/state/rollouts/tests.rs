@@ -42,7 +42,11 @@ fn config(r: RouteConfig) -> Config {
 }
 
 fn control(r: RouteConfig) -> Control {
-    Control::new(config(r), vec![Arc::new(WorkerMetrics::default())])
+    Control::new(
+        config(r),
+        vec![Arc::new(WorkerMetrics::default())],
+        crate::kernel::Kernel::default(),
+    )
 }
 
 /// Records `n` requests of `variant`: latency `us` (+ a little spread), `errors` 5xx.
