@@ -86,6 +86,11 @@ pub(crate) enum Next {
 pub(crate) async fn run<S: Stream>(w: &Worker, c: &mut Client<S>) -> Next {
     let (next, report) = phases(w, c).await;
     record::finish(w, report);
+    // The response's last bytes go out only now, so its figures are in place by the
+    // time the client has all of it.
+    if flush(&mut c.out, &mut c.stream).await.is_err() {
+        return Next::Close;
+    }
     next
 }
 
@@ -116,7 +121,13 @@ async fn phases<S: Stream>(w: &Worker, c: &mut Client<S>) -> (Next, Report) {
     record::begin(w, &ctx);
     let next = match exchange::proxy(w, c, &mut ctx, &mut out).await {
         Ok(next) => next,
-        Err(e) => fail(w, c, &ctx, &mut out, &e).await,
+        Err(e) => {
+            let next = fail(w, c, &ctx, &mut out, &e).await;
+            // Whatever an unanswered failure left (an upstream head, a partial
+            // response) is not for the client.
+            c.out.clear();
+            next
+        }
     };
     (next, Report::Routed(ctx, out))
 }

@@ -51,53 +51,15 @@ pub fn parse_response(
     if status < 100 {
         return Err(ParseError::BadResponse("invalid status code"));
     }
-    let mut content_length = None;
-    let mut te = false;
-    let mut chunked = false;
-    let mut conn_close = minor == 0;
-    let mut connection: [&[u8]; 8] = [&[]; 8];
-    let mut connections = 0;
-    let mut idle_timeout_s = None;
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = parse_content_length(h.value)
-                .ok_or(ParseError::BadResponse("invalid Content-Length"))?;
-            if content_length.is_some_and(|p| p != n) {
-                return Err(ParseError::BadResponse(
-                    "conflicting Content-Length headers",
-                ));
-            }
-            content_length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Like nginx: only `chunked`, once. Other codings (and `chunked` twice) are
-            // framing this gateway does not relay, and ambiguous to anything downstream.
-            let mut codings = tokens(h.value);
-            chunked = !te
-                && codings
-                    .next()
-                    .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
-                && codings.next().is_none();
-            if !chunked {
-                return Err(ParseError::BadResponse("unsupported Transfer-Encoding"));
-            }
-            te = true;
-        } else if h.name.eq_ignore_ascii_case("keep-alive") {
-            idle_timeout_s = keep_alive_timeout(h.value).or(idle_timeout_s);
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            if connections < connection.len() {
-                connection[connections] = h.value;
-                connections += 1;
-            }
-            for t in tokens(h.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    conn_close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    conn_close = false;
-                }
-            }
-        }
-    }
-    if te && content_length.is_some() {
+    let facts = ResponseFacts::gather(resp.headers, minor)?;
+    let ResponseFacts {
+        content_length,
+        chunked,
+        conn_close,
+        idle_timeout_s,
+        ..
+    } = facts;
+    if chunked && content_length.is_some() {
         return Err(ParseError::BadResponse(
             "both Content-Length and Transfer-Encoding",
         ));
@@ -109,7 +71,7 @@ pub fn parse_response(
     }
     let body = if interim || req.is_head || status == 204 || status == 304 {
         BodyKind::None
-    } else if te {
+    } else if chunked {
         BodyKind::Chunked
     } else if let Some(n) = content_length {
         BodyKind::Length(n)
@@ -133,8 +95,92 @@ pub fn parse_response(
         return Ok(Some(head));
     }
 
+    write_client_head(out, &resp, &head, &facts, req, variant_header);
+    Ok(Some(head))
+}
+
+/// What the response's headers say about its framing and connection.
+#[derive(Default)]
+struct ResponseFacts<'b> {
+    content_length: Option<u64>,
+    chunked: bool,
+    conn_close: bool,
+    /// The `Connection` header values (their tokens name more hop-by-hop headers).
+    connection: [&'b [u8]; 8],
+    connections: usize,
+    idle_timeout_s: Option<u32>,
+}
+
+impl<'b> ResponseFacts<'b> {
+    /// Reads the framing and connection headers of an HTTP/1.`minor` response, refusing
+    /// ambiguous framing (conflicting lengths, codings other than one `chunked`).
+    fn gather(headers: &[httparse::Header<'b>], minor: u8) -> Result<Self, ParseError> {
+        let mut f = ResponseFacts {
+            conn_close: minor == 0,
+            ..ResponseFacts::default()
+        };
+        let mut te = false;
+        for h in headers {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let n = parse_content_length(h.value)
+                    .ok_or(ParseError::BadResponse("invalid Content-Length"))?;
+                if f.content_length.is_some_and(|p| p != n) {
+                    return Err(ParseError::BadResponse(
+                        "conflicting Content-Length headers",
+                    ));
+                }
+                f.content_length = Some(n);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                // Like nginx: only `chunked`, once. Other codings (and `chunked` twice) are
+                // framing this gateway does not relay, and ambiguous to anything downstream.
+                let mut codings = tokens(h.value);
+                f.chunked = !te
+                    && codings
+                        .next()
+                        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+                    && codings.next().is_none();
+                if !f.chunked {
+                    return Err(ParseError::BadResponse("unsupported Transfer-Encoding"));
+                }
+                te = true;
+            } else if h.name.eq_ignore_ascii_case("keep-alive") {
+                f.idle_timeout_s = keep_alive_timeout(h.value).or(f.idle_timeout_s);
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                if f.connections < f.connection.len() {
+                    f.connection[f.connections] = h.value;
+                    f.connections += 1;
+                }
+                for t in tokens(h.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        f.conn_close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                        f.conn_close = false;
+                    }
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    fn connection(&self) -> &[&'b [u8]] {
+        &self.connection[..self.connections]
+    }
+}
+
+/// Writes the head the client gets: the upstream's status line and end-to-end headers,
+/// the gateway's own framing (RFC 9110 §8.6, §6.4.1) and connection management, and the
+/// optional variant header.
+fn write_client_head(
+    out: &mut Vec<u8>,
+    resp: &httparse::Response<'_, '_>,
+    head: &ResponseHead,
+    facts: &ResponseFacts<'_>,
+    req: &RequestHead,
+    variant_header: Option<(&str, &str)>,
+) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
+    let status = head.status;
     let mut code = [0u8; 3];
     code[0] = b'0' + (status / 100 % 10) as u8;
     code[1] = b'0' + (status / 10 % 10) as u8;
@@ -144,11 +190,11 @@ pub fn parse_response(
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
-        if upgraded && h.name.eq_ignore_ascii_case("upgrade") {
+        if head.upgraded && h.name.eq_ignore_ascii_case("upgrade") {
             write_header(out, h.name.as_bytes(), h.value);
             continue;
         }
-        if is_hop_by_hop(h.name, &connection[..connections])
+        if is_hop_by_hop(h.name, facts.connection())
             || h.name.eq_ignore_ascii_case("transfer-encoding")
             || h.name.eq_ignore_ascii_case("content-length")
         {
@@ -160,25 +206,24 @@ pub fn parse_response(
     // for a de-chunked (close-delimited) body; `chunked` only toward HTTP/1.1 clients;
     // else the upstream's length as one plain decimal (kept for HEAD and 304, where it
     // describes the representation).
-    if !(upgraded || status == 204 || dechunk) {
+    if !(head.upgraded || status == 204 || head.dechunk) {
         write_framing(
             out,
-            chunked && req.version == Version::Http11,
-            content_length,
+            facts.chunked && req.version == Version::Http11,
+            facts.content_length,
         );
     }
     if let Some((name, value)) = variant_header {
         write_header(out, name.as_bytes(), value.as_bytes());
     }
-    if upgraded {
+    if head.upgraded {
         out.extend_from_slice(b"connection: upgrade\r\n");
-    } else if close_client {
+    } else if head.close_client {
         out.extend_from_slice(b"connection: close\r\n");
     } else if req.version == Version::Http10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Some(head))
 }
 
 /// The `timeout` parameter of a `Keep-Alive` header value (`timeout=5, max=100`).

@@ -54,6 +54,10 @@ pub(crate) struct BodySpec {
     pub(crate) read_timeout: Duration,
     /// Largest data size accepted (0: no limit).
     pub(crate) limit: u64,
+    /// Leave the body's last bytes in `out` (at most one read buffer's worth) for the
+    /// caller to send: the session records a response before its last byte goes out, so
+    /// a client that has the whole response also finds it in the figures.
+    pub(crate) hold_last: bool,
 }
 
 /// The two ends of one relay: bytes come from `src` (those already in `src_buf` first)
@@ -101,13 +105,14 @@ pub(crate) async fn relay_body<S: AsyncReadRent, D: AsyncWriteRent>(
                 let take = (src_buf.data().len() as u64).min(remaining) as usize;
                 remaining -= take as u64;
                 total += take as u64;
-                pass(src_buf, take, dst, out, &mut sent).await?;
+                let hold = spec.hold_last && remaining == 0;
+                pass(src_buf, take, dst, out, &mut sent, hold).await?;
                 remaining == 0
             }
             BodyKind::UntilClose => {
                 let take = src_buf.data().len();
                 total += take as u64;
-                pass(src_buf, take, dst, out, &mut sent).await?;
+                pass(src_buf, take, dst, out, &mut sent, false).await?;
                 false
             }
             BodyKind::Chunked => {
@@ -128,6 +133,9 @@ pub(crate) async fn relay_body<S: AsyncReadRent, D: AsyncWriteRent>(
         };
         if spec.limit > 0 && data > spec.limit {
             return Err(RelayError::TooLarge);
+        }
+        if done && spec.hold_last {
+            return Ok(total);
         }
         // Everything that has arrived goes out before a read that may wait.
         sent |= !out.is_empty();
@@ -150,19 +158,21 @@ pub(crate) async fn relay_body<S: AsyncReadRent, D: AsyncWriteRent>(
     }
 }
 
-/// Sends the first `take` buffered bytes on unchanged: appended to `out` when small,
-/// else written from the read buffer itself after what `out` holds.
+/// Sends the first `take` buffered bytes on unchanged: appended to `out` when small (or
+/// when `hold`: they end the body and stay for the caller), else written from the read
+/// buffer itself after what `out` holds.
 async fn pass(
     src_buf: &mut InBuf,
     take: usize,
     dst: &mut impl AsyncWriteRent,
     out: &mut Vec<u8>,
     sent: &mut bool,
+    hold: bool,
 ) -> Result<(), RelayError> {
     if take == 0 {
         return Ok(());
     }
-    if out.len() + take <= COALESCE {
+    if hold || out.len() + take <= COALESCE {
         out.extend_from_slice(&src_buf.data()[..take]);
         src_buf.consume(take);
         return Ok(());

@@ -24,8 +24,9 @@ use crate::dataplane::request::{FailedOver, Outcome, RequestCtx};
 use crate::dataplane::upstream::UpConn;
 use crate::dataplane::worker::Worker;
 
-/// Sends the routed request upstream and relays the response to the client. Returns what
-/// the client connection does next.
+/// Sends the routed request upstream and relays the response to the client, all but its
+/// last bytes, which stay in `c.out` for [`super::run`] to send once the request is
+/// recorded. Returns what the client connection does next.
 pub(crate) async fn proxy<S: Stream>(
     w: &Worker,
     c: &mut Client<S>,
@@ -194,6 +195,7 @@ async fn send_request<S: Stream>(
             dechunk: false,
             read_timeout: w.config.timeouts.response,
             limit: w.config.limits.max_body_bytes,
+            hold_last: false,
         },
     )
     .await;
@@ -308,6 +310,7 @@ async fn relay_response<S: Stream>(
             dechunk: resp.dechunk,
             read_timeout: w.config.timeouts.response,
             limit: 0,
+            hold_last: true,
         },
     )
     .await
