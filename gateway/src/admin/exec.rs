@@ -1,5 +1,8 @@
-//! Runs admin commands against the [`Control`] and formats the answers: human-readable
-//! text by default, JSON on request. Mutating commands are audit-logged with who ran them.
+//! Runs admin commands against the routing state ([`Control`]) and the rollout controller
+//! ([`Rollouts`], which owns the rollouts and is the way in for reloads), and formats the
+//! answers: human-readable text by default, JSON on request (the `show rollout` and
+//! kill-switch renderers live in [`super::show`]). Mutating commands are audit-logged
+//! with who ran them.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -11,6 +14,7 @@ use super::protocol::{Command, HELP, parse};
 use crate::config::value::format_percent;
 use crate::control::Control;
 use crate::metrics::{RouteStats, VariantStats};
+use crate::rollout::controller::Rollouts;
 
 /// An answer: its text and whether the command succeeded.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,14 +39,15 @@ impl Reply {
 }
 
 /// Parses and runs `line` for `who` (for the audit log).
-pub fn execute(control: &Control, line: &str, who: &str) -> Reply {
+pub(crate) fn execute(rollouts: &Rollouts, line: &str, who: &str) -> Reply {
+    let control = rollouts.control();
     let request = match parse(line) {
         Ok(r) => r,
         Err(e) => return Reply::err(e),
     };
     // A trip the workers made since the controller's last tick is part of the state
     // this command reads or changes.
-    control.record_kill_switch_trips();
+    rollouts.record_kill_switch_trips();
     let expect = request.expect;
     let mutates = request.command.mutates();
     let reply = match request.command {
@@ -64,10 +69,10 @@ pub fn execute(control: &Control, line: &str, who: &str) -> Reply {
         } => result(control.set_deployment(expect, route, id, endpoints)),
         Command::Promote { ref route } => result(control.promote(expect, route)),
         Command::Rollback { ref route } => result(control.rollback(expect, route)),
-        Command::Reload => reload(control, expect),
-        Command::Rollout(ref cmd) => result(control.rollout(expect, cmd, who)),
+        Command::Reload => reload(rollouts, expect),
+        Command::Rollout(ref cmd) => result(rollouts.rollout(expect, cmd, who)),
         Command::ShowRollout { route, json } => {
-            match crate::rollout::show::show(control, route.as_deref(), json) {
+            match super::show::rollout::show(rollouts, route.as_deref(), json) {
                 Ok(text) => Reply::ok(text),
                 Err(e) => Reply::err(e),
             }
@@ -87,8 +92,10 @@ fn result(r: Result<String, crate::control::ControlError>) -> Reply {
     }
 }
 
-/// Re-reads the configuration file the gateway started with and applies the difference.
-pub fn reload(control: &Control, expect: Option<u64>) -> Reply {
+/// Re-reads the configuration file the gateway started with and applies the difference
+/// through the rollout controller (which keeps rollouts' shares).
+pub(crate) fn reload(rollouts: &Rollouts, expect: Option<u64>) -> Reply {
+    let control = rollouts.control();
     let current = control.config();
     let Some(source) = current.server.source.as_deref() else {
         return Reply::err("reload: the gateway was not started with --config");
@@ -103,7 +110,7 @@ pub fn reload(control: &Control, expect: Option<u64>) -> Reply {
     }
     match crate::config::file::load(Path::new(source)) {
         Err(e) => Reply::err(format!("reload: {e}")),
-        Ok(new) => result(control.reload(new).map(|lines| lines.join("\n"))),
+        Ok(new) => result(rollouts.reload(&new).map(|lines| lines.join("\n"))),
     }
 }
 
@@ -166,7 +173,7 @@ fn show_canary(control: &Control, route: Option<&str>, json: bool) -> Reply {
                     "ppm": ppm,
                     "variables": c.deployment.variables,
                 })),
-                "kill_switch": crate::rollout::show::kill_switch_json(control, &r.name),
+                "kill_switch": super::show::killswitch::kill_switch_json(control, &r.name),
             }));
         }
     }
@@ -207,7 +214,7 @@ fn show_canary(control: &Control, route: Option<&str>, json: bool) -> Reply {
         let _ = write!(
             out,
             "\n  kill switch: {}",
-            crate::rollout::show::kill_switch_line(control, s(&i["route"]))
+            super::show::killswitch::kill_switch_line(control, s(&i["route"]))
         );
     }
     Reply::ok(out)
