@@ -18,6 +18,13 @@ pub(crate) fn render(out: &mut String, rollouts: &Rollouts) {
     let Ok(items) = report(rollouts, None, Instant::now()) else {
         return;
     };
+    state_series(out, &items);
+    judge_series(out, &items);
+    kill_switch_series(out, rollouts, &items);
+}
+
+/// Step, state and verdict counts of every route's rollout.
+fn state_series(out: &mut String, items: &[Value]) {
     let with_rollout = || items.iter().filter(|i| i["state"] != "none");
     header(
         out,
@@ -25,7 +32,7 @@ pub(crate) fn render(out: &mut String, rollouts: &Rollouts) {
         "Current rollout step, from 1 (0 without a rollout).",
         "gauge",
     );
-    for i in &items {
+    for i in items {
         let _ = writeln!(
             out,
             "canarygate_rollout_step{{route=\"{}\"}} {}",
@@ -66,6 +73,11 @@ pub(crate) fn render(out: &mut String, rollouts: &Rollouts) {
             );
         }
     }
+}
+
+/// The judge's p-values and confidence bounds of every route's rollout.
+fn judge_series(out: &mut String, items: &[Value]) {
+    let with_rollout = || items.iter().filter(|i| i["state"] != "none");
     header(
         out,
         "canarygate_rollout_last_p_value",
@@ -137,6 +149,10 @@ pub(crate) fn render(out: &mut String, rollouts: &Rollouts) {
             }
         }
     }
+}
+
+/// Kill-switch state and trips of every route that has a switch on.
+fn kill_switch_series(out: &mut String, rollouts: &Rollouts, items: &[Value]) {
     let switches: Vec<(String, Value)> = items
         .iter()
         .map(|i| {

@@ -127,51 +127,7 @@ pub(crate) fn render_text(items: &[Value]) -> String {
             );
         }
         if let Some(seq) = i["sequential"].as_object() {
-            let p = |k: &str| {
-                seq.get(k)
-                    .and_then(Value::as_f64)
-                    .map_or_else(|| "-".to_owned(), |p| format!("{p:.2e}"))
-            };
-            let _ = write!(
-                out,
-                "\n  sequential judge now: always-valid p latency {} errors {}",
-                p("p_latency"),
-                p("p_errors")
-            );
-            if seq.get("p_retransmits").is_some_and(|v| !v.is_null()) {
-                let _ = write!(out, " retransmits {}", p("p_retransmits"));
-            }
-            if let Some([lo, hi]) = seq
-                .get("error_difference")
-                .and_then(Value::as_array)
-                .map(|a| [a[0].as_f64().unwrap_or(0.0), a[1].as_f64().unwrap_or(0.0)])
-            {
-                let _ = write!(
-                    out,
-                    "; error difference [{:+.2}, {:+.2}] points",
-                    100.0 * lo,
-                    100.0 * hi
-                );
-            }
-            let median = &seq["quantiles"][0]["difference_us"];
-            let f = |v: &Value| {
-                v.as_f64()
-                    .map_or_else(|| "?".to_owned(), |v| format!("{v:+.0}"))
-            };
-            let _ = write!(
-                out,
-                "; median difference [{}, {}]us",
-                f(&median[0]),
-                f(&median[1])
-            );
-            for w in seq
-                .get("pending")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let _ = write!(out, "\n    to pass: {}", w.as_str().unwrap_or(""));
-            }
+            sequential_text(&mut out, seq);
         }
         for h in i["history"].as_array().into_iter().flatten() {
             let _ = write!(
@@ -203,4 +159,53 @@ pub(crate) fn show(
         );
     }
     Ok(render_text(&items))
+}
+
+/// The sequential judge's figures of one rollout, for the text form.
+fn sequential_text(out: &mut String, seq: &serde_json::Map<String, Value>) {
+    let p = |k: &str| {
+        seq.get(k)
+            .and_then(Value::as_f64)
+            .map_or_else(|| "-".to_owned(), |p| format!("{p:.2e}"))
+    };
+    let _ = write!(
+        out,
+        "\n  sequential judge now: always-valid p latency {} errors {}",
+        p("p_latency"),
+        p("p_errors")
+    );
+    if seq.get("p_retransmits").is_some_and(|v| !v.is_null()) {
+        let _ = write!(out, " retransmits {}", p("p_retransmits"));
+    }
+    if let Some([lo, hi]) = seq
+        .get("error_difference")
+        .and_then(Value::as_array)
+        .map(|a| [a[0].as_f64().unwrap_or(0.0), a[1].as_f64().unwrap_or(0.0)])
+    {
+        let _ = write!(
+            out,
+            "; error difference [{:+.2}, {:+.2}] points",
+            100.0 * lo,
+            100.0 * hi
+        );
+    }
+    let median = &seq["quantiles"][0]["difference_us"];
+    let f = |v: &Value| {
+        v.as_f64()
+            .map_or_else(|| "?".to_owned(), |v| format!("{v:+.0}"))
+    };
+    let _ = write!(
+        out,
+        "; median difference [{}, {}]us",
+        f(&median[0]),
+        f(&median[1])
+    );
+    for w in seq
+        .get("pending")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let _ = write!(out, "\n    to pass: {}", w.as_str().unwrap_or(""));
+    }
 }
