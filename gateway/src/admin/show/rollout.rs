@@ -78,6 +78,7 @@ pub(crate) fn report(
     })
 }
 
+/// A JSON string field as text (empty when absent).
 pub(super) fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
