@@ -1,7 +1,8 @@
-//! Runs admin commands against the routing state ([`Control`](crate::control::Control)) and the rollout controller
-//! ([`Rollouts`], which owns the rollouts and is the way in for reloads), and formats the
-//! answers: human-readable text by default, JSON on request (every `show ...` renderer
-//! lives in [`super::show`]). Mutating commands are audit-logged with who ran them.
+//! Runs admin commands against the routing state ([`Control`](crate::control::Control))
+//! and the rollout controller ([`Rollouts`], which owns the rollouts and is the way in for
+//! reloads), and formats the answers: human-readable text by default, JSON on request
+//! (every `show ...` renderer lives in [`super::show`]). Mutating commands are
+//! audit-logged with who ran them.
 
 use std::path::Path;
 
