@@ -5,6 +5,7 @@
 pub mod ctl;
 pub mod exec;
 pub mod protocol;
+pub(crate) mod show;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::config::ServerConfig;
-use crate::control::Control;
+use crate::rollout::controller::Rollouts;
 use protocol::MAX_LINE;
 
 /// The running control plane: where it listens. Dropping it removes the socket file.
@@ -27,7 +28,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Binds the admin socket and metrics listener (so errors surface at startup), then
     /// serves them on a dedicated thread.
-    pub fn start(config: &ServerConfig, control: Arc<Control>) -> Result<ControlPlane, String> {
+    /// The rollout controller is its way to the routing state too.
+    pub(crate) fn start(
+        config: &ServerConfig,
+        rollouts: Arc<Rollouts>,
+    ) -> Result<ControlPlane, String> {
         let admin = match &config.admin_socket {
             Some(path) => Some((bind_admin(path)?, path.clone())),
             None => None,
@@ -63,7 +68,7 @@ impl ControlPlane {
                     }
                 };
                 rt.block_on(serve(
-                    control,
+                    rollouts,
                     admin.map(|(l, _)| l),
                     metrics,
                     reloadable,
@@ -126,7 +131,7 @@ fn bind_admin(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
 }
 
 async fn serve(
-    control: Arc<Control>,
+    rollouts: Arc<Rollouts>,
     admin: Option<std::os::unix::net::UnixListener>,
     metrics: Option<std::net::TcpListener>,
     reloadable: bool,
@@ -135,16 +140,16 @@ async fn serve(
     if let Some(l) = admin {
         match tokio::net::UnixListener::from_std(l) {
             Ok(l) => {
-                tokio::spawn(admin_loop(Arc::clone(&control), l, owner));
+                tokio::spawn(admin_loop(Arc::clone(&rollouts), l, owner));
             }
             Err(e) => log::error!("admin socket: {e}"),
         }
     }
-    tokio::spawn(crate::rollout::controller::run(Arc::clone(&control)));
+    tokio::spawn(crate::rollout::controller::run(Arc::clone(&rollouts)));
     if let Some(l) = metrics {
         match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {
-                tokio::spawn(metrics_loop(Arc::clone(&control), l));
+                tokio::spawn(metrics_loop(Arc::clone(&rollouts), l));
             }
             Err(e) => log::error!("metrics endpoint: {e}"),
         }
@@ -153,7 +158,7 @@ async fn serve(
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(mut hup) => {
                 while hup.recv().await.is_some() {
-                    let reply = exec::execute(&control, "reload", "SIGHUP");
+                    let reply = exec::execute(&rollouts, "reload", "SIGHUP");
                     if reply.ok {
                         log::info!("SIGHUP: {}", reply.text.replace('\n', "; "));
                     } else {
@@ -167,7 +172,11 @@ async fn serve(
     std::future::pending::<()>().await;
 }
 
-async fn admin_loop(control: Arc<Control>, listener: tokio::net::UnixListener, owner: Option<u32>) {
+async fn admin_loop(
+    rollouts: Arc<Rollouts>,
+    listener: tokio::net::UnixListener,
+    owner: Option<u32>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -179,12 +188,12 @@ async fn admin_loop(control: Arc<Control>, listener: tokio::net::UnixListener, o
             continue;
         }
         let who = format!("uid {}", uid.unwrap_or_default());
-        tokio::spawn(admin_conn(Arc::clone(&control), stream, who));
+        tokio::spawn(admin_conn(Arc::clone(&rollouts), stream, who));
     }
 }
 
 /// Serves commands on one admin connection until it closes.
-async fn admin_conn(control: Arc<Control>, stream: tokio::net::UnixStream, who: String) {
+async fn admin_conn(rollouts: Arc<Rollouts>, stream: tokio::net::UnixStream, who: String) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::with_capacity(256);
@@ -208,10 +217,10 @@ async fn admin_conn(control: Arc<Control>, stream: tokio::net::UnixStream, who: 
             match std::str::from_utf8(&line) {
                 Ok(text) if text.trim().is_empty() => continue,
                 Ok(text) => {
-                    let control = Arc::clone(&control);
+                    let rollouts = Arc::clone(&rollouts);
                     let (text, who) = (text.to_owned(), who.clone());
                     // Reload reads a file; keep the runtime responsive.
-                    match tokio::task::spawn_blocking(move || exec::execute(&control, &text, &who))
+                    match tokio::task::spawn_blocking(move || exec::execute(&rollouts, &text, &who))
                         .await
                     {
                         Ok(r) => r,
@@ -235,12 +244,12 @@ async fn admin_conn(control: Arc<Control>, stream: tokio::net::UnixStream, who: 
     }
 }
 
-async fn metrics_loop(control: Arc<Control>, listener: tokio::net::TcpListener) {
+async fn metrics_loop(rollouts: Arc<Rollouts>, listener: tokio::net::TcpListener) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let control = Arc::clone(&control);
+        let rollouts = Arc::clone(&rollouts);
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(1024);
             let mut buf = [0u8; 1024];
@@ -261,10 +270,11 @@ async fn metrics_loop(control: Arc<Control>, listener: tokio::net::TcpListener) 
             let (status, body) =
                 if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
                     // Kill-switch figures are the recorded trips; record the newest first.
-                    control.record_kill_switch_trips();
+                    rollouts.record_kill_switch_trips();
+                    let control = rollouts.control();
                     let mut text = crate::metrics::prometheus::render(&control.stats());
                     crate::kernel::prometheus::render(&mut text, control.kernel_stats().as_ref());
-                    crate::rollout::show::render_prometheus(&mut text, &control);
+                    show::prometheus::render(&mut text, &rollouts);
                     ("200 OK", text)
                 } else {
                     (

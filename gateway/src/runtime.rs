@@ -22,6 +22,7 @@ use crate::dataplane::accesslog::AccessLog;
 use crate::dataplane::route::split::Split;
 use crate::dataplane::worker::Worker;
 use crate::metrics::{Stats, WorkerMetrics};
+use crate::rollout::controller::Rollouts;
 
 /// io_uring submission queue entries per worker.
 const RING_ENTRIES: u32 = 1024;
@@ -198,6 +199,11 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         .collect();
     let kernel_handle = kernel.handle();
     let control = Arc::new(Control::new(config.clone(), metrics.clone(), kernel_handle));
+    // The rollout controller owns the rollouts the file plans, and starts them now.
+    let rollouts = Arc::new(Rollouts::new(
+        Arc::clone(&control),
+        std::time::Instant::now(),
+    ));
     let first_route = config.stages[0].routes[0].name.clone();
     let split = control
         .split(&first_route)
@@ -220,7 +226,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         || server.source.is_some()
     {
         Some(
-            crate::admin::ControlPlane::start(server, Arc::clone(&control))
+            crate::admin::ControlPlane::start(server, rollouts)
                 .map_err(StartError::ControlPlane)?,
         )
     } else {

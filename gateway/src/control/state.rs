@@ -1,22 +1,26 @@
-//! The authoritative routing state and every change that can be made to it. Each change
-//! is checked, applied, counted in the configuration version, audit-logged and published.
+//! The control plane's handle, [`Control`]: the authoritative routing state (configuration,
+//! version, per-route runtime: split, metrics, kill switch) and the admin commands that
+//! change it. Each change is checked, applied, counted in the configuration version,
+//! audit-logged and published as a new snapshot in one step under one mutex.
+//!
+//! It knows nothing of rollouts: the rollout controller (`rollout::controller`) drives it
+//! through the same methods (and a few accessors) and takes its own lock first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use gateway_common::{VARIANT_COUNT, Variant};
+use gateway_common::VARIANT_COUNT;
 
-use crate::config::value::format_percent;
+use super::edit::{check_var_name, promote_route, rollback_route, set_route_percent};
+use crate::config::killswitch::KillSwitchConfig;
 use crate::config::{Canary, Config, Deployment, RouteConfig};
+use crate::dataplane::route::killswitch::KillSwitch;
 use crate::dataplane::route::publish::Shared;
 use crate::dataplane::route::snapshot::{RouteSnap, Snapshot, StageSnap};
 use crate::dataplane::route::split::Split;
 use crate::kernel::{Kernel, KernelStats};
-use crate::metrics::{RouteMetrics, RouteStats, Stats, VariantStats, WorkerMetrics};
-
-// Rollouts and kill switches: `Control` methods that need this module's private state.
-mod rollouts;
+use crate::metrics::{RouteMetrics, VariantStats, WorkerMetrics};
 
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,22 +49,25 @@ pub enum ControlError {
     Invalid(String),
 }
 
+/// What a route has at run time besides its configuration; shared with the snapshots.
 #[derive(Debug)]
-struct RouteRuntime {
-    id: usize,
-    split: Arc<Split>,
-    metrics: Arc<RouteMetrics>,
-    kill: Arc<crate::rollout::KillSwitch>,
+pub(super) struct RouteRuntime {
+    pub(super) id: usize,
+    pub(super) split: Arc<Split>,
+    pub(super) metrics: Arc<RouteMetrics>,
+    pub(super) kill: Arc<KillSwitch>,
 }
 
+/// Everything behind the control lock.
 #[derive(Debug)]
-struct State {
-    config: Config,
-    version: u64,
-    runtime: HashMap<String, RouteRuntime>,
-    next_id: usize,
-    /// Rollouts by route, active and finished (kept in memory only; see `rollouts`).
-    rollouts: BTreeMap<String, crate::rollout::Rollout>,
+pub(super) struct State {
+    pub(super) config: Config,
+    pub(super) version: u64,
+    pub(super) runtime: HashMap<String, RouteRuntime>,
+    pub(super) next_id: usize,
+    /// Kill-switch settings for routes without their own `kill_switch`, set by whoever
+    /// steers them (the rollout controller while a rollout runs).
+    pub(super) kill_fallback: HashMap<String, KillSwitchConfig>,
 }
 
 /// The control plane's handle: state behind a mutex only it takes, plus what workers read.
@@ -75,9 +82,10 @@ pub struct Control {
 }
 
 impl Control {
-    /// Builds the first snapshot from `config` and publishes it; `kernel` is where the
-    /// kernel's figures come from (`Kernel::default()`: none), read from the first
-    /// rollout on, so it is given here.
+    /// Builds the first snapshot from `config`, configures the routes' kill switches and
+    /// publishes it; `kernel` is where the kernel's figures come from
+    /// (`Kernel::default()`: none). Rollouts the file plans are started by the rollout
+    /// controller built on top of it.
     pub fn new(config: Config, workers: Vec<Arc<WorkerMetrics>>, kernel: Kernel) -> Control {
         let control = Control {
             state: Mutex::new(State {
@@ -85,7 +93,7 @@ impl Control {
                 version: 1,
                 runtime: HashMap::new(),
                 next_id: 0,
-                rollouts: BTreeMap::new(),
+                kill_fallback: HashMap::new(),
             }),
             shared: Arc::new(Shared::default()),
             workers,
@@ -107,9 +115,14 @@ impl Control {
                 control.add_runtime(&mut st, &name, ppm);
             }
             control.publish(&st);
-            control.start_configured_rollouts(&mut st, std::time::Instant::now());
+            Self::configure_kill_switches(&st);
         }
         control
+    }
+
+    /// Every worker's figures, in worker order.
+    pub(super) fn workers(&self) -> &[Arc<WorkerMetrics>] {
+        &self.workers
     }
 
     /// What workers read.
@@ -137,7 +150,7 @@ impl Control {
         self.lock().runtime.get(name).map(|r| Arc::clone(&r.split))
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-changed: every change
         // is computed before it is stored.
         self.state
@@ -145,7 +158,7 @@ impl Control {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn add_runtime(&self, st: &mut State, name: &str, ppm: u32) {
+    pub(super) fn add_runtime(&self, st: &mut State, name: &str, ppm: u32) {
         let id = st.next_id;
         st.next_id += 1;
         st.runtime.insert(
@@ -154,12 +167,12 @@ impl Control {
                 id,
                 split: Arc::new(Split::new(ppm)),
                 metrics: Arc::new(RouteMetrics::new(self.workers.len())),
-                kill: Arc::new(crate::rollout::KillSwitch::new(self.workers.len())),
+                kill: Arc::new(KillSwitch::new(self.workers.len())),
             },
         );
     }
 
-    fn publish(&self, st: &State) {
+    pub(super) fn publish(&self, st: &State) {
         let stages = st
             .config
             .stages
@@ -200,22 +213,15 @@ impl Control {
         self.change_locked(&mut st, expect, name, change)
     }
 
-    /// [`Control::change`] with the lock already held (rollouts decide and act under it).
-    fn change_locked(
+    /// [`Control::change`] with the lock already held (a kill-switch trip acts under it).
+    pub(super) fn change_locked(
         &self,
         st: &mut State,
         expect: Option<u64>,
         name: &str,
         change: impl FnOnce(&mut RouteConfig, &Split) -> Result<String, ControlError>,
     ) -> Result<String, ControlError> {
-        if let Some(expected) = expect
-            && expected != st.version
-        {
-            return Err(ControlError::VersionMismatch {
-                expected,
-                current: st.version,
-            });
-        }
+        check_version(st, expect)?;
         let split = st
             .runtime
             .get(name)
@@ -342,274 +348,104 @@ impl Control {
         self.change(expect, route, rollback_route)
     }
 
-    /// Replaces the routing part of the configuration with `new` as a list of typed
-    /// changes; returns one line per change. Server settings and the set of listeners
-    /// need a restart; changes to them are reported, not applied.
-    pub fn reload(&self, mut new: Config) -> Result<Vec<String>, ControlError> {
+    /// Fails unless the configuration version is `expect` (when given).
+    pub fn check_version(&self, expect: Option<u64>) -> Result<(), ControlError> {
+        check_version(&self.lock(), expect)
+    }
+
+    /// A copy of the configuration and its version, read together.
+    pub(crate) fn config_and_version(&self) -> (Config, u64) {
+        let st = self.lock();
+        (st.config.clone(), st.version)
+    }
+
+    /// A copy of route `name`'s configuration.
+    pub(crate) fn route(&self, name: &str) -> Option<RouteConfig> {
+        route_config(&self.lock().config, name).cloned()
+    }
+
+    /// Every route's configuration (only `name`'s when given) with its current share.
+    pub(crate) fn routes_with_share(&self, name: Option<&str>) -> Vec<(RouteConfig, u32)> {
+        let st = self.lock();
+        st.config
+            .stages
+            .iter()
+            .flat_map(|s| &s.routes)
+            .filter(|r| name.is_none_or(|n| n == r.name))
+            .map(|r| {
+                let ppm = st.runtime.get(&r.name).map_or(0, |rt| rt.split.ppm());
+                (r.clone(), ppm)
+            })
+            .collect()
+    }
+
+    /// Route `name`'s figures so far, summed over workers.
+    pub(crate) fn counters(&self, name: &str) -> Option<[VariantStats; VARIANT_COUNT]> {
+        self.lock()
+            .runtime
+            .get(name)
+            .map(|rt| rt.metrics.snapshot())
+    }
+
+    /// Sets route `name`'s canary share as a step of a plan does: a counted, published
+    /// change that re-arms the kill switch (a trip not recorded yet stays to be recorded).
+    pub(crate) fn set_step(
+        &self,
+        expect: Option<u64>,
+        name: &str,
+        ppm: u32,
+    ) -> Result<String, ControlError> {
         let mut st = self.lock();
-        let mut lines = Vec::new();
-        let old_stages: Vec<(String, SocketAddr)> = st
-            .config
-            .stages
-            .iter()
-            .map(|s| (s.name.clone(), s.listen))
-            .collect();
-        let new_stages: Vec<(String, SocketAddr)> = new
-            .stages
-            .iter()
-            .map(|s| (s.name.clone(), s.listen))
-            .collect();
-        // A file that asks for port 0 got a real port at startup; the same file re-read
-        // still says 0, which is not a change.
-        let same_listeners = old_stages.len() == new_stages.len()
-            && old_stages
-                .iter()
-                .zip(&new_stages)
-                .all(|((on, oa), (nn, na))| {
-                    on == nn && (oa == na || (na.port() == 0 && na.ip() == oa.ip()))
-                });
-        if !same_listeners {
-            return Err(ControlError::Reload(format!(
-                "stages or listen addresses changed ({old_stages:?} -> {new_stages:?}); restart to apply"
-            )));
+        let what = self.change_locked(&mut st, expect, name, |r, split| {
+            set_route_percent(r, split, ppm)
+        })?;
+        if let Some(rt) = st.runtime.get(name) {
+            rt.kill.arm();
         }
-        // A rollout in progress keeps its share; a new canary with a plan starts one.
-        let starts = Self::reload_rollouts_before(&st, &mut new, &mut lines);
-        let old_routes: HashMap<String, RouteConfig> = st
-            .config
-            .stages
-            .iter()
-            .flat_map(|s| s.routes.iter().map(|r| (r.name.clone(), r.clone())))
-            .collect();
-        for stage in &new.stages {
-            for r in &stage.routes {
-                let ppm = r.canary.as_ref().map_or(0, |c| c.ppm);
-                match old_routes.get(&r.name) {
-                    None => {
-                        self.add_runtime(&mut st, &r.name, ppm);
-                        lines.push(format!("route {}: added", r.name));
-                    }
-                    Some(old) if old == r => {}
-                    Some(old) => {
-                        let old_ppm = old.canary.as_ref().map_or(0, |c| c.ppm);
-                        if let Some(rt) = st.runtime.get(&r.name) {
-                            rt.split.set_ppm(ppm);
-                        }
-                        if old_ppm != ppm {
-                            lines.push(format!(
-                                "route {}: canary percent {} -> {}",
-                                r.name,
-                                format_percent(old_ppm),
-                                format_percent(ppm)
-                            ));
-                        }
-                        let (mut a, mut b) = (old.clone(), r.clone());
-                        for x in [&mut a, &mut b] {
-                            if let Some(c) = &mut x.canary {
-                                c.ppm = 0;
-                            }
-                        }
-                        if a != b {
-                            lines.push(format!("route {}: updated", r.name));
-                        }
-                    }
-                }
-            }
-        }
-        let new_names: Vec<&str> = new
-            .stages
-            .iter()
-            .flat_map(|s| s.routes.iter().map(|r| r.name.as_str()))
-            .collect();
-        for name in old_routes.keys() {
-            if !new_names.contains(&name.as_str()) {
-                st.runtime.remove(name);
-                lines.push(format!("route {name}: removed"));
-            }
-        }
-        let server = |c: &Config| {
-            let s = &c.server;
-            (
-                s.timeouts.clone(),
-                s.limits.clone(),
-                s.workers,
-                s.variant_header.clone(),
-            )
-        };
-        let server_changed = server(&st.config) != server(&new);
-        if server_changed {
-            lines.push("server settings changed: they apply after a restart".into());
-        }
-        let mut stages = new.stages;
-        for (stage, (_, bound)) in stages.iter_mut().zip(&old_stages) {
-            stage.listen = *bound;
-        }
-        st.config.stages = stages;
-        self.reload_rollouts_after(&mut st, &old_routes, &starts, &mut lines);
-        st.version += 1;
-        self.publish(&st);
-        lines.push(format!("reloaded (version {})", st.version));
-        Ok(lines)
+        Ok(what)
     }
 
-    /// Figures of every worker and route.
-    pub fn stats(&self) -> Stats {
-        let snap = self.shared.load();
-        let mut workers: Vec<_> = self.workers.iter().map(|w| w.snapshot()).collect();
-        let mut routes = Vec::new();
-        for stage in &snap.stages {
-            for r in &stage.routes {
-                // Each worker's figures are read once, and added to its worker's totals
-                // and to the route's.
-                let mut variants: [VariantStats; VARIANT_COUNT] = Default::default();
-                for (i, w) in workers.iter_mut().enumerate() {
-                    for ((worker, route), one) in w
-                        .variants
-                        .iter_mut()
-                        .zip(variants.iter_mut())
-                        .zip(r.metrics.worker_snapshot(i))
-                    {
-                        worker.add(&one);
-                        route.add(&one);
-                    }
-                }
-                routes.push(RouteStats {
-                    stage: stage.name.clone(),
-                    name: r.name.clone(),
-                    canary_ppm: if r.has_canary() { r.split.ppm() } else { 0 },
-                    deployments: [Variant::Stable, Variant::Canary]
-                        .map(|v| r.plans[v.index()].as_ref().map(|p| p.deployment_id.clone())),
-                    variants,
-                });
-            }
+    /// Sets a share without counting a version (start-up counts its own) and arms the
+    /// kill switch.
+    pub(crate) fn set_share_quietly(&self, name: &str, ppm: u32) {
+        let mut st = self.lock();
+        if let Some(c) = route_config_mut(&mut st.config, name).and_then(|r| r.canary.as_mut()) {
+            c.ppm = ppm;
         }
-        Stats { workers, routes }
+        if let Some(rt) = st.runtime.get(name) {
+            rt.split.set_ppm(ppm);
+            rt.kill.arm();
+        }
     }
 }
 
-fn set_route_percent(r: &mut RouteConfig, split: &Split, ppm: u32) -> Result<String, ControlError> {
-    let name = r.name.clone();
-    let canary = r.canary.as_mut().ok_or(ControlError::NoCanary(name))?;
-    let old = canary.ppm;
-    canary.ppm = ppm;
-    split.set_ppm(ppm);
-    Ok(format!(
-        "route {}: canary percent {} -> {}",
-        r.name,
-        format_percent(old),
-        format_percent(ppm)
-    ))
-}
-
-fn promote_route(r: &mut RouteConfig, split: &Split) -> Result<String, ControlError> {
-    let name = r.name.clone();
-    let canary = r.canary.take().ok_or(ControlError::NoCanary(name))?;
-    let old = std::mem::replace(&mut r.stable.id, canary.deployment.id.clone());
-    r.stable.endpoints = canary.deployment.endpoints;
-    r.stable.variables.extend(canary.deployment.variables);
-    split.set_ppm(0);
-    Ok(format!(
-        "route {}: promoted canary {} to stable (was {old})",
-        r.name, r.stable.id
-    ))
-}
-
-fn rollback_route(r: &mut RouteConfig, split: &Split) -> Result<String, ControlError> {
-    let name = r.name.clone();
-    let canary = r.canary.as_mut().ok_or(ControlError::NoCanary(name))?;
-    let old = canary.ppm;
-    canary.ppm = 0;
-    split.set_ppm(0);
-    Ok(format!(
-        "route {}: rolled back, canary percent {} -> 0 (deployment {} kept)",
-        r.name,
-        format_percent(old),
-        canary.deployment.id
-    ))
-}
-
-fn check_var_name(key: &str) -> Result<(), ControlError> {
-    if crate::config::template::is_var_name(key) {
-        Ok(())
-    } else {
-        Err(ControlError::Invalid(format!(
-            "'{key}' is not a variable name (letters, digits, _)"
-        )))
+/// Fails unless `st` is at version `expect` (when given).
+pub(super) fn check_version(st: &State, expect: Option<u64>) -> Result<(), ControlError> {
+    match expect {
+        Some(expected) if expected != st.version => Err(ControlError::VersionMismatch {
+            expected,
+            current: st.version,
+        }),
+        _ => Ok(()),
     }
+}
+
+/// Route `name` of `config`.
+pub(super) fn route_config<'a>(config: &'a Config, name: &str) -> Option<&'a RouteConfig> {
+    config
+        .stages
+        .iter()
+        .flat_map(|s| &s.routes)
+        .find(|r| r.name == name)
+}
+
+fn route_config_mut<'a>(config: &'a mut Config, name: &str) -> Option<&'a mut RouteConfig> {
+    config
+        .stages
+        .iter_mut()
+        .flat_map(|s| &mut s.routes)
+        .find(|r| r.name == name)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{RouteConfig, StageConfig};
-
-    fn control() -> Control {
-        let mut route = RouteConfig::catch_all("api", vec!["127.0.0.1:1".parse().unwrap()]);
-        route.stable.variables.insert("v".into(), "1".into());
-        let cfg = Config {
-            stages: vec![StageConfig {
-                name: "s".into(),
-                listen: "127.0.0.1:0".parse().unwrap(),
-                routes: vec![route],
-            }],
-            ..Config::default()
-        };
-        Control::new(
-            cfg,
-            vec![Arc::new(WorkerMetrics::default())],
-            Kernel::default(),
-        )
-    }
-
-    #[test]
-    fn aws_model_promote_and_rollback() {
-        let c = control();
-        assert_eq!(
-            c.set_percent(None, "api", 10),
-            Err(ControlError::NoCanary("api".into()))
-        );
-        c.set_deployment(None, "api", "v2", &["127.0.0.1:2".parse().unwrap()])
-            .unwrap();
-        c.set_percent(None, "api", 50_000).unwrap();
-        c.set_var(None, "api", "v", "2").unwrap();
-        assert_eq!(c.split("api").unwrap().ppm(), 50_000);
-        c.rollback(None, "api").unwrap();
-        assert_eq!(c.split("api").unwrap().ppm(), 0);
-        let cfg = c.config();
-        let route = &cfg.stages[0].routes[0];
-        assert_eq!(
-            route.canary.as_ref().unwrap().deployment.id,
-            "v2",
-            "rollback keeps the canary"
-        );
-        c.set_percent(None, "api", 50_000).unwrap();
-        c.promote(None, "api").unwrap();
-        let cfg = c.config();
-        let route = &cfg.stages[0].routes[0];
-        assert!(route.canary.is_none());
-        assert_eq!(route.stable.id, "v2");
-        assert_eq!(
-            route.stable.endpoints,
-            vec!["127.0.0.1:2".parse::<SocketAddr>().unwrap()]
-        );
-        assert_eq!(route.stable.variables["v"], "2");
-        assert_eq!(c.split("api").unwrap().ppm(), 0);
-    }
-
-    #[test]
-    fn compare_and_set() {
-        let c = control();
-        let v = c.version();
-        c.set_deployment(Some(v), "api", "v2", &["127.0.0.1:2".parse().unwrap()])
-            .unwrap();
-        assert!(matches!(
-            c.set_percent(Some(v), "api", 1),
-            Err(ControlError::VersionMismatch { .. })
-        ));
-        assert!(c.set_percent(Some(v + 1), "api", 1).is_ok());
-        assert_eq!(
-            c.set_percent(None, "nope", 1),
-            Err(ControlError::NoRoute("nope".into()))
-        );
-    }
-}
+mod tests;

@@ -1,16 +1,19 @@
-//! Rollouts on a real `Control` with synthetic traffic written straight into the route's
-//! counters, and time passed in: every transition the controller makes, without sockets.
+//! The rollout controller on a real `Control` with synthetic traffic written straight into
+//! the route's counters, and time passed in: every transition the controller makes,
+//! without sockets.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_common::Variant;
 
+use super::Rollouts;
+use crate::config::killswitch::KillSwitchConfig;
 use crate::config::{Canary, Config, Deployment, RouteConfig, StageConfig};
 use crate::control::Control;
 use crate::metrics::WorkerMetrics;
 use crate::rollout::plan::PlanArgs;
-use crate::rollout::{KillSwitchConfig, Plan, RolloutCommand};
+use crate::rollout::{Plan, RolloutCommand};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -41,17 +44,18 @@ fn config(r: RouteConfig) -> Config {
     }
 }
 
-fn control(r: RouteConfig) -> Control {
-    Control::new(
+fn control(r: RouteConfig) -> Rollouts {
+    let control = Control::new(
         config(r),
         vec![Arc::new(WorkerMetrics::default())],
         crate::kernel::Kernel::default(),
-    )
+    );
+    Rollouts::new(Arc::new(control), Instant::now())
 }
 
 /// Records `n` requests of `variant`: latency `us` (+ a little spread), `errors` 5xx.
-fn traffic(c: &Control, variant: Variant, n: u64, us: u64, errors: u64) {
-    let snap = c.shared().load();
+fn traffic(c: &Rollouts, variant: Variant, n: u64, us: u64, errors: u64) {
+    let snap = c.control().shared().load();
     let slot = snap.stages[0].routes[0].metrics.slot(0, variant);
     for i in 0..n {
         slot.requests.inc();
@@ -60,7 +64,7 @@ fn traffic(c: &Control, variant: Variant, n: u64, us: u64, errors: u64) {
     }
 }
 
-fn start(c: &Control, words: &[&str]) -> String {
+fn start(c: &Rollouts, words: &[&str]) -> String {
     let args = PlanArgs::parse(words).unwrap();
     c.rollout(
         None,
@@ -73,14 +77,14 @@ fn start(c: &Control, words: &[&str]) -> String {
     .unwrap()
 }
 
-fn state(c: &Control) -> serde_json::Value {
-    c.rollout_report(Some("api"), Instant::now())
+fn state(c: &Rollouts) -> serde_json::Value {
+    crate::admin::show::rollout::report(c, Some("api"), Instant::now())
         .unwrap()
         .remove(0)
 }
 
-fn ppm(c: &Control) -> u32 {
-    c.split("api").unwrap().ppm()
+fn ppm(c: &Rollouts) -> u32 {
+    c.control().split("api").unwrap().ppm()
 }
 
 #[test]
@@ -102,11 +106,11 @@ fn healthy_canary_walks_every_step_and_is_promoted() {
     );
     assert!(reply.contains("rollout of v2 started by test"), "{reply}");
     assert_eq!(ppm(&c), 100_000);
-    c.rollout_tick(t0 + SECOND / 2);
+    c.tick(t0 + SECOND / 2);
     assert_eq!(state(&c)["step"], 1, "not due yet");
     traffic(&c, Variant::Stable, 500, 200, 0);
     traffic(&c, Variant::Canary, 60, 200, 0);
-    c.rollout_tick(t0 + 2 * SECOND);
+    c.tick(t0 + 2 * SECOND);
     assert_eq!(
         (state(&c)["step"].as_u64(), ppm(&c)),
         (Some(2), 500_000),
@@ -116,11 +120,11 @@ fn healthy_canary_walks_every_step_and_is_promoted() {
     // The next window starts from the counters at the step change.
     traffic(&c, Variant::Stable, 300, 200, 0);
     traffic(&c, Variant::Canary, 300, 200, 0);
-    c.rollout_tick(t0 + 4 * SECOND);
+    c.tick(t0 + 4 * SECOND);
     let s = state(&c);
     assert_eq!(s["state"], "promoted", "{s}");
     assert_eq!(s["history"][1]["detail"]["canary"]["requests"], 300);
-    let cfg = c.config();
+    let cfg = c.control().config();
     assert!(cfg.stages[0].routes[0].canary.is_none());
     assert_eq!(cfg.stages[0].routes[0].stable.id, "v2");
     assert_eq!(s["verdicts"]["pass"], 2);
@@ -145,7 +149,7 @@ fn slow_canary_is_rolled_back_and_too_few_samples_hold_the_step() {
     );
     traffic(&c, Variant::Stable, 1000, 200, 0);
     traffic(&c, Variant::Canary, 20, 30_200, 0);
-    c.rollout_tick(t0 + 2 * SECOND);
+    c.tick(t0 + 2 * SECOND);
     let s = state(&c);
     assert_eq!(
         (s["state"].as_str(), s["step"].as_u64()),
@@ -160,7 +164,7 @@ fn slow_canary_is_rolled_back_and_too_few_samples_hold_the_step() {
         "{s}"
     );
     traffic(&c, Variant::Canary, 40, 30_200, 0);
-    c.rollout_tick(t0 + 3 * SECOND);
+    c.tick(t0 + 3 * SECOND);
     let s = state(&c);
     assert_eq!(s["state"], "rolled_back", "{s}");
     assert!(
@@ -171,7 +175,7 @@ fn slow_canary_is_rolled_back_and_too_few_samples_hold_the_step() {
         "{s}"
     );
     assert_eq!(ppm(&c), 0);
-    let cfg = c.config();
+    let cfg = c.control().config();
     assert_eq!(
         cfg.stages[0].routes[0].canary.as_ref().unwrap().ppm,
         0,
@@ -189,13 +193,13 @@ fn kill_switch_trip_fails_the_rollout() {
     };
     let c = control(route("v2", None, Some(kill)));
     start(&c, &["steps", "20,50", "interval", "60s"]);
-    let snap = c.shared().load();
+    let snap = c.control().shared().load();
     let r = &snap.stages[0].routes[0];
     for _ in 0..6 {
         r.kill.record(0, "api", 503, false, &r.split);
     }
     assert_eq!(ppm(&c), 0, "the worker itself set the share to 0");
-    c.rollout_tick(Instant::now());
+    c.tick(Instant::now());
     let s = state(&c);
     assert_eq!(s["state"], "rolled_back");
     assert!(
@@ -206,12 +210,16 @@ fn kill_switch_trip_fails_the_rollout() {
         "{s}"
     );
     assert_eq!(
-        c.config().stages[0].routes[0].canary.as_ref().unwrap().ppm,
+        c.control().config().stages[0].routes[0]
+            .canary
+            .as_ref()
+            .unwrap()
+            .ppm,
         0
     );
-    let (k, _) = c.kill_switch("api").unwrap();
+    let (k, _) = c.control().kill_switch("api").unwrap();
     assert!(k.is_tripped());
-    c.set_percent(None, "api", 10_000).unwrap();
+    c.control().set_percent(None, "api", 10_000).unwrap();
     assert!(!k.is_tripped(), "setting a share re-arms the switch");
 }
 
@@ -241,7 +249,7 @@ fn pause_resume_abort_and_changes_by_hand() {
     );
     traffic(&c, Variant::Stable, 100, 200, 0);
     traffic(&c, Variant::Canary, 100, 200, 0);
-    c.rollout_tick(t0 + 5 * SECOND);
+    c.tick(t0 + 5 * SECOND);
     assert_eq!(
         state(&c)["history"].as_array().unwrap().len(),
         0,
@@ -253,8 +261,8 @@ fn pause_resume_abort_and_changes_by_hand() {
             .contains("resumed at step 1")
     );
     // A share set by hand pauses the rollout; resume puts the step's share back.
-    c.set_percent(None, "api", 300_000).unwrap();
-    c.rollout_tick(t0 + 5 * SECOND);
+    c.control().set_percent(None, "api", 300_000).unwrap();
+    c.tick(t0 + 5 * SECOND);
     let s = state(&c);
     assert_eq!(s["state"], "paused");
     assert!(
@@ -310,7 +318,7 @@ fn reload_keeps_a_rollout_and_a_new_canary_with_a_plan_starts_one() {
     .unwrap();
     start(&c, &["steps", "20,50", "interval", "60s"]);
     let lines = c
-        .reload(config(route("v2", Some(plan.clone()), None)))
+        .reload(&config(route("v2", Some(plan.clone()), None)))
         .unwrap();
     assert_eq!(ppm(&c), 200_000, "{lines:?}");
     assert!(
@@ -321,7 +329,7 @@ fn reload_keeps_a_rollout_and_a_new_canary_with_a_plan_starts_one() {
     );
     assert_eq!(state(&c)["state"], "running");
     // A new canary deployment with a plan: the old rollout ends, a new one starts.
-    let lines = c.reload(config(route("v3", Some(plan), None))).unwrap();
+    let lines = c.reload(&config(route("v3", Some(plan), None))).unwrap();
     assert!(
         lines
             .iter()
@@ -339,7 +347,7 @@ fn reload_keeps_a_rollout_and_a_new_canary_with_a_plan_starts_one() {
         (Some("v3"), 10_000)
     );
     // Without a plan, a changed canary just ends the rollout and takes the file's share.
-    let lines = c.reload(config(route("v4", None, None))).unwrap();
+    let lines = c.reload(&config(route("v4", None, None))).unwrap();
     assert!(
         lines.iter().any(|l| l.contains("rollout ended")),
         "{lines:?}"
