@@ -4,7 +4,7 @@
 //! `CANARYGATE_FAULT_OBJECT` to that path for the tests crate, which includes the file.
 //!
 //! Without the eBPF toolchain the file is empty; the tests that need it then fail and
-//! say why (`gateway::kernel::built()`).
+//! say why (`gateway::kernel_built()`).
 
 use anyhow::Context as _;
 

@@ -4,9 +4,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use gateway::AtomicHistogram;
 use gateway::dataplane::h1::head::{self, Forwarding, MAX_HEADERS, Rewrite, write_upstream};
 use gateway::dataplane::h1::response::parse_response;
-use gateway::metrics::AtomicHistogram;
 use gateway::{Picker, Split};
 
 /// Parses a head and writes its upstream version as the session's route phase does:
@@ -104,8 +104,8 @@ fn snapshot_swap(c: &mut Criterion) {
     );
     let control = Arc::new(gateway::Control::new(
         cfg,
-        vec![Arc::new(gateway::metrics::WorkerMetrics::default())],
-        gateway::kernel::Kernel::default(),
+        vec![Arc::new(gateway::WorkerMetrics::default())],
+        gateway::Kernel::default(),
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {

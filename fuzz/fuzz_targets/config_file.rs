@@ -5,6 +5,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = gateway::config::file::parse(text, std::path::Path::new("fuzz.toml"));
+        let _ = gateway::parse_config_file(text, std::path::Path::new("fuzz.toml"));
     }
 });

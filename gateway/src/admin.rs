@@ -2,9 +2,9 @@
 //! Prometheus `/metrics` endpoint and SIGHUP reloads, all on one tokio runtime that never
 //! touches the data path. `canarygate ctl` ([`ctl`]) is the client for the socket.
 
-pub mod ctl;
-pub mod exec;
-pub mod protocol;
+pub(crate) mod ctl;
+pub(crate) mod exec;
+pub(crate) mod protocol;
 pub(crate) mod show;
 
 use std::net::SocketAddr;

@@ -24,7 +24,7 @@ use crate::kernel::KernelAccounting;
 /// canary deployment and keeps everything about that share separate.
 #[derive(Debug, Parser)]
 #[command(name = "canarygate", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -33,7 +33,7 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 #[expect(clippy::large_enum_variant, reason = "parsed once per process")]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the gateway in front of a stable and a canary deployment.
     Run(RunArgs),
     /// Start two built-in upstreams ("v1" stable, "v2" canary) and the gateway in front
@@ -50,7 +50,7 @@ pub enum Command {
 
 /// Flags of `canarygate ctl`.
 #[derive(Debug, Args)]
-pub struct CtlArgs {
+pub(crate) struct CtlArgs {
     /// Admin socket of the gateway.
     #[arg(long, value_name = "PATH", env = "CANARYGATE_ADMIN_SOCKET", default_value = crate::admin::ctl::DEFAULT_SOCKET)]
     pub socket: PathBuf,
@@ -66,7 +66,7 @@ pub struct CtlArgs {
 
 /// Flags of `canarygate run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// TOML configuration file with stages, routes and server settings (instead of
     /// --listen/--stable/--canary); re-read by the admin `reload` command and on SIGHUP.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "stable", "canary"])]
@@ -109,7 +109,7 @@ pub struct RunArgs {
 
 /// Flags of `canarygate demo`.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Address the demo gateway listens on.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -124,7 +124,7 @@ pub struct DemoArgs {
 /// Split, worker and limit flags of `run`. Defaults are the configuration's
 /// ([`Timeouts::default`], [`Limits::default`], [`DriverChoice::default`]).
 #[derive(Debug, Args)]
-pub struct Tuning {
+pub(crate) struct Tuning {
     /// Share of requests sent to the canary, in percent (0..=100, up to 4 decimals: 5, 0.5, 12.25).
     #[arg(long, value_name = "P", value_parser = parse_percent, default_value = "0", allow_negative_numbers = true)]
     canary_percent: u32,
@@ -408,7 +408,7 @@ fn ctl(args: &CtlArgs) -> ExitCode {
 
 /// Blocks until SIGINT or SIGTERM, then returns the handle that sees later ones. SIGHUP
 /// is left to the control plane (reload).
-pub fn wait_for_signal() -> Option<signal_hook::iterator::Signals> {
+pub(crate) fn wait_for_signal() -> Option<signal_hook::iterator::Signals> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
         Ok(mut signals) => {

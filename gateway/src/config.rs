@@ -6,7 +6,7 @@
 //! written once, here. Routing parts change at run time through [`crate::control`];
 //! server parts (workers, listeners, timeouts) need a restart.
 
-pub mod file;
+pub(crate) mod file;
 pub(crate) mod killswitch;
 pub(crate) mod template;
 mod validate;
@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Name of the stage and route built from the `run` flags.
-pub const DEFAULT_NAME: &str = "default";
+pub(crate) const DEFAULT_NAME: &str = "default";
 
 /// A deployment: an id, its endpoints (round-robin) and variables.
 #[derive(Clone, Debug, PartialEq, Eq)]

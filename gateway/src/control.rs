@@ -17,7 +17,7 @@
 pub(crate) mod edit;
 pub(crate) mod killswitch;
 pub(crate) mod reload;
-pub mod state;
+pub(crate) mod state;
 pub(crate) mod stats;
 
-pub use state::{Control, ControlError};
+pub(crate) use state::{Control, ControlError};

@@ -29,8 +29,8 @@
 
 mod cgroup;
 mod drain;
-pub mod prometheus;
-pub mod report;
+pub(crate) mod prometheus;
+pub(crate) mod report;
 mod sys;
 
 use std::fmt;
@@ -121,7 +121,7 @@ static CLAIMED: AtomicBool = AtomicBool::new(false);
 ///
 /// `Off` touches nothing. `Auto` logs a warning naming the reason and returns an inactive
 /// guard when accounting is unavailable. `On` returns the reason as an error.
-pub fn start(choice: KernelAccounting) -> Result<KernelGuard, KernelError> {
+pub(crate) fn start(choice: KernelAccounting) -> Result<KernelGuard, KernelError> {
     let started = match choice {
         KernelAccounting::Off => {
             return Ok(KernelGuard {
@@ -160,7 +160,7 @@ pub enum KernelStatus {
 /// Keeps kernel accounting running; dropping it detaches everything and removes the
 /// cgroup. Held by the `Gateway`.
 #[derive(Debug)]
-pub struct KernelGuard {
+pub(crate) struct KernelGuard {
     status: KernelStatus,
     /// The only owner: readers hold [`Kernel`] handles, which do not keep it alive.
     accounting: Option<Arc<Accounting>>,
@@ -168,18 +168,18 @@ pub struct KernelGuard {
 
 impl KernelGuard {
     /// Whether accounting runs, and where or why not.
-    pub fn status(&self) -> &KernelStatus {
+    pub(crate) fn status(&self) -> &KernelStatus {
         &self.status
     }
 
     /// The kernel's figures, when accounting runs.
-    pub fn stats(&self) -> Option<KernelStats> {
+    pub(crate) fn stats(&self) -> Option<KernelStats> {
         self.accounting.as_ref().map(|a| a.stats())
     }
 
     /// A handle for whoever reports the kernel's figures; it sees nothing once this
     /// guard is dropped.
-    pub fn handle(&self) -> Kernel {
+    pub(crate) fn handle(&self) -> Kernel {
         Kernel {
             accounting: self
                 .accounting
@@ -222,13 +222,13 @@ pub fn built() -> Result<(), KernelError> {
 /// Tags a freshly connected upstream socket with the deployment it serves. Call right
 /// after connect, before the first request is written.
 #[inline]
-pub fn tag_upstream(socket: &impl AsRawFd, variant: Variant) {
+pub(crate) fn tag_upstream(socket: &impl AsRawFd, variant: Variant) {
     tag(socket.as_raw_fd(), variant_class(variant));
 }
 
 /// Tags a freshly accepted client socket as downstream.
 #[inline]
-pub fn tag_downstream(socket: &impl AsRawFd) {
+pub(crate) fn tag_downstream(socket: &impl AsRawFd) {
     tag(socket.as_raw_fd(), CLASS_DOWNSTREAM);
 }
 

@@ -10,23 +10,32 @@
 //! path; [`kernel`] accounts each variant's TCP traffic in the kernel (eBPF); [`demo`] is
 //! the self-contained tour behind `canarygate demo`.
 
-pub mod admin;
-pub mod cli;
-pub mod config;
-pub mod control;
+pub(crate) mod admin;
+pub(crate) mod cli;
+pub(crate) mod config;
+pub(crate) mod control;
 pub mod dataplane;
 pub(crate) mod demo;
 pub(crate) mod judge;
-pub mod kernel;
-pub mod metrics;
+pub(crate) mod kernel;
+pub(crate) mod metrics;
 pub(crate) mod rollout;
-pub mod runtime;
+pub(crate) mod runtime;
 
-pub use config::{Config, ConfigError, DriverChoice, Limits, ServerConfig, Timeouts};
-pub use control::Control;
+// What the binary, `tests/`, `benches/` and `fuzz/` use; everything else is crate-private
+// so that `dead_code` and `unreachable_pub` see it.
+pub use admin::protocol::parse as parse_admin_command;
+pub use cli::main;
+pub use config::file::parse as parse_config_file;
+pub use config::{
+    Assignment, Canary, Config, ConfigError, Deployment, DriverChoice, Limits, RouteConfig,
+    ServerConfig, StageConfig, StickyKey, Timeouts,
+};
+pub use control::state::Control;
 pub use dataplane::assign::bucket;
 pub use dataplane::route::split::{Picker, Split};
 pub use gateway_common::{PPM_MAX, Variant};
-pub use kernel::{KernelAccounting, KernelStats};
-pub use metrics::{RouteStats, Stats, VariantStats, WorkerStats};
+pub use kernel::{Kernel, KernelAccounting, KernelStats, built as kernel_built};
+pub use metrics::histogram::AtomicHistogram;
+pub use metrics::{RouteStats, Stats, VariantStats, WorkerMetrics, WorkerStats};
 pub use runtime::{Driver, Gateway, StartError, start};

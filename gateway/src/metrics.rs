@@ -5,14 +5,14 @@
 //! writer, so recording is a relaxed load and store; readers sum workers into a [`Stats`]
 //! snapshot whenever they ask.
 
-mod histogram;
-pub mod prometheus;
+pub(crate) mod histogram;
+pub(crate) mod prometheus;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gateway_common::{VARIANT_COUNT, Variant};
-pub use hdrhistogram::Histogram;
-pub use histogram::{AtomicHistogram, new_histogram};
+pub(crate) use hdrhistogram::Histogram;
+pub(crate) use histogram::{AtomicHistogram, new_histogram};
 
 /// A counter with one writer (its worker) and any number of readers.
 #[derive(Debug, Default)]
@@ -53,7 +53,7 @@ impl Counter {
 /// Why a request was answered by the gateway itself instead of an upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
-pub enum Reject {
+pub(crate) enum Reject {
     /// 400: malformed or ambiguous request.
     BadRequest,
     /// 408: head not received in time.
@@ -69,11 +69,11 @@ pub enum Reject {
 }
 
 /// Number of [`Reject`] kinds.
-pub const REJECT_KINDS: usize = 6;
+pub(crate) const REJECT_KINDS: usize = 6;
 
 impl Reject {
     /// Every kind, in index order.
-    pub const ALL: [Reject; REJECT_KINDS] = [
+    pub(crate) const ALL: [Reject; REJECT_KINDS] = [
         Reject::BadRequest,
         Reject::Timeout,
         Reject::BodyTooLarge,
@@ -83,7 +83,7 @@ impl Reject {
     ];
 
     /// Label used in metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reject::BadRequest => "bad_request",
             Reject::Timeout => "timeout",
@@ -98,7 +98,7 @@ impl Reject {
 /// How an upstream exchange failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
-pub enum UpstreamFailure {
+pub(crate) enum UpstreamFailure {
     /// Connect refused or failed.
     Connect,
     /// Connect did not finish in time.
@@ -112,11 +112,11 @@ pub enum UpstreamFailure {
 }
 
 /// Number of [`UpstreamFailure`] kinds.
-pub const UPSTREAM_FAILURE_KINDS: usize = 5;
+pub(crate) const UPSTREAM_FAILURE_KINDS: usize = 5;
 
 impl UpstreamFailure {
     /// Every kind, in index order.
-    pub const ALL: [UpstreamFailure; UPSTREAM_FAILURE_KINDS] = [
+    pub(crate) const ALL: [UpstreamFailure; UPSTREAM_FAILURE_KINDS] = [
         UpstreamFailure::Connect,
         UpstreamFailure::ConnectTimeout,
         UpstreamFailure::Closed,
@@ -125,7 +125,7 @@ impl UpstreamFailure {
     ];
 
     /// Label used in metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             UpstreamFailure::Connect => "connect",
             UpstreamFailure::ConnectTimeout => "connect_timeout",

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Default admin socket path of `canarygate ctl`.
-pub const DEFAULT_SOCKET: &str = "/run/canarygate.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/canarygate.sock";
 
 /// Sends `command` to the gateway at `socket`; returns the reply text and whether it
 /// succeeded (replies to failed commands start with `error:`).
-pub fn send(socket: &Path, command: &str) -> Result<(bool, String), String> {
+pub(crate) fn send(socket: &Path, command: &str) -> Result<(bool, String), String> {
     let mut stream = UnixStream::connect(socket)
         .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
     stream

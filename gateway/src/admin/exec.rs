@@ -11,7 +11,7 @@ use crate::rollout::controller::Rollouts;
 
 /// An answer: its text and whether the command succeeded.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// True unless the command failed.
     pub ok: bool,
     /// Lines without the terminating empty line; errors start with `error: `.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use crate::config::value::{parse_addr, parse_percent};
 
 /// Longest accepted command line, in bytes.
-pub const MAX_LINE: usize = 4096;
+pub(crate) const MAX_LINE: usize = 4096;
 
 /// A parsed command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub struct Request {
 }
 
 /// The usage text `help` prints.
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 help                                           this text
 show version                                   configuration version
 show canary [ROUTE] [json]                     routes, deployments, shares, variables

@@ -156,7 +156,7 @@ enum Percent {
 }
 
 /// Reads and checks the configuration file at `path`.
-pub fn load(path: &Path) -> Result<Config, FileError> {
+pub(crate) fn load(path: &Path) -> Result<Config, FileError> {
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: path.to_owned(),
         source,
@@ -484,7 +484,7 @@ impl Cx<'_> {
 }
 
 /// `header:NAME`, `cookie:NAME` or `ip`.
-pub fn parse_sticky_key(text: &str) -> Result<StickyKey, String> {
+pub(crate) fn parse_sticky_key(text: &str) -> Result<StickyKey, String> {
     match text.split_once(':') {
         Some(("header", name)) => Ok(StickyKey::Header(parse_header_name(name)?)),
         Some(("cookie", name)) if !name.is_empty() => Ok(StickyKey::Cookie(name.to_owned())),

@@ -64,7 +64,7 @@ const COUNTERS: [Series; 8] = [
 ];
 
 /// Appends the kernel series for `stats` (`None`: accounting is off) to `out`.
-pub fn render(out: &mut String, stats: Option<&KernelStats>) {
+pub(crate) fn render(out: &mut String, stats: Option<&KernelStats>) {
     header(
         out,
         "canarygate_kernel_accounting_enabled",

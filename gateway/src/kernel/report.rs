@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{ClassStats, KernelStats};
 
 /// `{"enabled": bool, "stable": {...}, "canary": {...}, "downstream": {...}}`.
-pub fn json(stats: Option<&KernelStats>) -> Value {
+pub(crate) fn json(stats: Option<&KernelStats>) -> Value {
     let Some(stats) = stats else {
         return json!({ "enabled": false });
     };
@@ -47,7 +47,7 @@ fn class_json(s: &ClassStats) -> Value {
 }
 
 /// A text table, one line per class, or one line saying accounting is off.
-pub fn text(stats: Option<&KernelStats>) -> String {
+pub(crate) fn text(stats: Option<&KernelStats>) -> String {
     let Some(stats) = stats else {
         return "kernel accounting off".into();
     };

@@ -78,7 +78,7 @@ impl AtomicHistogram {
 }
 
 /// An empty histogram with the bounds every reader uses (1 µs .. ~19 h, 2 digits).
-pub fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_VALUE, 2).expect("static histogram bounds are valid")
 }
 

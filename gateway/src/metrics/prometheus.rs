@@ -15,7 +15,7 @@ const BUCKETS: [f64; 16] = [
 ];
 
 /// Renders `stats` in the Prometheus text format.
-pub fn render(stats: &Stats) -> String {
+pub(crate) fn render(stats: &Stats) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let per_variant =
         |out: &mut String, name: &str, help: &str, kind: &str, f: &dyn Fn(&VariantStats) -> u64| {

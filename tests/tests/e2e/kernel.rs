@@ -562,7 +562,7 @@ impl Fault {
         assert!(
             !FAULT_OBJECT.is_empty(),
             "canarygate was built without its eBPF object: {:?}",
-            gateway::kernel::built().err()
+            gateway::kernel_built().err()
         );
         let mut ebpf = aya::Ebpf::load(FAULT_OBJECT).expect("load the eBPF object");
         let prog: &mut SchedClassifier = ebpf
