@@ -23,36 +23,22 @@ pub(crate) enum Side {
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProxyError {
-    /// 400: the request is malformed or ambiguous.
-    #[error("bad request: {0}")]
-    BadRequest(&'static str),
+    /// A head the codecs refused: the client's (400, 414, 417, 431, 501, 505) or the
+    /// upstream's response head (502).
+    #[error(transparent)]
+    Parse(#[from] ParseError),
     /// 408: the head did not arrive in time.
     #[error("request head timeout")]
     HeadTimeout,
     /// 413: the body is over the limit.
     #[error("request body too large")]
     BodyTooLarge,
-    /// 414: the request line is over the head limit.
-    #[error("request line too long")]
-    UriTooLong,
-    /// 431: the head is over the limit.
-    #[error("request header section too large")]
-    HeadTooLarge,
-    /// 417: an `Expect` value other than `100-continue`.
-    #[error("unsupported expectation")]
-    ExpectationFailed,
-    /// 501: a method or coding the gateway does not relay.
-    #[error("not implemented: {0}")]
-    NotImplemented(&'static str),
     /// 404: no route of the stage takes the request (connection kept).
     #[error("no route")]
     NoRoute,
     /// 404: no route, and the request has a body or asks to close (connection closed).
     #[error("no route")]
     NoRouteClose,
-    /// 505: an HTTP version other than 1.0 or 1.1.
-    #[error("HTTP version not supported")]
-    VersionNotSupported,
     /// The client closed or reset its connection; nobody to answer.
     #[error("client went away: {0}")]
     ClientGone(io::Error),
@@ -78,12 +64,19 @@ pub(crate) enum ProxyError {
     /// 504: the upstream did not answer in time.
     #[error("upstream response timeout")]
     ResponseTimeout,
-    /// 502: the upstream's response is not valid HTTP/1.x.
-    #[error("invalid upstream response: {0}")]
-    BadResponse(&'static str),
 }
 
 impl ProxyError {
+    /// 400 for a request the gateway will not relay as framed.
+    pub(crate) fn bad_request(why: &'static str) -> ProxyError {
+        ProxyError::Parse(ParseError::BadRequest(why))
+    }
+
+    /// 502 for an upstream response the gateway will not relay as framed.
+    pub(crate) fn bad_response(why: &'static str) -> ProxyError {
+        ProxyError::Parse(ParseError::BadResponse(why))
+    }
+
     /// Who caused it.
     pub(crate) fn side(&self) -> Side {
         match self {
@@ -92,7 +85,7 @@ impl ProxyError {
             | ProxyError::UpstreamClosed(_)
             | ProxyError::Stale { .. }
             | ProxyError::ResponseTimeout
-            | ProxyError::BadResponse(_) => Side::Upstream,
+            | ProxyError::Parse(ParseError::BadResponse(_)) => Side::Upstream,
             _ => Side::Downstream,
         }
     }
@@ -100,19 +93,21 @@ impl ProxyError {
     /// Status and reason phrase to answer with, or `None` when nobody can be answered.
     pub(crate) fn status(&self) -> Option<(u16, &'static str)> {
         Some(match self {
-            ProxyError::BadRequest(_) => (400, "Bad Request"),
+            ProxyError::Parse(e) => match e {
+                ParseError::BadRequest(_) => (400, "Bad Request"),
+                ParseError::UriTooLong => (414, "URI Too Long"),
+                ParseError::HeadTooLarge => (431, "Request Header Fields Too Large"),
+                ParseError::ExpectationFailed => (417, "Expectation Failed"),
+                ParseError::NotImplemented(_) => (501, "Not Implemented"),
+                ParseError::VersionNotSupported => (505, "HTTP Version Not Supported"),
+                ParseError::BadResponse(_) => (502, "Bad Gateway"),
+            },
             ProxyError::NoRoute | ProxyError::NoRouteClose => (404, "Not Found"),
             ProxyError::HeadTimeout | ProxyError::ClientBodyTimeout => (408, "Request Timeout"),
             ProxyError::BodyTooLarge => (413, "Content Too Large"),
-            ProxyError::UriTooLong => (414, "URI Too Long"),
-            ProxyError::HeadTooLarge => (431, "Request Header Fields Too Large"),
-            ProxyError::ExpectationFailed => (417, "Expectation Failed"),
-            ProxyError::NotImplemented(_) => (501, "Not Implemented"),
-            ProxyError::VersionNotSupported => (505, "HTTP Version Not Supported"),
-            ProxyError::Connect(_)
-            | ProxyError::UpstreamClosed(_)
-            | ProxyError::Stale { .. }
-            | ProxyError::BadResponse(_) => (502, "Bad Gateway"),
+            ProxyError::Connect(_) | ProxyError::UpstreamClosed(_) | ProxyError::Stale { .. } => {
+                (502, "Bad Gateway")
+            }
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => (504, "Gateway Timeout"),
             ProxyError::ClientGone(_) => return None,
         })
@@ -121,18 +116,20 @@ impl ProxyError {
     /// Short machine-friendly reason, sent in the error body and logs.
     pub(crate) fn detail(&self) -> &'static str {
         match self {
-            ProxyError::BadRequest(why)
-            | ProxyError::NotImplemented(why)
-            | ProxyError::UpstreamClosed(why)
-            | ProxyError::BadResponse(why) => why,
+            ProxyError::Parse(e) => match e {
+                ParseError::BadRequest(why)
+                | ParseError::NotImplemented(why)
+                | ParseError::BadResponse(why) => why,
+                ParseError::UriTooLong => "request line exceeds the header size limit",
+                ParseError::HeadTooLarge => "request header section exceeds the limit",
+                ParseError::ExpectationFailed => "only 100-continue is supported in Expect",
+                ParseError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
+            },
+            ProxyError::UpstreamClosed(why) => why,
             ProxyError::HeadTimeout => "request head not received in time",
             ProxyError::NoRoute | ProxyError::NoRouteClose => "no route matches this host and path",
             ProxyError::ClientBodyTimeout => "request body not received in time",
             ProxyError::BodyTooLarge => "request body exceeds the configured limit",
-            ProxyError::UriTooLong => "request line exceeds the header size limit",
-            ProxyError::HeadTooLarge => "request header section exceeds the limit",
-            ProxyError::ExpectationFailed => "only 100-continue is supported in Expect",
-            ProxyError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
             ProxyError::ClientGone(_) => "client closed the connection",
             ProxyError::Connect(_) => "upstream refused or failed the connection",
             ProxyError::ConnectTimeout => "upstream connect timed out",
@@ -144,14 +141,17 @@ impl ProxyError {
     /// The rejection counter this error increments, for client-side errors.
     pub(crate) fn reject_kind(&self) -> Option<Reject> {
         Some(match self {
-            ProxyError::BadRequest(_) => Reject::BadRequest,
+            ProxyError::Parse(e) => match e {
+                ParseError::BadRequest(_) => Reject::BadRequest,
+                ParseError::UriTooLong | ParseError::HeadTooLarge => Reject::HeadTooLarge,
+                ParseError::ExpectationFailed
+                | ParseError::NotImplemented(_)
+                | ParseError::VersionNotSupported => Reject::Unsupported,
+                ParseError::BadResponse(_) => return None,
+            },
             ProxyError::NoRoute | ProxyError::NoRouteClose => Reject::NoRoute,
             ProxyError::HeadTimeout | ProxyError::ClientBodyTimeout => Reject::Timeout,
             ProxyError::BodyTooLarge => Reject::BodyTooLarge,
-            ProxyError::UriTooLong | ProxyError::HeadTooLarge => Reject::HeadTooLarge,
-            ProxyError::ExpectationFailed
-            | ProxyError::NotImplemented(_)
-            | ProxyError::VersionNotSupported => Reject::Unsupported,
             _ => return None,
         })
     }
@@ -163,7 +163,7 @@ impl ProxyError {
             ProxyError::ConnectTimeout => UpstreamFailure::ConnectTimeout,
             ProxyError::UpstreamClosed(_) | ProxyError::Stale { .. } => UpstreamFailure::Closed,
             ProxyError::ResponseTimeout => UpstreamFailure::ResponseTimeout,
-            ProxyError::BadResponse(_) => UpstreamFailure::BadResponse,
+            ProxyError::Parse(ParseError::BadResponse(_)) => UpstreamFailure::BadResponse,
             _ => return None,
         })
     }
@@ -177,20 +177,6 @@ impl ProxyError {
     /// only when the request was read completely, which the caller also checks.
     pub(crate) fn keeps_client(&self) -> bool {
         self.side() == Side::Upstream
-    }
-}
-
-impl From<ParseError> for ProxyError {
-    fn from(e: ParseError) -> ProxyError {
-        match e {
-            ParseError::BadRequest(why) => ProxyError::BadRequest(why),
-            ParseError::UriTooLong => ProxyError::UriTooLong,
-            ParseError::HeadTooLarge => ProxyError::HeadTooLarge,
-            ParseError::ExpectationFailed => ProxyError::ExpectationFailed,
-            ParseError::NotImplemented(why) => ProxyError::NotImplemented(why),
-            ParseError::VersionNotSupported => ProxyError::VersionNotSupported,
-            ParseError::BadResponse(why) => ProxyError::BadResponse(why),
-        }
     }
 }
 

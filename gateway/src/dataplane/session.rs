@@ -22,6 +22,7 @@ use gateway_common::Variant;
 use super::accesslog::Inline;
 use super::assign::assign;
 use super::error::ProxyError;
+use super::h1::ParseError;
 use super::h1::head::{BodyKind, Forwarding, MAX_HEADERS, Rewrite, parse, write_upstream};
 use super::h1::response::write_error_response;
 use super::io::Stream;
@@ -178,7 +179,7 @@ async fn read_head<S: Stream>(
             deadline.get_or_insert_with(|| Instant::now() + cfg.timeouts.header);
         }
         if c.buf.is_full() {
-            return Err(ProxyError::HeadTooLarge);
+            return Err(ProxyError::Parse(ParseError::HeadTooLarge));
         }
         let wait = deadline.map_or(cfg.timeouts.keepalive, |d| {
             d.saturating_duration_since(Instant::now())

@@ -214,7 +214,7 @@ async fn send_request<S: Stream>(
             Err(ProxyError::ClientGone(ErrorKind::UnexpectedEof.into()))
         }
         Err(RelayError::SrcTimeout) => Err(ProxyError::ClientBodyTimeout),
-        Err(RelayError::Framing { .. }) => Err(ProxyError::BadRequest("invalid chunked body")),
+        Err(RelayError::Framing { .. }) => Err(ProxyError::bad_request("invalid chunked body")),
         Err(RelayError::TooLarge) => Err(ProxyError::BodyTooLarge),
     }
 }
@@ -267,7 +267,7 @@ async fn read_response_head<S: Stream>(
             return Ok(resp);
         }
         if up.buf.is_full() {
-            return Err(ProxyError::BadResponse("response head too large"));
+            return Err(ProxyError::bad_response("response head too large"));
         }
         match monoio::time::timeout(w.config.timeouts.response, up.buf.fill(&mut up.stream)).await {
             Err(_) => return Err(ProxyError::ResponseTimeout),
@@ -323,7 +323,7 @@ async fn relay_response<S: Stream>(
                 out.response_started = false;
                 out.bytes_out -= head_bytes;
             }
-            ProxyError::BadResponse("invalid chunked body")
+            ProxyError::bad_response("invalid chunked body")
         }
         RelayError::SrcClosed | RelayError::SrcIo | RelayError::TooLarge => {
             ProxyError::UpstreamClosed("upstream closed the connection mid-body")

@@ -169,7 +169,7 @@ mod tests {
         for e in [
             ProxyError::ClientBodyTimeout,
             ProxyError::BodyTooLarge,
-            ProxyError::BadRequest("test"),
+            ProxyError::bad_request("test"),
         ] {
             assert_eq!(
                 decide(&e, &GET(), Variant::Canary, true, FRESH),
