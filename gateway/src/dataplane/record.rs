@@ -2,7 +2,8 @@
 //! `logging` phase): per route and variant the status class, bytes, latencies, upstream
 //! connects, reuses, retries and failures; the canary's kill-switch window; the
 //! access-log record. [`begin`] marks a request (or a failover's stable attempt) in
-//! flight; [`finish`] turns the session's [`Report`] into figures.
+//! flight; [`finish`] turns its outcome into figures; [`rejected`] counts a head refused
+//! before routing.
 //!
 //! Everything is a relaxed store to this worker's own counters or a push to its own
 //! bounded queue: no lock, no allocation.
@@ -11,9 +12,10 @@ use gateway_common::Variant;
 
 use super::accesslog::{Inline, Record};
 use super::io::clock::now_us;
-use super::request::{Outcome, Report, RequestCtx, Tally};
+use super::request::{Outcome, RequestCtx, Tally};
 use super::route::snapshot::RouteSnap;
 use super::worker::Worker;
+use crate::metrics::Reject;
 use crate::metrics::VariantMetrics;
 
 /// A routed request starts: the worker is busy (a graceful stop waits for it) and its
@@ -39,10 +41,9 @@ pub(crate) fn begin_variant(w: &Worker, ctx: &RequestCtx) {
 /// seen the response sees them in the figures too.
 pub(crate) fn settle_attempts(w: &Worker, ctx: &RequestCtx, out: &mut Outcome) {
     let route = ctx.route();
-    for v in Variant::ALL {
-        add_tally(route.metrics.slot(w.id, v), &out.tally[v.index()]);
+    for (v, tally) in out.take_tallies() {
+        add_tally(route.metrics.slot(w.id, v), &tally);
     }
-    out.tally = Default::default();
     if let Some(f) = out.failed_over.take() {
         settle(
             w,
@@ -55,20 +56,17 @@ pub(crate) fn settle_attempts(w: &Worker, ctx: &RequestCtx, out: &mut Outcome) {
     }
 }
 
-/// Counts what one turn of the session reported.
-pub(crate) fn finish(w: &Worker, report: Report) {
-    match report {
-        Report::Nothing => {}
-        Report::Rejected(kind) => {
-            if let Some(kind) = kind {
-                w.metrics.rejected[kind as usize].inc();
-            }
-        }
-        Report::Routed(ctx, mut out) => {
-            routed(w, &ctx, &mut out);
-            w.metrics.busy.dec();
-        }
+/// A head refused before a route was chosen, counted by kind.
+pub(crate) fn rejected(w: &Worker, kind: Option<Reject>) {
+    if let Some(kind) = kind {
+        w.metrics.rejected[kind as usize].inc();
     }
+}
+
+/// Counts a routed request, whatever happened to it; the worker is no longer busy with it.
+pub(crate) fn finish(w: &Worker, ctx: &RequestCtx, out: &mut Outcome) {
+    routed(w, ctx, out);
+    w.metrics.busy.dec();
 }
 
 fn routed(w: &Worker, ctx: &RequestCtx, out: &mut Outcome) {
@@ -126,8 +124,7 @@ fn add_tally(vm: &VariantMetrics, t: &Tally) {
     if t.reuses > 0 {
         vm.upstream_reuses.add(u64::from(t.reuses));
     }
-    let failed = t.failures.iter().fold(0, |a, &n| a | n);
-    if t.retries | t.stale_retries | failed != 0 {
+    if t.eventful {
         vm.retries.add(u64::from(t.retries));
         vm.stale_retries.add(u64::from(t.stale_retries));
         for (c, n) in vm.upstream_failures.iter().zip(t.failures) {

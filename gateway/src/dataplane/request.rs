@@ -54,6 +54,8 @@ pub(crate) struct Tally {
     pub(crate) stale_retries: u32,
     /// Failures of attempts that were followed by another attempt, by kind.
     pub(crate) failures: [u32; UPSTREAM_FAILURE_KINDS],
+    /// Any of `retries`, `stale_retries` or `failures` is above 0.
+    pub(crate) eventful: bool,
 }
 
 /// The canary attempt of a request that then failed over to stable: it counts as a 502
@@ -85,21 +87,38 @@ pub(crate) struct Outcome {
     pub(crate) reject: Option<Reject>,
     /// The last attempt could not connect (the kill switch may count it).
     pub(crate) connect_failed: bool,
-    /// Per variant.
-    pub(crate) tally: [Tally; VARIANT_COUNT],
+    /// Per variant; only those whose bit is set in `touched` hold anything.
+    tally: [Tally; VARIANT_COUNT],
+    /// Bit `1 << variant.index()` for each variant whose tally changed.
+    touched: u8,
     pub(crate) failed_over: Option<FailedOver>,
 }
 
-/// What one turn of the session hands to `record`.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "moved once per request on the stack; boxing would allocate per request"
-)]
-pub(crate) enum Report {
-    /// Nothing to count (the client closed or idled out between requests).
-    Nothing,
-    /// Refused before a route was chosen (malformed head, no route, head timeout).
-    Rejected(Option<Reject>),
-    /// A routed request, successful or not.
-    Routed(RequestCtx, Outcome),
+impl Outcome {
+    /// Nothing has happened yet to a request with `head`: its head is read, its body
+    /// (if any) is not.
+    pub(crate) fn new(head: &RequestHead) -> Outcome {
+        Outcome {
+            bytes_in: head.head_len as u64,
+            request_done: head.body == super::h1::head::BodyKind::None,
+            ..Outcome::default()
+        }
+    }
+
+    /// `variant`'s tally, to add to.
+    #[inline]
+    pub(crate) fn tally(&mut self, variant: Variant) -> &mut Tally {
+        self.touched |= 1 << variant.index();
+        &mut self.tally[variant.index()]
+    }
+
+    /// The tallies that hold anything, emptied.
+    #[inline]
+    pub(crate) fn take_tallies(&mut self) -> impl Iterator<Item = (Variant, Tally)> + '_ {
+        let touched = std::mem::take(&mut self.touched);
+        Variant::ALL
+            .into_iter()
+            .filter(move |v| touched & (1 << v.index()) != 0)
+            .map(|v| (v, std::mem::take(&mut self.tally[v.index()])))
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! Each phase borrows the [`Client`] (the connection and its reused buffers) and the one
 //! [`RequestCtx`] made when the head was routed, and writes what happened into the one
-//! [`Outcome`]. [`run`] is the single exit: it hands the [`Report`] to [`record`], which
+//! [`Outcome`]. [`run`] is the single exit: it lends them to [`record`], which
 //! alone turns it into metrics, the kill-switch window and the access log, and returns
 //! what the connection does next. Nothing here counts anything.
 //!
@@ -28,7 +28,7 @@ use super::h1::response::write_error_response;
 use super::io::Stream;
 use super::io::buf::{InBuf, flush};
 use super::record;
-use super::request::{Outcome, Report, RequestCtx};
+use super::request::{Outcome, RequestCtx};
 use super::route::snapshot::{Plan, RouteSnap};
 use super::upstream::UpConn;
 use super::worker::Worker;
@@ -82,43 +82,17 @@ pub(crate) enum Next {
     Upgrade(UpConn),
 }
 
-/// Serves the next request on `c` and records it: the single exit of every phase.
-/// Returns what the connection does next.
+/// Serves the next request on `c`: its phases in order, then [`record`] (a rejection or
+/// the routed request's outcome), then the response's last bytes. Returns what the
+/// connection does next. The context and outcome live in this frame and are lent to
+/// every phase and to `record`, never moved.
 pub(crate) async fn run<S: Stream>(w: &Worker, c: &mut Client<S>) -> Next {
-    let (next, report) = phases(w, c).await;
-    record::finish(w, report);
-    // The response's last bytes go out only now, so its figures are in place by the
-    // time the client has all of it.
-    if flush(&mut c.out, &mut c.stream).await.is_err() {
-        return Next::Close;
-    }
-    next
-}
-
-/// The phases of one request, up to what `record` needs.
-async fn phases<S: Stream>(w: &Worker, c: &mut Client<S>) -> (Next, Report) {
-    let ctx = match read_head(w, c).await {
+    let mut ctx = match read_head(w, c).await {
         Ok(Some(ctx)) => ctx,
-        Ok(None) => return (Next::Close, Report::Nothing),
-        Err(e) => {
-            log::debug!("rejected request from {}: {e}", c.ip);
-            let keep = matches!(e, ProxyError::NoRoute);
-            answer_error(w, c, &e, None, !keep).await;
-            let next = if keep {
-                Next::KeepAlive
-            } else {
-                c.linger = true;
-                Next::Close
-            };
-            return (next, Report::Rejected(e.reject_kind()));
-        }
+        Ok(None) => return Next::Close,
+        Err(e) => return reject(w, c, &e).await,
     };
-    let mut ctx = ctx;
-    let mut out = Outcome {
-        bytes_in: ctx.head.head_len as u64,
-        request_done: ctx.head.body == BodyKind::None,
-        ..Outcome::default()
-    };
+    let mut out = Outcome::new(&ctx.head);
     record::begin(w, &ctx);
     let next = match exchange::proxy(w, c, &mut ctx, &mut out).await {
         Ok(next) => next,
@@ -130,7 +104,28 @@ async fn phases<S: Stream>(w: &Worker, c: &mut Client<S>) -> (Next, Report) {
             next
         }
     };
-    (next, Report::Routed(ctx, out))
+    record::finish(w, &ctx, &mut out);
+    // The response's last bytes go out only now, so its figures are in place by the
+    // time the client has all of it.
+    if flush(&mut c.out, &mut c.stream).await.is_err() {
+        return Next::Close;
+    }
+    next
+}
+
+/// A head refused before a route was chosen (malformed, no route, too slow): answered,
+/// then recorded.
+async fn reject<S: Stream>(w: &Worker, c: &mut Client<S>, e: &ProxyError) -> Next {
+    log::debug!("rejected request from {}: {e}", c.ip);
+    let keep = matches!(e, ProxyError::NoRoute);
+    answer_error(w, c, e, None, !keep).await;
+    record::rejected(w, e.reject_kind());
+    if keep {
+        Next::KeepAlive
+    } else {
+        c.linger = true;
+        Next::Close
+    }
 }
 
 /// The request failed with `e`: answer it if the response has not started, and note

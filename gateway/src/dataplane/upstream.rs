@@ -93,25 +93,24 @@ impl Upstreams {
         Some(endpoints[i])
     }
 
-    /// An idle pooled connection to `addr` (unless `fresh`), or a new one. `variant` is
-    /// the deployment the connection serves (kernel accounting tags new sockets with it).
-    pub(crate) async fn get(
+    /// An idle pooled connection to `addr` that is still open, if there is one. Kept
+    /// apart from [`Upstreams::connect`] so the common, pooled case builds no connect
+    /// future at all.
+    #[inline]
+    pub(crate) fn pooled(&self, addr: SocketAddr) -> Option<UpConn> {
+        self.pools
+            .borrow_mut()
+            .get_mut(&addr)
+            .and_then(|p| p.take(Instant::now()))
+    }
+
+    /// A new connection to `addr`, within the connect timeout. `variant` is the
+    /// deployment the connection serves (kernel accounting tags the socket with it).
+    pub(crate) async fn connect(
         &self,
         addr: SocketAddr,
         variant: Variant,
-        fresh: bool,
     ) -> Result<UpConn, ConnectError> {
-        let pooled = if fresh {
-            None
-        } else {
-            self.pools
-                .borrow_mut()
-                .get_mut(&addr)
-                .and_then(|p| p.take(Instant::now()))
-        };
-        if let Some(conn) = pooled {
-            return Ok(conn);
-        }
         let stream = match monoio::time::timeout(
             self.connect_timeout,
             TcpStream::connect_addr(addr),

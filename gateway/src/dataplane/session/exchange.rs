@@ -88,7 +88,8 @@ async fn attempts<S: Stream>(
             Err(e) => e,
         };
         let decision = policy::decide(&e, &ctx.head, ctx.variant, !c.alt.is_empty(), used);
-        let tally = &mut out.tally[ctx.variant.index()];
+        let tally = out.tally(ctx.variant);
+        tally.eventful = true;
         if decision != Retry::Again
             && let Some(kind) = e.upstream_failure()
         {
@@ -121,7 +122,9 @@ async fn attempts<S: Stream>(
                 ctx.variant = Variant::Stable;
                 ctx.start = now;
                 out.upstream_head = None;
-                out.tally[Variant::Stable.index()].retries += 1;
+                let stable = out.tally(Variant::Stable);
+                stable.retries += 1;
+                stable.eventful = true;
                 record::begin_variant(w, ctx);
             }
             Retry::Fail => return Err(e),
@@ -140,8 +143,16 @@ async fn attempt<S: Stream>(
     endpoint: SocketAddr,
     fresh: bool,
 ) -> Result<(UpConn, ResponseHead), ProxyError> {
-    let mut up = w.upstreams.get(endpoint, ctx.variant, fresh).await?;
-    let tally = &mut out.tally[ctx.variant.index()];
+    let pooled = if fresh {
+        None
+    } else {
+        w.upstreams.pooled(endpoint)
+    };
+    let mut up = match pooled {
+        Some(up) => up,
+        None => w.upstreams.connect(endpoint, ctx.variant).await?,
+    };
+    let tally = out.tally(ctx.variant);
     if up.reused {
         tally.reuses += 1;
     } else {
