@@ -175,24 +175,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let workers = config.server.effective_workers();
     // Before any socket exists: the gateway may move itself into its own cgroup.
     let kernel = crate::kernel::start(config.server.kernel_accounting)?;
-    // Listeners: per stage, the first bind resolves port 0; every worker gets its own
-    // SO_REUSEPORT socket on the same address.
-    let mut local_addrs = Vec::new();
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
-        (0..workers).map(|_| Vec::new()).collect();
-    for stage in &mut config.stages {
-        let first = bind(stage.listen)?;
-        let addr = first.local_addr().map_err(|source| StartError::Bind {
-            addr: stage.listen,
-            source,
-        })?;
-        stage.listen = addr;
-        local_addrs.push(addr);
-        per_worker[0].push(first);
-        for listeners in per_worker.iter_mut().skip(1) {
-            listeners.push(bind(addr)?);
-        }
-    }
+    let (local_addrs, per_worker) = bind_listeners(&mut config, workers)?;
 
     let metrics: Vec<Arc<WorkerMetrics>> = (0..workers)
         .map(|_| Arc::new(WorkerMetrics::default()))
@@ -269,6 +252,52 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         }
     }
     drop(ready_tx);
+    let driver = wait_ready(&ready_rx, workers)?;
+    Ok(Gateway {
+        local_addrs,
+        split,
+        control,
+        metrics,
+        driver,
+        threads,
+        stop_handles,
+        _log: log,
+        control_plane,
+        kernel,
+    })
+}
+
+/// Listeners: per stage, the first bind resolves port 0 (the config then records the real
+/// port, which reload relies on); every worker gets its own `SO_REUSEPORT` socket on the
+/// same address. Returns the stages' addresses and each worker's listeners.
+fn bind_listeners(
+    config: &mut Config,
+    workers: usize,
+) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net::TcpListener>>), StartError> {
+    let mut local_addrs = Vec::new();
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for stage in &mut config.stages {
+        let first = bind(stage.listen)?;
+        let addr = first.local_addr().map_err(|source| StartError::Bind {
+            addr: stage.listen,
+            source,
+        })?;
+        stage.listen = addr;
+        local_addrs.push(addr);
+        per_worker[0].push(first);
+        for listeners in per_worker.iter_mut().skip(1) {
+            listeners.push(bind(addr)?);
+        }
+    }
+    Ok((local_addrs, per_worker))
+}
+
+/// Waits until every worker listens (or one failed); returns the I/O driver they run on.
+fn wait_ready(
+    ready_rx: &mpsc::Receiver<Result<Driver, (usize, io::Error)>>,
+    workers: usize,
+) -> Result<Driver, StartError> {
     let mut driver = Driver::IoUringTuned;
     for _ in 0..workers {
         match ready_rx.recv() {
@@ -282,18 +311,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
             }
         }
     }
-    Ok(Gateway {
-        local_addrs,
-        split,
-        control,
-        metrics,
-        driver,
-        threads,
-        stop_handles,
-        _log: log,
-        control_plane,
-        kernel,
-    })
+    Ok(driver)
 }
 
 type Ready = mpsc::Sender<Result<Driver, (usize, io::Error)>>;
