@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::KernelAccounting;
 use crate::config::value::{
     format_duration, format_percent, parse_addr, parse_duration, parse_duration_or_zero,
     parse_header_name, parse_percent,
@@ -18,7 +19,6 @@ use crate::config::value::{
 use crate::config::{
     CLI_KERNEL_ACCOUNTING, Config, ConfigError, DriverChoice, Limits, ServerConfig, Timeouts,
 };
-use crate::kernel::KernelAccounting;
 
 /// canarygate: an io_uring L7 load balancer that sends an exact share of traffic to a
 /// canary deployment and keeps everything about that share separate.

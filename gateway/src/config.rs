@@ -142,6 +142,21 @@ impl RouteConfig {
 }
 
 /// Which I/O driver the workers should use.
+/// `--kernel-accounting`: whether to account TCP per variant in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelAccounting {
+    /// Use eBPF when the kernel and privileges allow it; otherwise run without it and
+    /// log why.
+    Auto,
+    /// Refuse to start without it.
+    On,
+    /// Never load anything into the kernel.
+    // The library default (`ServerConfig::default`): accounting moves the whole process into a
+    // cgroup of its own, which a program embedding the gateway must ask for.
+    #[default]
+    Off,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DriverChoice {
     /// io_uring when the kernel allows it, else epoll (said at startup).
@@ -215,7 +230,7 @@ pub struct ServerConfig {
     pub io_driver: DriverChoice,
     /// Per-variant kernel TCP accounting (eBPF); `Off` here, [`CLI_KERNEL_ACCOUNTING`] on
     /// the command line, because it moves the whole process into a cgroup of its own.
-    pub kernel_accounting: crate::kernel::KernelAccounting,
+    pub kernel_accounting: KernelAccounting,
     /// Response header naming the variant that served the request; `None` = not sent.
     pub variant_header: Option<String>,
     /// Timeouts.
@@ -226,8 +241,7 @@ pub struct ServerConfig {
 
 /// Kernel accounting of `canarygate run` and `canarygate demo` when `--kernel-accounting`
 /// is not given (the library default, [`ServerConfig::default`], is `Off`).
-pub(crate) const CLI_KERNEL_ACCOUNTING: crate::kernel::KernelAccounting =
-    crate::kernel::KernelAccounting::Auto;
+pub(crate) const CLI_KERNEL_ACCOUNTING: KernelAccounting = KernelAccounting::Auto;
 
 impl Default for Timeouts {
     fn default() -> Self {

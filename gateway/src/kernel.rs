@@ -47,6 +47,7 @@ use gateway_common::{
 };
 use hdrhistogram::Histogram;
 
+use crate::config::KernelAccounting;
 use crate::metrics::new_histogram;
 
 /// The eBPF object built by `gateway/build.rs`; empty when it could not be built.
@@ -60,21 +61,6 @@ const SOCKOPS_PROGRAM: &str = "cg_sockops";
 
 /// Tags that could not be written (the socket is then not accounted).
 static TAG_FAILURES: AtomicU64 = AtomicU64::new(0);
-
-/// `--kernel-accounting`: whether to account TCP per variant in the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KernelAccounting {
-    /// Use eBPF when the kernel and privileges allow it; otherwise run without it and
-    /// log why.
-    Auto,
-    /// Refuse to start without it.
-    On,
-    /// Never load anything into the kernel.
-    // The library default (`ServerConfig::default`): accounting moves the whole process into a
-    // cgroup of its own, which a program embedding the gateway must ask for.
-    #[default]
-    Off,
-}
 
 /// Why kernel accounting could not start.
 #[derive(Debug, thiserror::Error)]

@@ -28,14 +28,14 @@ pub use admin::protocol::parse as parse_admin_command;
 pub use cli::main;
 pub use config::file::parse as parse_config_file;
 pub use config::{
-    Assignment, Canary, Config, ConfigError, Deployment, DriverChoice, Limits, RouteConfig,
-    ServerConfig, StageConfig, StickyKey, Timeouts,
+    Assignment, Canary, Config, ConfigError, Deployment, DriverChoice, KernelAccounting, Limits,
+    RouteConfig, ServerConfig, StageConfig, StickyKey, Timeouts,
 };
 pub use control::state::Control;
 pub use dataplane::assign::bucket;
 pub use dataplane::route::split::{Picker, Split};
 pub use gateway_common::{PPM_MAX, Variant};
-pub use kernel::{Kernel, KernelAccounting, KernelStats, built as kernel_built};
+pub use kernel::{Kernel, KernelStats, built as kernel_built};
 pub use metrics::histogram::AtomicHistogram;
 pub use metrics::{RouteStats, Stats, VariantStats, WorkerMetrics, WorkerStats};
 pub use runtime::{Driver, Gateway, StartError, start};

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use gateway_common::PPM_MAX;
 
-use super::DriverChoice;
-use crate::kernel::KernelAccounting;
+use super::{DriverChoice, KernelAccounting};
 
 /// `host:port`, resolved once.
 pub(crate) fn parse_addr(text: &str) -> Result<SocketAddr, String> {

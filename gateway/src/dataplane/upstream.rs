@@ -42,16 +42,21 @@ pub(crate) struct UpConn {
     pub(crate) buf: InBuf,
     /// The endpoint.
     pub(crate) addr: SocketAddr,
+    /// The deployment it serves: its socket is tagged for that variant's kernel
+    /// accounting, so it goes back to that variant's pool only.
+    pub(crate) variant: Variant,
     /// True when the connection came from the pool (it served earlier requests).
     pub(crate) reused: bool,
 }
 
 /// One worker's connections to upstream endpoints: a keep-alive pool per endpoint
-/// address (so pools survive routing changes that keep the endpoint) and a round-robin
-/// cursor per route and variant.
+/// address and variant (so pools survive routing changes that keep the endpoint, and a
+/// socket counted for one variant in the kernel never carries the other's requests when
+/// both deployments list the same address) and a round-robin cursor per route and
+/// variant.
 #[derive(Debug)]
 pub(crate) struct Upstreams {
-    pools: RefCell<HashMap<SocketAddr, Pool, BuildHasherDefault<AddrHasher>>>,
+    pools: RefCell<HashMap<(SocketAddr, Variant), Pool, BuildHasherDefault<AddrHasher>>>,
     cursors: RefCell<Vec<u32>>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -73,12 +78,14 @@ impl Upstreams {
         }
     }
 
-    /// The next of `endpoints` for route `route_id` and `variant`, in round-robin order.
+    /// The next of `endpoints` for route `route_id` and `variant`, in round-robin order;
+    /// never `avoid` (the endpoint a retry follows) when there is another one.
     pub(crate) fn next_endpoint(
         &self,
         route_id: usize,
         variant: Variant,
         endpoints: &[SocketAddr],
+        avoid: Option<SocketAddr>,
     ) -> Option<SocketAddr> {
         if endpoints.is_empty() {
             return None;
@@ -88,8 +95,12 @@ impl Upstreams {
         if cursors.len() <= slot {
             cursors.resize(slot + 1, 0);
         }
-        let i = cursors[slot] as usize % endpoints.len();
-        cursors[slot] = ((i + 1) % endpoints.len()) as u32;
+        let n = endpoints.len();
+        let mut i = cursors[slot] as usize % n;
+        if n > 1 && avoid == Some(endpoints[i]) {
+            i = (i + 1) % n;
+        }
+        cursors[slot] = ((i + 1) % n) as u32;
         Some(endpoints[i])
     }
 
@@ -97,10 +108,10 @@ impl Upstreams {
     /// apart from [`Upstreams::connect`] so the common, pooled case builds no connect
     /// future at all.
     #[inline]
-    pub(crate) fn pooled(&self, addr: SocketAddr) -> Option<UpConn> {
+    pub(crate) fn pooled(&self, addr: SocketAddr, variant: Variant) -> Option<UpConn> {
         self.pools
             .borrow_mut()
-            .get_mut(&addr)
+            .get_mut(&(addr, variant))
             .and_then(|p| p.take(Instant::now()))
     }
 
@@ -130,6 +141,7 @@ impl Upstreams {
             stream,
             buf: InBuf::new(UPSTREAM_BUF),
             addr,
+            variant,
             reused: false,
         })
     }
@@ -145,7 +157,7 @@ impl Upstreams {
         let (max_idle, idle_timeout) = (self.max_idle, self.idle_timeout);
         self.pools
             .borrow_mut()
-            .entry(conn.addr)
+            .entry((conn.addr, conn.variant))
             .or_insert_with(|| Pool::new(max_idle, idle_timeout))
             .put(conn, Instant::now(), upstream_timeout_s);
     }
@@ -214,5 +226,48 @@ impl Hasher for AddrHasher {
 
     fn finish(&self) -> u64 {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(n: u16) -> Vec<SocketAddr> {
+        (0..n)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_per_route_and_variant() {
+        let u = Upstreams::new(4, &crate::config::Timeouts::default());
+        let e = addrs(3);
+        let picks: Vec<_> = (0..6)
+            .map(|_| u.next_endpoint(0, Variant::Stable, &e, None).unwrap())
+            .collect();
+        assert_eq!(picks, [e[0], e[1], e[2], e[0], e[1], e[2]]);
+        // Another variant (and another route) has its own cursor.
+        assert_eq!(u.next_endpoint(0, Variant::Canary, &e, None), Some(e[0]));
+        assert_eq!(u.next_endpoint(1, Variant::Stable, &e, None), Some(e[0]));
+        assert_eq!(u.next_endpoint(0, Variant::Stable, &[], None), None);
+    }
+
+    #[test]
+    fn a_retry_never_goes_to_the_endpoint_that_failed_when_there_is_another() {
+        let u = Upstreams::new(4, &crate::config::Timeouts::default());
+        let e = addrs(3);
+        for _ in 0..10 {
+            for failed in &e {
+                let next = u.next_endpoint(0, Variant::Stable, &e, Some(*failed));
+                assert_ne!(next, Some(*failed));
+            }
+        }
+        // With one endpoint there is no other: the retry goes to it again.
+        let one = addrs(1);
+        assert_eq!(
+            u.next_endpoint(0, Variant::Canary, &one, Some(one[0])),
+            Some(one[0])
+        );
     }
 }

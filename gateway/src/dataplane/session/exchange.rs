@@ -73,11 +73,13 @@ async fn attempts<S: Stream>(
     let mut used = Attempts::default();
     // After a stale pooled connection: the same endpoint again, on a new connection.
     let mut resend: Option<SocketAddr> = None;
+    // After a failure: a retry goes to another endpoint when the deployment has one.
+    let mut failed: Option<SocketAddr> = None;
     loop {
         let next = resend.take().or_else(|| {
             let route = ctx.route();
             w.upstreams
-                .next_endpoint(route.id, ctx.variant, &ctx.plan().endpoints)
+                .next_endpoint(route.id, ctx.variant, &ctx.plan().endpoints, failed)
         });
         let Some(endpoint) = next else {
             return Err(ProxyError::Connect(ErrorKind::NotFound.into()));
@@ -106,6 +108,7 @@ async fn attempts<S: Stream>(
                 log::debug!("retrying after {e} from {endpoint}");
                 tally.retries += 1;
                 used.retried = true;
+                failed = Some(endpoint);
             }
             Retry::Stable => {
                 // The canary failed before answering; stable answers instead, with the
@@ -146,7 +149,7 @@ async fn attempt<S: Stream>(
     let pooled = if fresh {
         None
     } else {
-        w.upstreams.pooled(endpoint)
+        w.upstreams.pooled(endpoint, ctx.variant)
     };
     let mut up = match pooled {
         Some(up) => up,

@@ -117,6 +117,7 @@ mod tests {
             stream,
             buf: crate::dataplane::io::buf::InBuf::new(1024),
             addr,
+            variant: gateway_common::Variant::Stable,
             reused: true,
         };
         (conn, peer)
