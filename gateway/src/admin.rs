@@ -146,6 +146,9 @@ async fn serve(
         }
     }
     tokio::spawn(crate::rollout::controller::run(Arc::clone(&rollouts)));
+    tokio::spawn(crate::control::health::run(Arc::clone(
+        rollouts.control().health(),
+    )));
     if let Some(l) = metrics {
         match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {

@@ -7,6 +7,7 @@
 //! server parts (workers, listeners, timeouts) need a restart.
 
 pub(crate) mod file;
+pub(crate) mod health;
 pub(crate) mod killswitch;
 pub(crate) mod template;
 mod validate;
@@ -32,6 +33,8 @@ pub struct Deployment {
     /// For the stable deployment: the stage variables. For the canary: overrides applied
     /// on top of the stage variables for canary requests.
     pub variables: BTreeMap<String, String>,
+    /// How its endpoints are watched (active check, outlier detection).
+    pub health: health::HealthConfig,
 }
 
 /// The canary half of a route: its deployment and share.
@@ -133,6 +136,7 @@ impl RouteConfig {
                 id: "stable".into(),
                 endpoints: stable,
                 variables: BTreeMap::new(),
+                health: health::HealthConfig::default(),
             },
             canary: None,
             rollout: None,
@@ -284,6 +288,7 @@ impl Config {
                     id: "canary".into(),
                     endpoints: canary,
                     variables: BTreeMap::new(),
+                    health: health::HealthConfig::default(),
                 },
                 ppm: canary_ppm,
             });

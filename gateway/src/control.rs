@@ -12,9 +12,12 @@
 //! - [`edit`]: the pure per-route edits those mutations apply;
 //! - [`reload`]: a reload as a diff of typed changes;
 //! - [`killswitch`]: kill-switch settings, arming and recorded trips;
+//! - [`health`]: endpoint health (active checks, outlier ejection, drain), published
+//!   to the workers as one state word per endpoint;
 //! - [`stats`]: merging worker figures.
 
 pub(crate) mod edit;
+pub(crate) mod health;
 pub(crate) mod killswitch;
 pub(crate) mod reload;
 pub(crate) mod state;

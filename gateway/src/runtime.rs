@@ -343,7 +343,7 @@ fn run_worker(worker: Rc<Worker>, listeners: Vec<std::net::TcpListener>, ready: 
                 // Often enough that a connection the upstream closed is let go soon
                 // (a peek per idle connection, nothing for busy ones).
                 monoio::time::sleep(Duration::from_millis(250)).await;
-                sweeper.upstreams.sweep();
+                sweeper.sweep_pools();
             }
         });
         let last = accepting.len().saturating_sub(1);

@@ -30,6 +30,7 @@ use super::value::{parse_addr, parse_duration, parse_header_name};
 use super::{
     Assignment, Canary, Config, Deployment, RouteConfig, ServerConfig, StageConfig, StickyKey,
 };
+use super::health::{FileHealthCheck, FileOutlier, HealthConfig};
 use crate::config::template::Template;
 use crate::config::value::parse_percent;
 
@@ -125,6 +126,10 @@ struct FileRoute {
     canary: Option<FileCanary>,
     rollout: Option<Spanned<crate::rollout::plan::FilePlan>>,
     kill_switch: Option<Spanned<crate::config::killswitch::FileKillSwitch>>,
+    /// Default active check of both deployments.
+    health_check: Option<Spanned<FileHealthCheck>>,
+    /// Default outlier detection of both deployments.
+    outlier: Option<Spanned<FileOutlier>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +139,8 @@ struct FileDeployment {
     endpoints: Spanned<Vec<String>>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    health_check: Option<Spanned<FileHealthCheck>>,
+    outlier: Option<Spanned<FileOutlier>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +152,8 @@ struct FileCanary {
     percent: Option<Spanned<Percent>>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    health_check: Option<Spanned<FileHealthCheck>>,
+    outlier: Option<Spanned<FileOutlier>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -361,6 +370,41 @@ impl Cx<'_> {
             .collect()
     }
 
+    /// A deployment's health settings: its own `health_check` and `outlier`, else the
+    /// route's.
+    fn health(
+        &self,
+        r: &FileRoute,
+        check: Option<&Spanned<FileHealthCheck>>,
+        outlier: Option<&Spanned<FileOutlier>>,
+        at: &str,
+    ) -> Result<HealthConfig, FileError> {
+        let (check, check_at) = match check {
+            Some(c) => (Some(c), format!("{at}.health_check")),
+            None => (r.health_check.as_ref(), format!("{at} (route health_check)")),
+        };
+        let (outlier, outlier_at) = match outlier {
+            Some(o) => (Some(o), format!("{at}.outlier")),
+            None => (r.outlier.as_ref(), format!("{at} (route outlier)")),
+        };
+        Ok(HealthConfig {
+            check: check
+                .map(|c| {
+                    c.get_ref()
+                        .check()
+                        .map_err(|e| self.invalid(c.span(), format!("{check_at}: {e}")))
+                })
+                .transpose()?,
+            outlier: outlier
+                .map(|o| {
+                    o.get_ref()
+                        .check()
+                        .map_err(|e| self.invalid(o.span(), format!("{outlier_at}: {e}")))
+                })
+                .transpose()?,
+        })
+    }
+
     fn route(&self, r: &FileRoute) -> Result<RouteConfig, FileError> {
         let name = r.name.get_ref().clone();
         if name.is_empty()
@@ -380,6 +424,12 @@ impl Cx<'_> {
         );
         route.stable.id.clone_from(&r.stable.id);
         route.stable.variables.clone_from(&r.stable.variables);
+        route.stable.health = self.health(
+            r,
+            r.stable.health_check.as_ref(),
+            r.stable.outlier.as_ref(),
+            &at("stable"),
+        )?;
         route.host = r.host.as_ref().map(|h| h.to_ascii_lowercase());
         if let Some(p) = &r.path_prefix {
             if !p.get_ref().starts_with('/') {
@@ -461,6 +511,12 @@ impl Cx<'_> {
                     id: c.id.clone(),
                     endpoints,
                     variables: c.variables.clone(),
+                    health: self.health(
+                        r,
+                        c.health_check.as_ref(),
+                        c.outlier.as_ref(),
+                        &at("canary"),
+                    )?,
                 },
                 ppm,
             });

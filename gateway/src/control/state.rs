@@ -17,7 +17,8 @@ use crate::config::killswitch::KillSwitchConfig;
 use crate::config::{Canary, Config, Deployment, RouteConfig};
 use crate::dataplane::route::killswitch::KillSwitch;
 use crate::dataplane::route::publish::Shared;
-use crate::dataplane::route::snapshot::{RouteSnap, Snapshot, StageSnap};
+use super::health::Health;
+use crate::dataplane::route::snapshot::{Live, RouteSnap, Snapshot, StageSnap};
 use crate::dataplane::route::split::Split;
 use crate::kernel::{Kernel, KernelStats};
 use crate::metrics::{RouteMetrics, VariantStats, WorkerMetrics};
@@ -79,6 +80,8 @@ pub struct Control {
     /// The kernel's figures, for rollouts (the judge's kernel signals) and the admin
     /// server (`/metrics`, `show stats`).
     kernel: Kernel,
+    /// Endpoint health of every route's deployments.
+    health: Arc<Health>,
 }
 
 impl Control {
@@ -96,6 +99,7 @@ impl Control {
                 kill_fallback: HashMap::new(),
             }),
             shared: Arc::new(Shared::default()),
+            health: Arc::new(Health::new(workers.len())),
             workers,
             kernel,
         };
@@ -123,6 +127,11 @@ impl Control {
     /// Every worker's figures, in worker order.
     pub(super) fn workers(&self) -> &[Arc<WorkerMetrics>] {
         &self.workers
+    }
+
+    /// Endpoint health.
+    pub(crate) fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     /// What workers read.
@@ -173,6 +182,7 @@ impl Control {
     }
 
     pub(super) fn publish(&self, st: &State) {
+        let mut endpoints = self.health.rebuild(&st.config);
         let stages = st
             .config
             .stages
@@ -183,14 +193,13 @@ impl Control {
                     .iter()
                     .filter_map(|r| {
                         let rt = st.runtime.get(&r.name)?;
-                        Some(Arc::new(RouteSnap::build(
-                            rt.id,
-                            &stage.name,
-                            r,
-                            Arc::clone(&rt.split),
-                            Arc::clone(&rt.metrics),
-                            Arc::clone(&rt.kill),
-                        )))
+                        let live = Live {
+                            split: Arc::clone(&rt.split),
+                            metrics: Arc::clone(&rt.metrics),
+                            kill: Arc::clone(&rt.kill),
+                            endpoints: endpoints.remove(&r.name).unwrap_or_default(),
+                        };
+                        Some(Arc::new(RouteSnap::build(rt.id, &stage.name, r, live)))
                     })
                     .collect();
                 StageSnap::new(stage.name.clone(), routes)
@@ -325,6 +334,8 @@ impl Control {
                             id: id.to_owned(),
                             endpoints: endpoints.to_vec(),
                             variables: BTreeMap::new(),
+                            // The same service: its endpoints are watched the same way.
+                            health: r.stable.health.clone(),
                         },
                         ppm: 0,
                     });

@@ -51,6 +51,9 @@ pub(crate) enum ProxyError {
     /// 504: connecting to the upstream took too long.
     #[error("upstream connect timeout")]
     ConnectTimeout,
+    /// 503: every endpoint of the deployment is draining or in maintenance.
+    #[error("no endpoint available")]
+    NoEndpoint,
     /// 502: the upstream closed or reset the connection before a complete response.
     #[error("upstream closed the connection: {0}")]
     UpstreamClosed(&'static str),
@@ -82,6 +85,7 @@ impl ProxyError {
         match self {
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
+            | ProxyError::NoEndpoint
             | ProxyError::UpstreamClosed(_)
             | ProxyError::Stale { .. }
             | ProxyError::ResponseTimeout
@@ -109,6 +113,7 @@ impl ProxyError {
                 (502, "Bad Gateway")
             }
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => (504, "Gateway Timeout"),
+            ProxyError::NoEndpoint => (503, "Service Unavailable"),
             ProxyError::ClientGone(_) => return None,
         })
     }
@@ -133,6 +138,9 @@ impl ProxyError {
             ProxyError::ClientGone(_) => "client closed the connection",
             ProxyError::Connect(_) => "upstream refused or failed the connection",
             ProxyError::ConnectTimeout => "upstream connect timed out",
+            ProxyError::NoEndpoint => {
+                "every endpoint of the deployment is draining or in maintenance"
+            }
             ProxyError::ResponseTimeout => "upstream did not answer in time",
             ProxyError::Stale { .. } => "upstream closed a reused connection before responding",
         }
@@ -159,7 +167,7 @@ impl ProxyError {
     /// The upstream failure counter this error increments.
     pub(crate) fn upstream_failure(&self) -> Option<UpstreamFailure> {
         Some(match self {
-            ProxyError::Connect(_) => UpstreamFailure::Connect,
+            ProxyError::Connect(_) | ProxyError::NoEndpoint => UpstreamFailure::Connect,
             ProxyError::ConnectTimeout => UpstreamFailure::ConnectTimeout,
             ProxyError::UpstreamClosed(_) | ProxyError::Stale { .. } => UpstreamFailure::Closed,
             ProxyError::ResponseTimeout => UpstreamFailure::ResponseTimeout,
@@ -170,7 +178,10 @@ impl ProxyError {
 
     /// The upstream could not be connected to (in time): the kill switch may count it.
     pub(crate) fn is_connect_failure(&self) -> bool {
-        matches!(self, ProxyError::Connect(_) | ProxyError::ConnectTimeout)
+        matches!(
+            self,
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::NoEndpoint
+        )
     }
 
     /// Whether the client connection can stay open after answering with this error:

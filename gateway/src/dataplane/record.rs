@@ -44,6 +44,12 @@ pub(crate) fn settle_attempts(w: &Worker, ctx: &RequestCtx, out: &mut Outcome) {
     for (v, tally) in out.take_tallies() {
         add_tally(route.metrics.slot(w.id, v), &tally);
     }
+    for seen in out.take_seen() {
+        let plan = route.plan(seen.variant).0;
+        if let Some(e) = plan.endpoints.get(seen.index as usize) {
+            e.observe(w.id, plan.outlier.as_ref(), seen.what);
+        }
+    }
     if let Some(f) = out.failed_over.take() {
         settle(
             w,

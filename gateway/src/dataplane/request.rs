@@ -11,6 +11,7 @@ use gateway_common::{VARIANT_COUNT, Variant};
 use super::accesslog::Inline;
 use super::h1::head::RequestHead;
 use super::route::snapshot::{Held, Plan, RouteSnap};
+use super::upstream::health::Observed;
 use crate::metrics::{Reject, UPSTREAM_FAILURE_KINDS, UpstreamFailure};
 
 /// One routed request: made once its head is parsed and routed, passed down every phase.
@@ -92,6 +93,31 @@ pub(crate) struct Outcome {
     /// Bit `1 << variant.index()` for each variant whose tally changed.
     touched: u8,
     pub(crate) failed_over: Option<FailedOver>,
+    /// What each attempt showed of its endpoint, for passive outlier detection.
+    seen: [Seen; MAX_SEEN],
+    seen_len: u8,
+}
+
+/// Attempts of one request whose endpoint outcome is kept (a request makes at most a
+/// resend, a retry and a failover).
+const MAX_SEEN: usize = 4;
+
+/// What one attempt showed of endpoint `index` of `variant`'s plan.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seen {
+    pub(crate) variant: Variant,
+    pub(crate) index: u32,
+    pub(crate) what: Observed,
+}
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen {
+            variant: Variant::Stable,
+            index: 0,
+            what: Observed::Answered(0),
+        }
+    }
 }
 
 impl Outcome {
@@ -110,6 +136,26 @@ impl Outcome {
     pub(crate) fn tally(&mut self, variant: Variant) -> &mut Tally {
         self.touched |= 1 << variant.index();
         &mut self.tally[variant.index()]
+    }
+
+    /// Notes what an attempt showed of endpoint `index` of `variant`.
+    #[inline]
+    pub(crate) fn saw(&mut self, variant: Variant, index: usize, what: Observed) {
+        if let Some(slot) = self.seen.get_mut(usize::from(self.seen_len)) {
+            *slot = Seen {
+                variant,
+                index: index as u32,
+                what,
+            };
+            self.seen_len += 1;
+        }
+    }
+
+    /// What the attempts showed, emptied.
+    #[inline]
+    pub(crate) fn take_seen(&mut self) -> impl Iterator<Item = Seen> + '_ {
+        let n = usize::from(std::mem::take(&mut self.seen_len));
+        self.seen[..n].iter().copied()
     }
 
     /// The tallies that hold anything, emptied.

@@ -256,7 +256,7 @@ fn rewrite<'a>(route: &RouteSnap, plan: &'a Plan) -> Rewrite<'a> {
         path_prefix: &plan.path_prefix,
         strip,
         headers: &plan.headers,
-        fallback_host: plan.endpoints.first().copied(),
+        fallback_host: plan.endpoints.first().map(|e| e.addr),
     }
 }
 

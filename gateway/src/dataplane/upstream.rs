@@ -4,12 +4,15 @@
 //! and variant a round-robin cursor. Endpoints themselves come from the routing snapshot.
 //! Nothing here is shared between workers, so nothing here locks.
 
+pub(crate) mod health;
 pub(crate) mod pool;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_common::{VARIANT_COUNT, Variant};
@@ -17,6 +20,7 @@ use monoio::net::TcpStream;
 
 use super::io::buf::InBuf;
 use super::io::socket;
+use health::{DOWN, Endpoint, OUT, UP};
 use pool::Pool;
 
 /// Why no connection to an endpoint could be had.
@@ -47,6 +51,32 @@ pub(crate) struct UpConn {
     pub(crate) variant: Variant,
     /// True when the connection came from the pool (it served earlier requests).
     pub(crate) reused: bool,
+    /// Counts the connection as in flight on its endpoint while it is out of the pool.
+    busy: Busy,
+}
+
+/// A request in flight on an endpoint, counted in the endpoint's per-worker gauge for as
+/// long as its connection is out of the pool (a tunnel included).
+#[derive(Debug, Default)]
+struct Busy(Option<Rc<Cell<u32>>>);
+
+impl Busy {
+    fn new(count: &Rc<Cell<u32>>) -> Busy {
+        count.set(count.get() + 1);
+        Busy(Some(Rc::clone(count)))
+    }
+
+    fn release(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.set(c.get().saturating_sub(1));
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// One worker's connections to upstream endpoints: a keep-alive pool per endpoint
@@ -78,16 +108,20 @@ impl Upstreams {
         }
     }
 
-    /// The next of `endpoints` for route `route_id` and `variant`, in round-robin order;
-    /// never `avoid` (the endpoint a retry follows) when there is another one.
+    /// The index of the next of `endpoints` for route `route_id` and `variant`, in
+    /// round-robin order among those that are up; never `avoid` (the endpoint a retry
+    /// follows) when there is another one. When none is up (panic mode: every endpoint
+    /// failed its checks or is ejected) the endpoints that are down take traffic too;
+    /// draining and maintenance ones never do. `None`: no endpoint may take it.
     pub(crate) fn next_endpoint(
         &self,
         route_id: usize,
         variant: Variant,
-        endpoints: &[SocketAddr],
-        avoid: Option<SocketAddr>,
-    ) -> Option<SocketAddr> {
-        if endpoints.is_empty() {
+        endpoints: &[Arc<Endpoint>],
+        avoid: Option<usize>,
+    ) -> Option<usize> {
+        let n = endpoints.len();
+        if n == 0 {
             return None;
         }
         let slot = route_id * VARIANT_COUNT + variant.index();
@@ -95,13 +129,17 @@ impl Upstreams {
         if cursors.len() <= slot {
             cursors.resize(slot + 1, 0);
         }
-        let n = endpoints.len();
-        let mut i = cursors[slot] as usize % n;
-        if n > 1 && avoid == Some(endpoints[i]) {
-            i = (i + 1) % n;
-        }
+        let start = cursors[slot] as usize % n;
+        let pick = |allowed: u8| {
+            (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| Some(i) != avoid && endpoints[i].state() <= allowed)
+        };
+        let i = pick(UP)
+            .or_else(|| pick(DOWN))
+            .or_else(|| avoid.filter(|&a| a < n && endpoints[a].state() != OUT))?;
         cursors[slot] = ((i + 1) % n) as u32;
-        Some(endpoints[i])
+        Some(i)
     }
 
     /// An idle pooled connection to `addr` that is still open, if there is one. Kept
@@ -109,10 +147,11 @@ impl Upstreams {
     /// future at all.
     #[inline]
     pub(crate) fn pooled(&self, addr: SocketAddr, variant: Variant) -> Option<UpConn> {
-        self.pools
-            .borrow_mut()
-            .get_mut(&(addr, variant))
-            .and_then(|p| p.take(Instant::now()))
+        let mut pools = self.pools.borrow_mut();
+        let pool = pools.get_mut(&(addr, variant))?;
+        let mut conn = pool.take(Instant::now())?;
+        conn.busy = Busy::new(pool.busy());
+        Some(conn)
     }
 
     /// A new connection to `addr`, within the connect timeout. `variant` is the
@@ -137,38 +176,66 @@ impl Upstreams {
         socket::set_send_timeout(&stream, self.send_timeout);
         // Kernel accounting: this socket's TCP figures count for `variant` from now on.
         crate::kernel::tag_upstream(&stream, variant);
+        let busy = Busy::new(self.pool(addr, variant).busy());
         Ok(UpConn {
             stream,
             buf: InBuf::new(UPSTREAM_BUF),
             addr,
             variant,
             reused: false,
+            busy,
+        })
+    }
+
+    /// The pool of `addr` for `variant`, made when missing.
+    fn pool(
+        &self,
+        addr: SocketAddr,
+        variant: Variant,
+    ) -> std::cell::RefMut<'_, Pool> {
+        std::cell::RefMut::map(self.pools.borrow_mut(), |pools| {
+            pools
+                .entry((addr, variant))
+                .or_insert_with(|| Pool::new(self.max_idle, self.idle_timeout))
         })
     }
 
     /// Returns a connection whose last exchange completed cleanly to its pool;
     /// `upstream_timeout_s` is the idle timeout the upstream announced in that exchange.
-    pub(crate) fn put(&self, mut conn: UpConn, upstream_timeout_s: Option<u32>) {
-        if !conn.buf.is_empty() {
+    /// `endpoint` is its health: a draining endpoint keeps no idle connection.
+    pub(crate) fn put(&self, mut conn: UpConn, endpoint: &Endpoint, upstream_timeout_s: Option<u32>) {
+        conn.busy.release();
+        if !conn.buf.is_empty() || endpoint.state() == OUT {
             // Bytes after the response: the upstream is out of step; never reuse.
             return;
         }
         conn.reused = true;
-        let (max_idle, idle_timeout) = (self.max_idle, self.idle_timeout);
-        self.pools
-            .borrow_mut()
-            .entry((conn.addr, conn.variant))
-            .or_insert_with(|| Pool::new(max_idle, idle_timeout))
+        self.pool(conn.addr, conn.variant)
             .put(conn, Instant::now(), upstream_timeout_s);
     }
 
-    /// Closes idle connections past their retirement time or closed by their upstream;
-    /// forgets empty pools.
-    pub(crate) fn sweep(&self) {
+    /// Closes idle connections past their retirement time or closed by their upstream,
+    /// and every idle connection to an endpoint that drains or is in maintenance;
+    /// publishes each endpoint's in-flight requests and idle connections for worker `w`;
+    /// forgets pools with nothing in them.
+    pub(crate) fn sweep<'a>(&self, w: usize, endpoints: impl Iterator<Item = (&'a Endpoint, Variant)>) {
         let now = Instant::now();
-        self.pools.borrow_mut().retain(|_, pool| {
+        let mut pools = self.pools.borrow_mut();
+        for (e, variant) in endpoints {
+            let (busy, idle) = match pools.get_mut(&(e.addr, variant)) {
+                Some(pool) => {
+                    if e.state() == OUT {
+                        pool.clear();
+                    }
+                    (pool.busy().get(), pool.len() as u32)
+                }
+                None => (0, 0),
+            };
+            e.set_gauges(w, busy, idle);
+        }
+        pools.retain(|_, pool| {
             pool.sweep(now);
-            !pool.is_empty()
+            !pool.is_empty() || pool.busy().get() > 0
         });
     }
 }
@@ -233,9 +300,9 @@ impl Hasher for AddrHasher {
 mod tests {
     use super::*;
 
-    fn addrs(n: u16) -> Vec<SocketAddr> {
+    fn addrs(n: u16) -> Vec<Arc<Endpoint>> {
         (0..n)
-            .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+            .map(|i| Arc::new(Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 9000 + i)), 1)))
             .collect()
     }
 
@@ -246,10 +313,10 @@ mod tests {
         let picks: Vec<_> = (0..6)
             .map(|_| u.next_endpoint(0, Variant::Stable, &e, None).unwrap())
             .collect();
-        assert_eq!(picks, [e[0], e[1], e[2], e[0], e[1], e[2]]);
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         // Another variant (and another route) has its own cursor.
-        assert_eq!(u.next_endpoint(0, Variant::Canary, &e, None), Some(e[0]));
-        assert_eq!(u.next_endpoint(1, Variant::Stable, &e, None), Some(e[0]));
+        assert_eq!(u.next_endpoint(0, Variant::Canary, &e, None), Some(0));
+        assert_eq!(u.next_endpoint(1, Variant::Stable, &e, None), Some(0));
         assert_eq!(u.next_endpoint(0, Variant::Stable, &[], None), None);
     }
 
@@ -257,17 +324,40 @@ mod tests {
     fn a_retry_never_goes_to_the_endpoint_that_failed_when_there_is_another() {
         let u = Upstreams::new(4, &crate::config::Timeouts::default());
         let e = addrs(3);
+        e[2].set_state(DOWN);
         for _ in 0..10 {
-            for failed in &e {
-                let next = u.next_endpoint(0, Variant::Stable, &e, Some(*failed));
-                assert_ne!(next, Some(*failed));
+            for failed in 0..3 {
+                let next = u.next_endpoint(0, Variant::Stable, &e, Some(failed));
+                assert_ne!(next, Some(failed));
+                // An endpoint that is up, when there is one besides the failed one.
+                assert_ne!(next, (failed != 2).then_some(2));
             }
         }
         // With one endpoint there is no other: the retry goes to it again.
         let one = addrs(1);
-        assert_eq!(
-            u.next_endpoint(0, Variant::Canary, &one, Some(one[0])),
-            Some(one[0])
-        );
+        assert_eq!(u.next_endpoint(0, Variant::Canary, &one, Some(0)), Some(0));
+    }
+
+    #[test]
+    fn endpoints_down_are_skipped_until_none_is_up_and_out_ones_never_serve() {
+        let u = Upstreams::new(4, &crate::config::Timeouts::default());
+        let e = addrs(3);
+        e[1].set_state(DOWN);
+        let picks: Vec<_> = (0..4)
+            .map(|_| u.next_endpoint(0, Variant::Stable, &e, None).unwrap())
+            .collect();
+        assert_eq!(picks, [0, 2, 0, 2]);
+        // Panic mode: all down, all serve; a draining one still does not.
+        e[0].set_state(DOWN);
+        e[2].set_state(OUT);
+        let picks: Vec<_> = (0..4)
+            .map(|_| u.next_endpoint(0, Variant::Stable, &e, None).unwrap())
+            .collect();
+        assert_eq!(picks, [0, 1, 0, 1]);
+        for x in &e {
+            x.set_state(OUT);
+        }
+        assert_eq!(u.next_endpoint(0, Variant::Stable, &e, None), None);
+        assert_eq!(u.next_endpoint(0, Variant::Stable, &e, Some(1)), None);
     }
 }

@@ -50,6 +50,19 @@ impl Worker {
         Rc::clone(&cached.1)
     }
 
+    /// Closes idle upstream connections that are due (see [`Upstreams::sweep`]) and
+    /// publishes, per endpoint of the current snapshot, this worker's requests in flight
+    /// and idle connections.
+    pub(crate) fn sweep_pools(&self) {
+        let snap = self.snapshot();
+        let endpoints = snap.stages.iter().flat_map(|s| &s.routes).flat_map(|r| {
+            r.plans.iter().zip(gateway_common::Variant::ALL).flat_map(|(p, v)| {
+                p.iter().flat_map(move |p| p.endpoints.iter().map(move |e| (&**e, v)))
+            })
+        });
+        self.upstreams.sweep(self.id, endpoints);
+    }
+
     /// Worker `id`'s state, reading routing state from `shared`.
     pub(crate) fn new(
         id: usize,

@@ -4,14 +4,15 @@
 //! the data path only reads.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gateway_common::{VARIANT_COUNT, Variant};
 
 use super::killswitch::KillSwitch;
 use super::split::Split;
+use crate::config::health::Outlier;
 use crate::config::template::render;
+use crate::dataplane::upstream::health::Endpoint;
 use crate::config::{Assignment, Deployment, RouteConfig};
 use crate::metrics::RouteMetrics;
 
@@ -51,8 +52,11 @@ pub struct StageSnap {
 pub struct Plan {
     /// Deployment id.
     pub deployment_id: String,
-    /// Endpoints (round-robin).
-    pub endpoints: Vec<SocketAddr>,
+    /// Endpoints (round-robin among those up), with their health as the control plane
+    /// publishes it (shared across snapshots while the endpoint stays).
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Passive outlier detection of the deployment: what attempts count.
+    pub outlier: Option<Outlier>,
     /// Rendered upstream path prefix.
     pub path_prefix: Vec<u8>,
     /// Rendered headers added toward the upstream (lower-case names).
@@ -93,16 +97,20 @@ pub struct RouteSnap {
 }
 
 impl RouteSnap {
-    /// Builds the data-path view of `route`.
-    pub fn build(
-        id: usize,
-        stage: &str,
-        route: &RouteConfig,
-        split: Arc<Split>,
-        metrics: Arc<RouteMetrics>,
-        kill: Arc<KillSwitch>,
-    ) -> RouteSnap {
-        let stable = plan(route, &route.stable, &route.stable.variables);
+    /// Builds the data-path view of `route`; `live` holds what outlives snapshots.
+    pub fn build(id: usize, stage: &str, route: &RouteConfig, live: Live) -> RouteSnap {
+        let Live {
+            split,
+            metrics,
+            kill,
+            endpoints: [stable_endpoints, canary_endpoints],
+        } = live;
+        let stable = plan(
+            route,
+            &route.stable,
+            &route.stable.variables,
+            stable_endpoints,
+        );
         let canary = route.canary.as_ref().map(|c| {
             let mut vars = route.stable.variables.clone();
             vars.extend(
@@ -111,7 +119,7 @@ impl RouteSnap {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone())),
             );
-            plan(route, &c.deployment, &vars)
+            plan(route, &c.deployment, &vars, canary_endpoints)
         });
         RouteSnap {
             id,
@@ -165,10 +173,60 @@ impl RouteSnap {
     }
 }
 
-fn plan(route: &RouteConfig, d: &Deployment, vars: &BTreeMap<String, String>) -> Plan {
+/// What a route's snapshot shares with the ones before and after it: the split, the
+/// counters, the kill switch, and each variant's endpoint health (in the order of the
+/// deployment's endpoints; the control plane keeps one per endpoint).
+#[derive(Debug)]
+pub struct Live {
+    /// The canary share.
+    pub split: Arc<Split>,
+    /// Per-worker counters.
+    pub metrics: Arc<RouteMetrics>,
+    /// The kill switch.
+    pub kill: Arc<KillSwitch>,
+    /// Endpoint health, indexed by [`Variant::index`].
+    pub endpoints: [Vec<Arc<Endpoint>>; VARIANT_COUNT],
+}
+
+#[cfg(test)]
+impl Live {
+    /// Everything new for `route`, as for a route just added, seen by `workers` workers.
+    pub(crate) fn fresh(route: &RouteConfig, workers: usize) -> Live {
+        let endpoints = |d: Option<&Deployment>| -> Vec<Arc<Endpoint>> {
+            d.map(|d| {
+                d.endpoints
+                    .iter()
+                    .map(|a| Arc::new(Endpoint::new(*a, workers)))
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        Live {
+            split: Arc::new(Split::new(0)),
+            metrics: Arc::new(RouteMetrics::new(workers)),
+            kill: Arc::new(KillSwitch::new(workers)),
+            endpoints: [
+                endpoints(Some(&route.stable)),
+                endpoints(route.canary.as_ref().map(|c| &c.deployment)),
+            ],
+        }
+    }
+}
+
+fn plan(
+    route: &RouteConfig,
+    d: &Deployment,
+    vars: &BTreeMap<String, String>,
+    endpoints: Vec<Arc<Endpoint>>,
+) -> Plan {
+    debug_assert!(
+        endpoints.iter().map(|e| e.addr).eq(d.endpoints.iter().copied()),
+        "endpoint health in the deployment's order"
+    );
     Plan {
         deployment_id: d.id.clone(),
-        endpoints: d.endpoints.clone(),
+        endpoints,
+        outlier: d.health.outlier.clone(),
         path_prefix: render(&route.upstream_path_prefix, vars).into_bytes(),
         headers: route
             .request_headers
@@ -207,14 +265,7 @@ mod tests {
         let mut cfg = RouteConfig::catch_all(name, vec!["127.0.0.1:1".parse().unwrap()]);
         cfg.host = host.map(str::to_owned);
         cfg.path_prefix = prefix.into();
-        Arc::new(RouteSnap::build(
-            0,
-            "s",
-            &cfg,
-            Arc::new(Split::new(0)),
-            Arc::new(RouteMetrics::new(1)),
-            Arc::new(KillSwitch::new(1)),
-        ))
+        Arc::new(RouteSnap::build(0, "s", &cfg, Live::fresh(&cfg, 1)))
     }
 
     #[test]
@@ -254,17 +305,11 @@ mod tests {
                 id: "c".into(),
                 endpoints: vec!["127.0.0.1:2".parse().unwrap()],
                 variables: [("v".to_owned(), "2".to_owned())].into(),
+                health: crate::config::health::HealthConfig::default(),
             },
             ppm: 0,
         });
-        let r = RouteSnap::build(
-            0,
-            "s",
-            &cfg,
-            Arc::new(Split::new(0)),
-            Arc::new(RouteMetrics::new(1)),
-            Arc::new(KillSwitch::new(1)),
-        );
+        let r = RouteSnap::build(0, "s", &cfg, Live::fresh(&cfg, 1));
         assert_eq!(r.plan(Variant::Stable).0.path_prefix, b"/1");
         assert_eq!(r.plan(Variant::Canary).0.path_prefix, b"/2");
         assert_eq!(r.plan(Variant::Canary).0.headers[0].1, b"s");

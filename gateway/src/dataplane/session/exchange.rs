@@ -14,6 +14,7 @@ use monoio::io::AsyncWriteRentExt;
 use super::policy::{self, Attempts, Retry};
 use super::{Client, Next};
 use crate::dataplane::error::ProxyError;
+use crate::dataplane::h1::ParseError;
 use crate::dataplane::h1::head::{BodyKind, Version};
 use crate::dataplane::h1::response::{ResponseHead, parse_response};
 use crate::dataplane::io::Stream;
@@ -22,6 +23,7 @@ use crate::dataplane::io::relay::{BodySpec, Ends, RelayError, relay_body};
 use crate::dataplane::record;
 use crate::dataplane::request::{FailedOver, Outcome, RequestCtx};
 use crate::dataplane::upstream::UpConn;
+use crate::dataplane::upstream::health::Observed;
 use crate::dataplane::worker::Worker;
 
 /// Sends the routed request upstream and relays the response to the client, all but its
@@ -40,9 +42,9 @@ pub(crate) async fn proxy<S: Stream>(
     {
         return Err(ProxyError::BodyTooLarge);
     }
-    let (mut up, resp) = attempts(w, c, ctx, out).await?;
-    record::settle_attempts(w, ctx, out);
+    let (mut up, resp, endpoint) = attempts(w, c, ctx, out).await?;
     out.status = resp.status;
+    record::settle_attempts(w, ctx, out);
     out.upstream_head = Some(ctx.start.elapsed());
     out.bytes_out += c.out.len() as u64;
     if resp.upgraded {
@@ -53,8 +55,10 @@ pub(crate) async fn proxy<S: Stream>(
     }
     out.response_started = true;
     relay_response(w, c, &mut up, &resp, out).await?;
-    if resp.reusable {
-        w.upstreams.put(up, resp.idle_timeout_s);
+    if resp.reusable
+        && let Some(e) = ctx.plan().endpoints.get(endpoint)
+    {
+        w.upstreams.put(up, e, resp.idle_timeout_s);
     }
     Ok(if resp.close_client {
         Next::Close
@@ -63,33 +67,55 @@ pub(crate) async fn proxy<S: Stream>(
     })
 }
 
-/// Attempts until one gets a final response head, or the policy says to stop.
+/// What passive outlier detection learns from a failed attempt, if anything.
+fn observed(e: &ProxyError) -> Option<Observed> {
+    Some(match e {
+        ProxyError::Connect(_) | ProxyError::ConnectTimeout => Observed::ConnectFailed,
+        ProxyError::UpstreamClosed(_)
+        | ProxyError::Stale { .. }
+        | ProxyError::Parse(ParseError::BadResponse(_)) => Observed::Reset,
+        ProxyError::ResponseTimeout => Observed::Timeout,
+        _ => return None,
+    })
+}
+
+/// Attempts until one gets a final response head, or the policy says to stop. Returns
+/// the connection, the head and the index of the endpoint in the serving plan.
 async fn attempts<S: Stream>(
     w: &Worker,
     c: &mut Client<S>,
     ctx: &mut RequestCtx,
     out: &mut Outcome,
-) -> Result<(UpConn, ResponseHead), ProxyError> {
+) -> Result<(UpConn, ResponseHead, usize), ProxyError> {
     let mut used = Attempts::default();
     // After a stale pooled connection: the same endpoint again, on a new connection.
-    let mut resend: Option<SocketAddr> = None;
+    let mut resend: Option<usize> = None;
     // After a failure: a retry goes to another endpoint when the deployment has one.
-    let mut failed: Option<SocketAddr> = None;
+    let mut failed: Option<usize> = None;
     loop {
         let next = resend.take().or_else(|| {
             let route = ctx.route();
             w.upstreams
                 .next_endpoint(route.id, ctx.variant, &ctx.plan().endpoints, failed)
         });
-        let Some(endpoint) = next else {
-            return Err(ProxyError::Connect(ErrorKind::NotFound.into()));
+        let Some(index) = next else {
+            return Err(ProxyError::NoEndpoint);
         };
+        let endpoint = ctx.plan().endpoints[index].addr;
         out.upstream = Some(endpoint);
         let e = match attempt(w, c, ctx, out, endpoint, used.resent).await {
-            Ok(done) => return Ok(done),
+            Ok((up, resp)) => {
+                out.saw(ctx.variant, index, Observed::Answered(resp.status));
+                return Ok((up, resp, index));
+            }
             Err(e) => e,
         };
         let decision = policy::decide(&e, &ctx.head, ctx.variant, !c.alt.is_empty(), used);
+        if decision != Retry::Again
+            && let Some(seen) = observed(&e)
+        {
+            out.saw(ctx.variant, index, seen);
+        }
         let tally = out.tally(ctx.variant);
         tally.eventful = true;
         if decision != Retry::Again
@@ -102,13 +128,13 @@ async fn attempts<S: Stream>(
                 log::debug!("pooled connection to {endpoint} was closed; sending again");
                 tally.stale_retries += 1;
                 used.resent = true;
-                resend = Some(endpoint);
+                resend = Some(index);
             }
             Retry::Next => {
                 log::debug!("retrying after {e} from {endpoint}");
                 tally.retries += 1;
                 used.retried = true;
-                failed = Some(endpoint);
+                failed = Some(index);
             }
             Retry::Stable => {
                 // The canary failed before answering; stable answers instead, with the
@@ -124,6 +150,7 @@ async fn attempts<S: Stream>(
                 c.alt.clear();
                 ctx.variant = Variant::Stable;
                 ctx.start = now;
+                failed = None;
                 out.upstream_head = None;
                 let stable = out.tally(Variant::Stable);
                 stable.retries += 1;

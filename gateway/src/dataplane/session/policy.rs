@@ -8,7 +8,8 @@
 //! - [`Retry::Stable`]: `retry_on_stable` — a canary request that may fail over (the
 //!   session wrote stable's head beside it) goes to stable instead.
 //! - [`Retry::Next`]: an idempotent request without a body goes to the next endpoint,
-//!   once.
+//!   once; so does any request whose connect failed (nothing of it was sent, its body
+//!   is still unread).
 //! - [`Retry::Fail`]: anything else; the client gets the error.
 
 use gateway_common::Variant;
@@ -55,13 +56,15 @@ pub(crate) fn decide(
     {
         return Retry::Again;
     }
-    if e.upstream_failure().is_none() {
+    if e.upstream_failure().is_none() || matches!(e, ProxyError::NoEndpoint) {
+        // No endpoint may take it: the canary's health never moves its traffic to stable.
         return Retry::Fail;
     }
     if variant == Variant::Canary && can_fail_over {
         return Retry::Stable;
     }
-    if head.idempotent && no_body && !used.retried {
+    let connect_failed = matches!(e, ProxyError::Connect(_) | ProxyError::ConnectTimeout);
+    if (connect_failed || head.idempotent && no_body) && !used.retried {
         return Retry::Next;
     }
     Retry::Fail
@@ -160,6 +163,31 @@ mod tests {
         };
         assert_eq!(
             decide(&e, &GET(), Variant::Stable, false, retried),
+            Retry::Fail
+        );
+    }
+
+    #[test]
+    fn a_failed_connect_goes_to_the_next_endpoint_whatever_the_request() {
+        for e in [
+            ProxyError::Connect(std::io::ErrorKind::ConnectionRefused.into()),
+            ProxyError::ConnectTimeout,
+        ] {
+            for h in [GET(), POST(), UPLOAD()] {
+                assert_eq!(decide(&e, &h, Variant::Stable, false, FRESH), Retry::Next);
+            }
+            let retried = Attempts {
+                retried: true,
+                ..FRESH
+            };
+            assert_eq!(
+                decide(&e, &UPLOAD(), Variant::Stable, false, retried),
+                Retry::Fail
+            );
+        }
+        // No endpoint may take it: not retried, and a canary request stays canary.
+        assert_eq!(
+            decide(&ProxyError::NoEndpoint, &GET(), Variant::Canary, true, FRESH),
             Retry::Fail
         );
     }

@@ -13,7 +13,9 @@
 //! by the caller's resend ([`crate::proxy`]). Storage is allocated once, at the maximum
 //! size.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::UpConn;
@@ -36,6 +38,8 @@ pub(crate) struct Pool {
     idle: VecDeque<Idle>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// Connections to the endpoint out of the pool, carrying a request.
+    busy: Rc<Cell<u32>>,
 }
 
 /// How long before the upstream's announced idle timeout a connection is retired: a
@@ -52,7 +56,18 @@ impl Pool {
             idle: VecDeque::with_capacity(max_idle),
             max_idle,
             idle_timeout,
+            busy: Rc::default(),
         }
+    }
+
+    /// The count of this endpoint's connections out of the pool.
+    pub(crate) fn busy(&self) -> &Rc<Cell<u32>> {
+        &self.busy
+    }
+
+    /// Closes every idle connection.
+    pub(crate) fn clear(&mut self) {
+        self.idle.clear();
     }
 
     /// The most recently returned connection that is neither past its retirement time
@@ -92,7 +107,6 @@ impl Pool {
     }
 
     /// Idle connections held.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.idle.len()
     }
@@ -119,6 +133,7 @@ mod tests {
             addr,
             variant: gateway_common::Variant::Stable,
             reused: true,
+            busy: crate::dataplane::upstream::Busy::default(),
         };
         (conn, peer)
     }

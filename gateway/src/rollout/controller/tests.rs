@@ -25,6 +25,7 @@ fn route(canary_id: &str, plan: Option<Plan>, kill: Option<KillSwitchConfig>) ->
             id: canary_id.into(),
             endpoints: vec!["127.0.0.1:2".parse().unwrap()],
             variables: std::collections::BTreeMap::new(),
+            health: crate::config::health::HealthConfig::default(),
         },
         ppm: 10_000,
     });
