@@ -278,6 +278,7 @@ async fn metrics_loop(rollouts: Arc<Rollouts>, listener: tokio::net::TcpListener
                     let mut text = crate::metrics::prometheus::render(&control.stats());
                     crate::kernel::prometheus::render(&mut text, control.kernel_stats().as_ref());
                     show::prometheus::render(&mut text, &rollouts);
+                    show::endpoints::render(&mut text, control);
                     ("200 OK", text)
                 } else {
                     (

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod health;
+
 use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -105,6 +107,8 @@ pub(crate) struct RunArgs {
     pub drain_timeout: Duration,
     #[command(flatten)]
     pub tuning: Tuning,
+    #[command(flatten)]
+    pub health: health::HealthArgs,
 }
 
 /// Flags of `canarygate demo`.
@@ -275,8 +279,13 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             args.canary.clone(),
             args.tuning.canary_percent,
         );
+        let health = args.health.config().map_err(|e| anyhow::anyhow!("{e}"))?;
         for route in c.stages.iter_mut().flat_map(|s| &mut s.routes) {
             route.retry_on_stable = args.canary_retry_on_stable;
+            route.stable.health = health.clone();
+            if let Some(canary) = &mut route.canary {
+                canary.deployment.health = health.clone();
+            }
         }
         c
     };

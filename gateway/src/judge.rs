@@ -87,6 +87,9 @@ pub struct Criteria {
     /// Canary TCP retransmit rate (retransmitted / sent segments) above this fails the
     /// step; needs kernel accounting.
     pub max_retransmit_rate: Option<f64>,
+    /// More passive outlier ejections of canary endpoints than this in the step's
+    /// window fail it (0: no canary endpoint may be ejected); needs `outlier` settings.
+    pub max_canary_ejections: Option<u64>,
 }
 
 impl Eq for Criteria {}
@@ -102,6 +105,7 @@ impl Default for Criteria {
             max_p99: None,
             max_error_rate: None,
             max_retransmit_rate: None,
+            max_canary_ejections: None,
         }
     }
 }
@@ -117,6 +121,8 @@ pub(crate) struct Sample {
     pub errors: u64,
     /// Latency (µs) from request head to response sent.
     pub latency: Histogram<u64>,
+    /// Passive outlier ejections of the variant's endpoints.
+    pub ejections: u64,
 }
 
 impl Default for Sample {
@@ -126,6 +132,7 @@ impl Default for Sample {
             responses: 0,
             errors: 0,
             latency: new_histogram(),
+            ejections: 0,
         }
     }
 }
@@ -160,6 +167,7 @@ impl Sample {
             responses: responses(after).saturating_sub(responses(before)),
             errors: after.responses[4].saturating_sub(before.responses[4]),
             latency,
+            ejections: after.ejections.saturating_sub(before.ejections),
         }
     }
 
@@ -187,6 +195,7 @@ impl Sample {
             "responses": self.responses,
             "errors": self.errors,
             "error_rate": self.error_rate(),
+            "ejections": self.ejections,
             "p50_us": self.quantile(0.5),
             "p99_us": self.quantile(0.99),
         })
@@ -266,6 +275,9 @@ impl Judgement {
             self.stable.requests,
             100.0 * self.stable.error_rate()
         );
+        if self.canary.ejections > 0 {
+            let _ = write!(s, "; {} canary ejections", self.canary.ejections);
+        }
         if let Some(l) = &self.latency {
             let _ = write!(
                 s,

@@ -31,6 +31,7 @@ pub use config::{
     Assignment, Canary, Config, ConfigError, Deployment, DriverChoice, KernelAccounting, Limits,
     RouteConfig, ServerConfig, StageConfig, StickyKey, Timeouts,
 };
+pub use control::health::Admin as EndpointAdmin;
 pub use control::state::Control;
 pub use dataplane::assign::bucket;
 pub use dataplane::route::split::{Picker, Split};

@@ -249,6 +249,7 @@ impl VariantMetrics {
             upstream_latency: new_histogram(),
             total_latency: new_histogram(),
             in_flight: self.in_flight.get(),
+            ejections: 0,
         };
         self.upstream_latency.merge_into(&mut s.upstream_latency);
         self.total_latency.merge_into(&mut s.total_latency);
@@ -283,6 +284,9 @@ pub struct VariantStats {
     pub total_latency: Histogram<u64>,
     /// Requests being served.
     pub in_flight: u64,
+    /// Passive outlier ejections of the variant's endpoints so far (the control plane's
+    /// count, filled in when the route's figures are read).
+    pub ejections: u64,
 }
 
 impl Default for VariantStats {
@@ -300,6 +304,7 @@ impl Default for VariantStats {
             upstream_latency: new_histogram(),
             total_latency: new_histogram(),
             in_flight: 0,
+            ejections: 0,
         }
     }
 }
@@ -314,6 +319,7 @@ impl VariantStats {
     pub fn add(&mut self, other: &VariantStats) {
         self.requests += other.requests;
         self.in_flight += other.in_flight;
+        self.ejections += other.ejections;
         for (a, b) in self.responses.iter_mut().zip(other.responses) {
             *a += b;
         }

@@ -6,6 +6,7 @@
 //   /upload-times          answers, once the request body ended, the Date.now() at which
 //                          each piece of it arrived (JSON array)
 //   anything else          reads the body, answers "node METHOD BYTES\n"
+// Every answer carries `x-port: PORT`, so a test can tell its endpoints apart.
 'use strict';
 const http = require('http');
 
@@ -15,7 +16,7 @@ const server = http.createServer((req, res) => {
   if (url.pathname === '/events') {
     const n = Number(url.searchParams.get('n') || 6);
     const gap = Number(url.searchParams.get('gap_ms') || 300);
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-port': port });
     let i = 0;
     const send = () => {
       res.write(`id: ${i}\ndata: ${Date.now()}\n\n`);
@@ -32,7 +33,7 @@ const server = http.createServer((req, res) => {
     const body = url.pathname === '/upload-times'
       ? JSON.stringify(times) + '\n'
       : `node ${req.method} ${bytes}\n`;
-    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-port': port });
     res.end(body);
   });
 });

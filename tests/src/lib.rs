@@ -34,10 +34,10 @@ pub use client::{
 pub use control::{AdminConn, ConfigFile, PromText, Reply, ctl, parse_prometheus};
 pub use dead_end::{Blackhole, refused_addr};
 pub use load::{BackgroundLoad, LoadReport, pipelined_gets};
-pub use peers::{ServerProc, node_sse_client};
+pub use peers::{ManyPorts, ServerProc, node_sse_client};
 pub use process::{
-    CliOutput, Expect, GatewayProc, TempDir, free_port, gateway_bin, run_cli, run_program,
-    workspace_root,
+    CliOutput, Expect, GatewayProc, TempDir, cpu_time_of, free_port, gateway_bin, run_cli,
+    run_program, workspace_root,
 };
 pub use thirdparty::{Nginx, curl};
 pub use tunable::TunableUpstream;

@@ -32,8 +32,12 @@ impl ServerProc {
     /// Starts `program args` (with `{port}` in an argument replaced by a free port) and
     /// waits until it accepts connections.
     fn start(name: &'static str, program: &str, args: &[&str]) -> Self {
+        Self::start_on(name, program, args, free_port())
+    }
+
+    /// [`ServerProc::start`] on a given port.
+    fn start_on(name: &'static str, program: &str, args: &[&str], port: u16) -> Self {
         let dir = TempDir::new(name);
-        let port = free_port();
         let log = dir.path().join("output.log");
         let args: Vec<String> = args
             .iter()
@@ -82,6 +86,12 @@ impl ServerProc {
     pub fn node() -> Self {
         let script = peers_dir().join("node_upstream.js");
         Self::start("node", "node", &[&script.to_string_lossy(), "{port}"])
+    }
+
+    /// [`ServerProc::node`] on `port` (to start one again where a test killed it).
+    pub fn node_on(port: u16) -> Self {
+        let script = peers_dir().join("node_upstream.js");
+        Self::start_on("node", "node", &[&script.to_string_lossy(), "{port}"], port)
     }
 
     /// [`ServerProc::node`] with `server.keepAliveTimeout` set to `ms`.
@@ -165,4 +175,55 @@ pub fn node_sse_client(url: &str) -> (u16, Vec<i64>) {
         .map(|a| a.iter().filter_map(serde_json::Value::as_i64).collect())
         .unwrap_or_default();
     (status, lags)
+}
+
+/// `tests/peers/many_ports.js`: `n` tiny keep-alive HTTP servers in one Node process
+/// (200 `ok` to everything; `GET /down` makes a port answer 503 from then on); killed on
+/// drop.
+#[derive(Debug)]
+pub struct ManyPorts {
+    child: Child,
+    /// Their ports.
+    pub ports: Vec<u16>,
+}
+
+impl ManyPorts {
+    /// Starts them and waits for the list of ports (at most 30 s).
+    pub fn start(n: usize) -> Self {
+        use std::io::{BufRead, BufReader};
+        let script = peers_dir().join("many_ports.js");
+        let mut child = Command::new("node")
+            .args([script.to_string_lossy().as_ref(), &n.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run node: {e} (cargo xtask test installs it)"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let ports: Vec<u16> = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
+            let _ = child.kill();
+            panic!("many_ports.js printed no port list ({e}): {line:?}")
+        });
+        assert_eq!(ports.len(), n, "many_ports.js listened on every port");
+        ManyPorts { child, ports }
+    }
+
+    /// The process id (to read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ManyPorts {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

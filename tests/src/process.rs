@@ -320,6 +320,12 @@ impl GatewayProc {
         self.child.id()
     }
 
+    /// CPU time used so far by all of the process's threads, from each thread's
+    /// `/proc/PID/task/TID/schedstat` (nanoseconds on a CPU, user and system).
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time_of(self.pid())
+    }
+
     /// Resident set size (`VmRSS` from `/proc/PID/status`) in KiB.
     pub fn rss_kib(&self) -> u64 {
         self.proc_status_kib("VmRSS:")
@@ -436,6 +442,19 @@ pub fn run_program(program: &OsStr, args: &[&str], timeout: Duration) -> CliOutp
         stdout: fs::read_to_string(&out_path).unwrap_or_default(),
         stderr: fs::read_to_string(&err_path).unwrap_or_default(),
     }
+}
+
+/// CPU time of process `pid` so far (see [`GatewayProc::cpu_time`]).
+pub fn cpu_time_of(pid: u32) -> Duration {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
 }
 
 /// A loopback port that was free a moment ago (bound to port 0, then released), for

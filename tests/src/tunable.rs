@@ -1,5 +1,5 @@
 //! An upstream whose health can be changed while a test runs: an added delay and a share
-//! of failing (500) answers, both atomics read on every request. The rollout tests put one
+//! of failing (500, or the status set) answers, both atomics read on every request. The rollout tests put one
 //! behind the canary to make it slow, flaky, or dead in the middle of a rollout.
 //!
 //! Every `GET` on any path is answered `200` with the upstream's name as the body, unless
@@ -22,6 +22,7 @@ struct Shared {
     name: String,
     delay_us: AtomicU64,
     fail_per_mille: AtomicU32,
+    fail_status: AtomicU32,
     requests: AtomicU64,
     failed: AtomicU64,
     stop: AtomicBool,
@@ -44,6 +45,7 @@ impl TunableUpstream {
             name: name.to_owned(),
             delay_us: AtomicU64::new(0),
             fail_per_mille: AtomicU32::new(0),
+            fail_status: AtomicU32::new(500),
             requests: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -91,6 +93,13 @@ impl TunableUpstream {
             .store(per_mille.min(1000), Ordering::SeqCst);
     }
 
+    /// Makes failing answers carry `status` (500 until set).
+    pub fn set_fail_status(&self, status: u16) {
+        self.shared
+            .fail_status
+            .store(u32::from(status), Ordering::SeqCst);
+    }
+
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
@@ -130,9 +139,10 @@ fn serve(shared: &Shared, stream: TcpStream) {
         let fails = (k + 1) * f / 1000 > k * f / 1000;
         let (status, body) = if fails {
             shared.failed.fetch_add(1, Ordering::SeqCst);
-            ("500 Internal Server Error", "failed")
+            let code = shared.fail_status.load(Ordering::SeqCst);
+            (format!("{code} Failing"), "failed")
         } else {
-            ("200 OK", shared.name.as_str())
+            ("200 OK".to_owned(), shared.name.as_str())
         };
         let response = format!(
             "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-upstream: {}\r\n\r\n{body}",

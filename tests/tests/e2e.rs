@@ -9,7 +9,7 @@
 //! ([`alloc`]) and per-variant kernel accounting ([`kernel`]). The control plane follows:
 //! the configuration file ([`config`]), the admin socket and `canarygate ctl` ([`admin`]),
 //! sticky and forced assignment ([`assignment`]), stage variables ([`stagevars`]), promote
-//! and rollback ([`promote`]), changes under load ([`hitless`]), Prometheus metrics
+//! and rollback ([`promote`]), endpoint health ([`health`]), changes under load ([`hitless`]), Prometheus metrics
 //! ([`metrics`]), access logs ([`accesslog`]) and progressive delivery ([`rollout`]).
 //! The crate root is a file, not `main.rs`, so the modules under `e2e/` are named with
 //! `#[path]`.
@@ -34,6 +34,8 @@ mod config;
 mod faults;
 #[path = "e2e/framing.rs"]
 mod framing;
+#[path = "e2e/health.rs"]
+mod health;
 #[path = "e2e/hitless.rs"]
 mod hitless;
 #[path = "e2e/kernel.rs"]

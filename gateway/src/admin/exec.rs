@@ -71,6 +71,19 @@ pub(crate) fn execute(rollouts: &Rollouts, line: &str, who: &str) -> Reply {
         Command::ShowRollout { route, json } => {
             shown(super::show::rollout::show(rollouts, route.as_deref(), json))
         }
+        Command::ShowEndpoints { route, json } => shown(super::show::endpoints::show(
+            control,
+            route.as_deref(),
+            json,
+        )),
+        Command::SetEndpoint {
+            ref route,
+            addr,
+            state,
+        } => match control.check_version(expect) {
+            Err(e) => Reply::err(e),
+            Ok(()) => shown(control.health().set_admin(route, addr, state)),
+        },
     };
     if mutates {
         let outcome = if reply.ok { "ok" } else { "refused" };

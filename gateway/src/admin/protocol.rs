@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use crate::config::value::{parse_addr, parse_percent};
+use crate::control::health::Admin;
 
 /// Longest accepted command line, in bytes.
 pub(crate) const MAX_LINE: usize = 4096;
@@ -46,6 +47,14 @@ pub enum Command {
     Rollout(crate::rollout::RolloutCommand),
     /// `show rollout [ROUTE] [json]`
     ShowRollout { route: Option<String>, json: bool },
+    /// `show endpoints [ROUTE] [json]`
+    ShowEndpoints { route: Option<String>, json: bool },
+    /// `set endpoint ROUTE ADDR drain|maint|ready`
+    SetEndpoint {
+        route: String,
+        addr: SocketAddr,
+        state: Admin,
+    },
 }
 
 impl Command {
@@ -58,6 +67,7 @@ impl Command {
                 | Command::ShowCanary { .. }
                 | Command::ShowStats { .. }
                 | Command::ShowRollout { .. }
+                | Command::ShowEndpoints { .. }
         )
     }
 }
@@ -88,6 +98,9 @@ rollout start ROUTE [steps P,P,.. interval DUR judge sequential|fixed ...]
                                                step-wise rollout, judged continuously
 rollout pause|resume|abort ROUTE               hold, continue, or stop (canary to 0)
 show rollout [ROUTE] [json]                    rollout progress and every verdict
+show endpoints [ROUTE] [json]                  endpoint health: state, checks, ejections
+set endpoint ROUTE ADDR drain|maint|ready      take an endpoint out (drain: in-flight
+                                               requests finish) or put it back
 expect VERSION <command>                       apply only if the version is still VERSION";
 
 /// Parses one command line.
@@ -125,7 +138,7 @@ pub fn parse(line: &str) -> Result<Request, String> {
             }
         }
         ["rollout", rest @ ..] => Command::Rollout(crate::rollout::command::parse(rest)?),
-        ["show", "canary" | "stats", rest @ ..] => {
+        ["show", "canary" | "stats" | "endpoints", rest @ ..] => {
             let (json, rest) = match rest {
                 [r @ .., "json"] => (true, r),
                 r => (false, r),
@@ -135,7 +148,11 @@ pub fn parse(line: &str) -> Result<Request, String> {
                 [r] => Some(route(r)),
                 _ => return Err(format!("usage: show {} [ROUTE] [json]", words[1])),
             };
-            if words[1] == "canary" { Command::ShowCanary { route, json } } else { Command::ShowStats { route, json } }
+            match words[1] {
+                "canary" => Command::ShowCanary { route, json },
+                "stats" => Command::ShowStats { route, json },
+                _ => Command::ShowEndpoints { route, json },
+            }
         }
         ["set", "canary", r, "percent", p] => Command::SetPercent { route: route(r), ppm: parse_percent(p).map_err(|e| format!("percent: {e}"))? },
         ["set", "canary", r, "var", k, v @ ..] if !v.is_empty() => {
@@ -149,13 +166,19 @@ pub fn parse(line: &str) -> Result<Request, String> {
                 .collect::<Result<Vec<_>, _>>()?;
             Command::SetDeployment { route: route(r), id: (*id).to_owned(), endpoints }
         }
+        ["set", "endpoint", r, a, state] => Command::SetEndpoint {
+            route: route(r),
+            addr: parse_addr(a).map_err(|e| format!("set endpoint: {e}"))?,
+            state: Admin::parse(state).ok_or_else(|| format!("set endpoint: '{state}' is not drain, maint or ready"))?,
+        },
+        ["set", "endpoint", ..] => return Err("usage: set endpoint ROUTE ADDR drain|maint|ready".into()),
         ["promote", r] => Command::Promote { route: route(r) },
         ["rollback", r] => Command::Rollback { route: route(r) },
         ["reload"] => Command::Reload,
         ["set" | "del", "canary", ..] => {
             return Err("usage: set canary ROUTE percent P | var KEY VALUE | deployment ID ADDR[,ADDR..]; del canary ROUTE var KEY".into());
         }
-        ["show", ..] => return Err("usage: show version | show canary [ROUTE] [json] | show stats [ROUTE] [json] | show rollout [ROUTE] [json]".into()),
+        ["show", ..] => return Err("usage: show version | show canary [ROUTE] [json] | show stats [ROUTE] [json] | show rollout [ROUTE] [json] | show endpoints [ROUTE] [json]".into()),
         ["promote" | "rollback", ..] => return Err(format!("usage: {} ROUTE", words[0])),
         [other, ..] => return Err(format!("unknown command '{}' (try: help)", other.chars().take(64).collect::<String>())),
     };
@@ -242,6 +265,23 @@ mod tests {
                 route: "api".into()
             }
         );
+        assert_eq!(
+            parse("show endpoints api json").unwrap().command,
+            Command::ShowEndpoints {
+                route: Some("api".into()),
+                json: true
+            }
+        );
+        assert_eq!(
+            parse("set endpoint api 127.0.0.1:9001 drain")
+                .unwrap()
+                .command,
+            Command::SetEndpoint {
+                route: "api".into(),
+                addr: "127.0.0.1:9001".parse().unwrap(),
+                state: Admin::Drain
+            }
+        );
         let r = parse("expect 7 set canary api percent 1").unwrap();
         assert_eq!(r.expect, Some(7));
     }
@@ -259,6 +299,9 @@ mod tests {
             "expect 3",
             "expect 3 show canary",
             "promote",
+            "set endpoint api 127.0.0.1:1 sleep",
+            "set endpoint api nowhere drain",
+            "set endpoint api",
             &"x".repeat(MAX_LINE + 1),
         ] {
             let e = parse(bad).unwrap_err();

@@ -4,11 +4,13 @@
 //!
 //! - [`canary`]: `show canary [ROUTE] [json]`;
 //! - [`stats`]: `show stats [ROUTE] [json]`;
+//! - [`endpoints`]: `show endpoints [ROUTE] [json]` and the endpoint series;
 //! - [`rollout`]: `show rollout [ROUTE] [json]`;
 //! - [`killswitch`]: the kill-switch part of `show canary`;
 //! - [`prometheus`]: rollout and kill-switch series.
 
 pub(crate) mod canary;
+pub(crate) mod endpoints;
 pub(crate) mod killswitch;
 pub(crate) mod prometheus;
 pub(crate) mod rollout;

@@ -26,11 +26,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::health::{FileHealthCheck, FileOutlier, HealthConfig};
 use super::value::{parse_addr, parse_duration, parse_header_name};
 use super::{
     Assignment, Canary, Config, Deployment, RouteConfig, ServerConfig, StageConfig, StickyKey,
 };
-use super::health::{FileHealthCheck, FileOutlier, HealthConfig};
 use crate::config::template::Template;
 use crate::config::value::parse_percent;
 
@@ -381,7 +381,10 @@ impl Cx<'_> {
     ) -> Result<HealthConfig, FileError> {
         let (check, check_at) = match check {
             Some(c) => (Some(c), format!("{at}.health_check")),
-            None => (r.health_check.as_ref(), format!("{at} (route health_check)")),
+            None => (
+                r.health_check.as_ref(),
+                format!("{at} (route health_check)"),
+            ),
         };
         let (outlier, outlier_at) = match outlier {
             Some(o) => (Some(o), format!("{at}.outlier")),

@@ -48,9 +48,8 @@ impl StatusSet {
 
     /// Parses `2xx`, `503`, `500-504` or a comma-separated list of those.
     pub(crate) fn parse(text: &str) -> Result<StatusSet, String> {
-        let bad = || {
-            format!("'{text}' is not a status set like 2xx, 200,204 or 500-504 (codes 100-599)")
-        };
+        let bad =
+            || format!("'{text}' is not a status set like 2xx, 200,204 or 500-504 (codes 100-599)");
         let code = |t: &str| -> Result<u16, String> {
             t.parse::<u16>()
                 .ok()
@@ -144,7 +143,8 @@ pub struct HealthConfig {
 }
 
 /// User-Agent of active checks, so upstream logs can tell them apart.
-pub(crate) const CHECK_USER_AGENT: &str = concat!("canarygate-health-check/", env!("CARGO_PKG_VERSION"));
+pub(crate) const CHECK_USER_AGENT: &str =
+    concat!("canarygate-health-check/", env!("CARGO_PKG_VERSION"));
 
 impl HealthCheck {
     /// A check with every default: TCP connect every 2 s, 1 s timeout, rise 2, fall 3,
@@ -372,6 +372,9 @@ mod tests {
         let o: FileOutlier = toml::from_str("max_ejection_percent = 101").unwrap();
         assert!(o.check().is_err());
         let o: FileOutlier = toml::from_str("base_ejection_time = \"10m\"").unwrap();
-        assert_eq!(o.check().unwrap().max_ejection_time, Duration::from_secs(600));
+        assert_eq!(
+            o.check().unwrap().max_ejection_time,
+            Duration::from_secs(600)
+        );
     }
 }

@@ -25,7 +25,7 @@ use crate::dataplane::upstream::health::{DOWN, Endpoint, OUT, UP};
 
 /// What the operator set on an endpoint (`set endpoint ROUTE ADDR ...`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Admin {
+pub enum Admin {
     /// Takes traffic as its health allows.
     Ready,
     /// No new request; those in flight finish; idle connections are closed. Checks go on.
@@ -57,9 +57,10 @@ impl Admin {
 #[derive(Clone, Debug)]
 pub(crate) struct LastCheck {
     pub(crate) at: SystemTime,
-    pub(crate) passed: bool,
-    /// Why it failed, or the status it got.
-    pub(crate) detail: String,
+    /// The status of a passed HTTP check.
+    pub(crate) status: Option<u16>,
+    /// Why it failed (allocated only then).
+    pub(crate) error: Option<String>,
     pub(crate) took: Duration,
 }
 
@@ -176,6 +177,8 @@ pub(crate) struct Group {
 pub(crate) struct Health {
     workers: usize,
     groups: Mutex<Vec<Group>>,
+    /// Set by [`Health::rebuild`]: the next tick reconciles the checkers.
+    changed: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
@@ -185,6 +188,7 @@ impl Health {
         Health {
             workers,
             groups: Mutex::new(Vec::new()),
+            changed: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -211,7 +215,10 @@ impl Health {
         let mut handles = HashMap::new();
         for route in config.stages.iter().flat_map(|s| &s.routes) {
             let mut per_variant: [Vec<Arc<Endpoint>>; VARIANT_COUNT] = Default::default();
-            let deployments = [Some(&route.stable), route.canary.as_ref().map(|c| &c.deployment)];
+            let deployments = [
+                Some(&route.stable),
+                route.canary.as_ref().map(|c| &c.deployment),
+            ];
             for (v, d) in Variant::ALL.into_iter().zip(deployments) {
                 let Some(d) = d else { continue };
                 let group = self.group(&route.name, v, d, &mut old);
@@ -228,6 +235,8 @@ impl Health {
         for gone in old.values() {
             gone.stop_checker();
         }
+        self.changed
+            .store(true, std::sync::atomic::Ordering::Release);
         handles
     }
 
@@ -320,9 +329,18 @@ impl Health {
     /// and log panic mode as it starts and ends.
     pub(crate) fn tick(&self, now: Instant) {
         let mut groups = self.groups();
+        let reconcile = self
+            .changed
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
         for g in groups.iter_mut() {
-            for e in &g.entries {
-                check::ensure(e, g.config.check.as_ref());
+            if reconcile {
+                for e in &g.entries {
+                    check::ensure(e, g.config.check.as_ref());
+                }
+            }
+            if g.config.check.is_none() && g.config.outlier.is_none() && !g.panic {
+                // Nothing can take an endpoint down but the operator (never panic).
+                continue;
             }
             if let Some(o) = &g.config.outlier {
                 outlier::evaluate(g, o, now);
@@ -353,8 +371,15 @@ impl Health {
 /// True when no endpoint of `g` is up but some may serve (panic mode, as the data path
 /// applies it).
 fn panic_now(g: &Group, now: Instant) -> bool {
-    let states: Vec<u8> = g.entries.iter().map(|e| e.ctl().state(now)).collect();
-    !states.contains(&UP) && states.contains(&DOWN)
+    let mut down = false;
+    for e in &g.entries {
+        match e.ctl().state(now) {
+            UP => return false,
+            DOWN => down = true,
+            _ => {}
+        }
+    }
+    down
 }
 
 /// How often the health loop runs: the delay between a worker's counters crossing a

@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use gateway_common::VARIANT_COUNT;
 
 use super::edit::{check_var_name, promote_route, rollback_route, set_route_percent};
+use super::health::Health;
 use crate::config::killswitch::KillSwitchConfig;
 use crate::config::{Canary, Config, Deployment, RouteConfig};
 use crate::dataplane::route::killswitch::KillSwitch;
 use crate::dataplane::route::publish::Shared;
-use super::health::Health;
 use crate::dataplane::route::snapshot::{Live, RouteSnap, Snapshot, StageSnap};
 use crate::dataplane::route::split::Split;
 use crate::kernel::{Kernel, KernelStats};
@@ -392,10 +392,15 @@ impl Control {
 
     /// Route `name`'s figures so far, summed over workers.
     pub(crate) fn counters(&self, name: &str) -> Option<[VariantStats; VARIANT_COUNT]> {
-        self.lock()
+        let mut counters = self
+            .lock()
             .runtime
             .get(name)
-            .map(|rt| rt.metrics.snapshot())
+            .map(|rt| rt.metrics.snapshot())?;
+        for v in gateway_common::Variant::ALL {
+            counters[v.index()].ejections = self.health.ejections(name, v);
+        }
+        Some(counters)
     }
 
     /// Sets route `name`'s canary share as a step of a plan does: a counted, published

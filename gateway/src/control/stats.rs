@@ -27,6 +27,9 @@ impl Control {
                         route.add(&one);
                     }
                 }
+                for v in Variant::ALL {
+                    variants[v.index()].ejections = self.health().ejections(&r.name, v);
+                }
                 routes.push(RouteStats {
                     stage: stage.name.clone(),
                     name: r.name.clone(),

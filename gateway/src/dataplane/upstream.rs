@@ -188,11 +188,7 @@ impl Upstreams {
     }
 
     /// The pool of `addr` for `variant`, made when missing.
-    fn pool(
-        &self,
-        addr: SocketAddr,
-        variant: Variant,
-    ) -> std::cell::RefMut<'_, Pool> {
+    fn pool(&self, addr: SocketAddr, variant: Variant) -> std::cell::RefMut<'_, Pool> {
         std::cell::RefMut::map(self.pools.borrow_mut(), |pools| {
             pools
                 .entry((addr, variant))
@@ -203,7 +199,12 @@ impl Upstreams {
     /// Returns a connection whose last exchange completed cleanly to its pool;
     /// `upstream_timeout_s` is the idle timeout the upstream announced in that exchange.
     /// `endpoint` is its health: a draining endpoint keeps no idle connection.
-    pub(crate) fn put(&self, mut conn: UpConn, endpoint: &Endpoint, upstream_timeout_s: Option<u32>) {
+    pub(crate) fn put(
+        &self,
+        mut conn: UpConn,
+        endpoint: &Endpoint,
+        upstream_timeout_s: Option<u32>,
+    ) {
         conn.busy.release();
         if !conn.buf.is_empty() || endpoint.state() == OUT {
             // Bytes after the response: the upstream is out of step; never reuse.
@@ -218,7 +219,11 @@ impl Upstreams {
     /// and every idle connection to an endpoint that drains or is in maintenance;
     /// publishes each endpoint's in-flight requests and idle connections for worker `w`;
     /// forgets pools with nothing in them.
-    pub(crate) fn sweep<'a>(&self, w: usize, endpoints: impl Iterator<Item = (&'a Endpoint, Variant)>) {
+    pub(crate) fn sweep<'a>(
+        &self,
+        w: usize,
+        endpoints: impl Iterator<Item = (&'a Endpoint, Variant)>,
+    ) {
         let now = Instant::now();
         let mut pools = self.pools.borrow_mut();
         for (e, variant) in endpoints {
@@ -302,7 +307,12 @@ mod tests {
 
     fn addrs(n: u16) -> Vec<Arc<Endpoint>> {
         (0..n)
-            .map(|i| Arc::new(Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 9000 + i)), 1)))
+            .map(|i| {
+                Arc::new(Endpoint::new(
+                    SocketAddr::from(([127, 0, 0, 1], 9000 + i)),
+                    1,
+                ))
+            })
             .collect()
     }
 

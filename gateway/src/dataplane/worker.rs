@@ -56,9 +56,13 @@ impl Worker {
     pub(crate) fn sweep_pools(&self) {
         let snap = self.snapshot();
         let endpoints = snap.stages.iter().flat_map(|s| &s.routes).flat_map(|r| {
-            r.plans.iter().zip(gateway_common::Variant::ALL).flat_map(|(p, v)| {
-                p.iter().flat_map(move |p| p.endpoints.iter().map(move |e| (&**e, v)))
-            })
+            r.plans
+                .iter()
+                .zip(gateway_common::Variant::ALL)
+                .flat_map(|(p, v)| {
+                    p.iter()
+                        .flat_map(move |p| p.endpoints.iter().map(move |e| (&**e, v)))
+                })
         });
         self.upstreams.sweep(self.id, endpoints);
     }

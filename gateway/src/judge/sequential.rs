@@ -179,6 +179,11 @@ impl SequentialJudge {
         let b = self.budget;
         let mut fail = Vec::new();
         let mut pending = Vec::new();
+        if let Some(max) = criteria.max_canary_ejections
+            && canary.ejections > max
+        {
+            fail.push(super::verdict::ejection_reason(canary.ejections, max));
+        }
 
         // Errors: the rate test says whether canary is worse; the confidence sequences
         // say by how much.

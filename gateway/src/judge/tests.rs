@@ -138,7 +138,32 @@ fn sample(n: u64, errors: u64, base_us: u64, spread_us: u64) -> Sample {
         responses: n,
         errors,
         latency,
+        ejections: 0,
     }
+}
+
+#[test]
+fn canary_ejections_fail_a_step_when_the_plan_says_so_even_before_enough_requests() {
+    let stable = sample(5000, 0, 200, 100);
+    let mut canary = sample(40, 0, 200, 100);
+    canary.ejections = 1;
+    let mut c = Criteria::default();
+    assert_eq!(
+        judge(&c, &stable, &canary, None).verdict,
+        Verdict::Inconclusive,
+        "off by default"
+    );
+    c.max_canary_ejections = Some(0);
+    let j = judge(&c, &stable, &canary, None);
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert!(j.reasons[0].contains("ejected 1 time"), "{:?}", j.reasons);
+    assert!(
+        j.summary().contains("1 canary ejections"),
+        "{}",
+        j.summary()
+    );
+    canary.ejections = 0;
+    assert_ne!(judge(&c, &stable, &canary, None).verdict, Verdict::Fail);
 }
 
 #[test]

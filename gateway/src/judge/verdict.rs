@@ -47,6 +47,16 @@ pub(crate) fn judge(
         sequential: None,
     };
 
+    // An ejection is a decision already made on live traffic: it fails the step even
+    // before the judge has enough requests for a comparison.
+    if let Some(max) = criteria.max_canary_ejections
+        && canary.ejections > max
+    {
+        judgement.verdict = Verdict::Fail;
+        judgement.reasons = vec![ejection_reason(canary.ejections, max)];
+        return judgement;
+    }
+
     let short: Vec<String> = [("canary", canary), ("stable", stable)]
         .iter()
         .filter(|(_, s)| s.requests < criteria.min_requests || s.responses == 0)
@@ -148,4 +158,9 @@ pub(crate) fn judge(
     judgement.verdict = verdict;
     judgement.reasons = reasons;
     judgement
+}
+
+/// Why too many canary ejections fail a step.
+pub(crate) fn ejection_reason(ejections: u64, max: u64) -> String {
+    format!("canary endpoints were ejected {ejections} time(s) in the window (allowed {max})")
 }

@@ -222,6 +222,9 @@ impl Plan {
         if let Some(r) = c.max_retransmit_rate {
             let _ = write!(s, " max-retransmit-rate {r}");
         }
+        if let Some(n) = c.max_canary_ejections {
+            let _ = write!(s, " max-canary-ejections {n}");
+        }
         if self.max_inconclusive > 0 {
             let _ = write!(s, " max-inconclusive {}", self.max_inconclusive);
         }
@@ -273,6 +276,8 @@ pub struct PlanArgs {
     pub max_error_rate: Option<f64>,
     /// `max-retransmit-rate F`
     pub max_retransmit_rate: Option<f64>,
+    /// `max-canary-ejections N`
+    pub max_canary_ejections: Option<u64>,
     /// `max-inconclusive N`
     pub max_inconclusive: Option<u32>,
     /// `judge sequential|fixed`
@@ -328,6 +333,12 @@ impl PlanArgs {
                 "max-p99" => a.max_p99 = Some(dur(value)?),
                 "max-error-rate" => a.max_error_rate = Some(frac(value)?),
                 "max-retransmit-rate" => a.max_retransmit_rate = Some(frac(value)?),
+                "max-canary-ejections" => {
+                    a.max_canary_ejections =
+                        Some(value.parse().map_err(|_| {
+                            format!("max-canary-ejections: '{value}' is not a count")
+                        })?);
+                }
                 "max-inconclusive" => {
                     a.max_inconclusive = Some(
                         value
@@ -382,6 +393,9 @@ impl PlanArgs {
         }
         if self.max_retransmit_rate.is_some() {
             c.max_retransmit_rate = self.max_retransmit_rate;
+        }
+        if self.max_canary_ejections.is_some() {
+            c.max_canary_ejections = self.max_canary_ejections;
         }
         if let Some(steps) = &self.steps {
             plan.steps.clone_from(steps);
@@ -442,6 +456,7 @@ pub(crate) struct FilePlan {
     max_p99: Option<String>,
     max_error_rate: Option<f64>,
     max_retransmit_rate: Option<f64>,
+    max_canary_ejections: Option<u64>,
     max_inconclusive: Option<u32>,
     judge: Option<String>,
     max_interval: Option<String>,
@@ -475,6 +490,7 @@ impl FilePlan {
             max_p99: dur("max_p99", &self.max_p99)?,
             max_error_rate: self.max_error_rate,
             max_retransmit_rate: self.max_retransmit_rate,
+            max_canary_ejections: self.max_canary_ejections,
             max_inconclusive: self.max_inconclusive,
             judge: self.judge.as_deref().map(JudgeKind::parse).transpose()?,
             max_interval: dur("max_interval", &self.max_interval)?,

@@ -35,6 +35,7 @@ fn variant_json(v: &VariantStats) -> Value {
     json!({
         "requests": v.requests,
         "in_flight": v.in_flight,
+        "ejections": v.ejections,
         "responses": { "1xx": v.responses[0], "2xx": v.responses[1], "3xx": v.responses[2], "4xx": v.responses[3], "5xx": v.responses[4] },
         "upstream_errors": crate::metrics::UpstreamFailure::ALL
             .iter()

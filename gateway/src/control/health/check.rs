@@ -53,15 +53,23 @@ pub(crate) fn ensure(e: &Arc<Entry>, check: Option<&HealthCheck>) {
     *slot = Some((Handle(task.abort_handle()), Some(check.clone())));
 }
 
-/// The first check's delay: a fixed fraction of the interval derived from the address,
-/// spreading checkers evenly without a random source.
+/// The first check's delay: one of up to [`SLOTS`] evenly spaced points of the interval
+/// (at least [`SLOT_WIDTH`] apart), chosen from the address. Checks spread over the
+/// interval, and the ones sharing a point run on one wake-up of the control-plane
+/// thread: with a thousand endpoints, waking once per check cost more than the checks.
 fn offset(addr: SocketAddr, interval: Duration) -> Duration {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     addr.hash(&mut h);
-    let frac = (h.finish() % 1000) as u32;
-    interval * frac / 1000
+    let slots = (interval.as_millis() / SLOT_WIDTH.as_millis()).clamp(1, SLOTS) as u32;
+    let slot = (h.finish() % u64::from(slots)) as u32;
+    interval / slots * slot
 }
+
+/// Most distinct start points of checks within an interval.
+const SLOTS: u128 = 100;
+/// Least time between two start points.
+const SLOT_WIDTH: Duration = Duration::from_millis(10);
 
 async fn run(entry: Weak<Entry>, check: HealthCheck, addr: SocketAddr) {
     let request = request_bytes(&check, addr);
@@ -114,18 +122,18 @@ fn request_bytes(check: &HealthCheck, addr: SocketAddr) -> Option<Vec<u8>> {
     )
 }
 
-/// One check: `Ok(detail)` when it passed.
+/// One check: `Ok` with the status (`None` for a TCP check) when it passed.
 async fn probe(
     conn: &mut Option<TcpStream>,
     buf: &mut Vec<u8>,
     check: &HealthCheck,
     request: Option<&[u8]>,
     addr: SocketAddr,
-) -> Result<String, String> {
+) -> Result<Option<u16>, String> {
     let Some(request) = request else {
         return TcpStream::connect(addr)
             .await
-            .map(|_| "connected".to_owned())
+            .map(|_| None)
             .map_err(|e| format!("connect: {e}"));
     };
     // A kept connection the endpoint closed while idle fails on first use: one more try
@@ -156,10 +164,12 @@ async fn exchange(
     check: &HealthCheck,
     request: &[u8],
     addr: SocketAddr,
-) -> Result<String, Failure> {
+) -> Result<Option<u16>, Failure> {
     let io = |what: &str, e: std::io::Error| Failure::Io(format!("{what}: {e}"));
     if conn.is_none() {
-        let s = TcpStream::connect(addr).await.map_err(|e| io("connect", e))?;
+        let s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| io("connect", e))?;
         let _ = s.set_nodelay(true);
         *conn = Some(s);
     }
@@ -173,13 +183,12 @@ async fn exchange(
             *conn = None;
             return Err(Failure::Status("response head too large".into()));
         }
-        let mut chunk = [0u8; 4096];
-        let n = s.read(&mut chunk).await.map_err(|e| io("read", e))?;
+        buf.reserve(4096);
+        let n = s.read_buf(buf).await.map_err(|e| io("read", e))?;
         if n == 0 {
             *conn = None;
             return Err(Failure::Io("closed before a response".into()));
         }
-        buf.extend_from_slice(&chunk[..n]);
         match parse_head(buf) {
             Ok(Some(head)) if head.0 < 200 => {
                 // An interim response: skip it and read on.
@@ -199,9 +208,10 @@ async fn exchange(
             Some(len) if len <= MAX_BODY => {
                 let have = buf.len() - head_len;
                 let mut rest = len.saturating_sub(have);
-                let mut chunk = [0u8; 4096];
                 while rest > 0 {
-                    let n = s.read(&mut chunk).await.map_err(|e| io("read", e))?;
+                    buf.clear();
+                    buf.reserve(4096);
+                    let n = s.read_buf(buf).await.map_err(|e| io("read", e))?;
                     if n == 0 {
                         break;
                     }
@@ -215,7 +225,7 @@ async fn exchange(
         *conn = None;
     }
     if check.expect.contains(status) {
-        Ok(format!("status {status}"))
+        Ok(Some(status))
     } else {
         Err(Failure::Status(format!("status {status}")))
     }
@@ -258,7 +268,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, usize, Option<usize>, bool)>, S
 }
 
 /// Counts a check and applies rise and fall.
-fn record(e: &Entry, check: &HealthCheck, result: Result<String, String>, took: Duration) {
+fn record(e: &Entry, check: &HealthCheck, result: Result<Option<u16>, String>, took: Duration) {
     let mut ctl = e.ctl();
     let secs = took.as_secs_f64();
     let bucket = CHECK_BUCKETS
@@ -269,8 +279,9 @@ fn record(e: &Entry, check: &HealthCheck, result: Result<String, String>, took: 
     ctl.took_sum += secs;
     ctl.checks += 1;
     let passed = result.is_ok();
-    let detail = match result {
-        Ok(d) | Err(d) => d,
+    let (status, error) = match result {
+        Ok(status) => (status, None),
+        Err(e) => (None, Some(e)),
     };
     if passed {
         ctl.successes = ctl.successes.saturating_add(1);
@@ -292,18 +303,19 @@ fn record(e: &Entry, check: &HealthCheck, result: Result<String, String>, took: 
         if ctl.check_up && ctl.failures >= check.fall {
             ctl.check_up = false;
             log::warn!(
-                "route {} endpoint {} ({}): down after {} failed checks: {detail}",
+                "route {} endpoint {} ({}): down after {} failed checks: {}",
                 e.route,
                 e.addr(),
                 e.deployment,
-                ctl.failures
+                ctl.failures,
+                error.as_deref().unwrap_or_default()
             );
         }
     }
     ctl.last = Some(LastCheck {
         at: SystemTime::now(),
-        passed,
-        detail,
+        status,
+        error,
         took,
     });
     e.publish(&ctl, Instant::now());
@@ -316,7 +328,10 @@ mod tests {
     #[test]
     fn heads_are_read_for_status_length_and_close() {
         let h = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-        assert_eq!(parse_head(h).unwrap(), Some((200, h.len() - 2, Some(2), false)));
+        assert_eq!(
+            parse_head(h).unwrap(),
+            Some((200, h.len() - 2, Some(2), false))
+        );
         let h = b"HTTP/1.1 503 No\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
         assert_eq!(parse_head(h).unwrap(), Some((503, h.len(), None, true)));
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
@@ -330,9 +345,12 @@ mod tests {
         let mut c = HealthCheck::tcp();
         assert!(request_bytes(&c, "127.0.0.1:80".parse().unwrap()).is_none());
         c.path = Some("/healthz".into());
-        let r = String::from_utf8(request_bytes(&c, "127.0.0.1:80".parse().unwrap()).unwrap())
-            .unwrap();
-        assert!(r.starts_with("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:80\r\n"), "{r}");
+        let r =
+            String::from_utf8(request_bytes(&c, "127.0.0.1:80".parse().unwrap()).unwrap()).unwrap();
+        assert!(
+            r.starts_with("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:80\r\n"),
+            "{r}"
+        );
         assert!(r.contains("User-Agent: canarygate-health-check/"), "{r}");
     }
 
@@ -342,6 +360,12 @@ mod tests {
         let offs: std::collections::HashSet<_> = (0..100u16)
             .map(|p| offset(([127, 0, 0, 1], 9000 + p).into(), i))
             .collect();
-        assert!(offs.len() > 50 && offs.iter().all(|o| *o < i));
+        assert!(offs.len() > 40 && offs.len() <= 100 && offs.iter().all(|o| *o < i));
+        // Short intervals get fewer, wider slots.
+        let short = Duration::from_millis(100);
+        let offs: std::collections::HashSet<_> = (0..100u16)
+            .map(|p| offset(([127, 0, 0, 1], 9000 + p).into(), short))
+            .collect();
+        assert!(offs.len() <= 10 && offs.iter().all(|o| *o < short));
     }
 }

@@ -210,7 +210,11 @@ mod tests {
         evaluate(&g, &o, t2 + 24 * S);
         assert_eq!(g.entries[0].endpoint.state(), DOWN);
         evaluate(&g, &o, t2 + 25 * S);
-        assert_eq!(g.entries[0].endpoint.state(), UP, "capped at max_ejection_time");
+        assert_eq!(
+            g.entries[0].endpoint.state(),
+            UP,
+            "capped at max_ejection_time"
+        );
         assert_eq!(g.entries[0].ctl().ejection.total, 3);
         // Good behaviour forgives: after 3 base times in, the multiplier is back to 0.
         let t3 = t2 + 25 * S;

@@ -12,8 +12,8 @@ use super::killswitch::KillSwitch;
 use super::split::Split;
 use crate::config::health::Outlier;
 use crate::config::template::render;
-use crate::dataplane::upstream::health::Endpoint;
 use crate::config::{Assignment, Deployment, RouteConfig};
+use crate::dataplane::upstream::health::Endpoint;
 use crate::metrics::RouteMetrics;
 
 /// A worker's handle on a snapshot. Workers share it through a worker-local `Rc`, so a
@@ -220,7 +220,10 @@ fn plan(
     endpoints: Vec<Arc<Endpoint>>,
 ) -> Plan {
     debug_assert!(
-        endpoints.iter().map(|e| e.addr).eq(d.endpoints.iter().copied()),
+        endpoints
+            .iter()
+            .map(|e| e.addr)
+            .eq(d.endpoints.iter().copied()),
         "endpoint health in the deployment's order"
     );
     Plan {

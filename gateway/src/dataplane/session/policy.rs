@@ -187,7 +187,13 @@ mod tests {
         }
         // No endpoint may take it: not retried, and a canary request stays canary.
         assert_eq!(
-            decide(&ProxyError::NoEndpoint, &GET(), Variant::Canary, true, FRESH),
+            decide(
+                &ProxyError::NoEndpoint,
+                &GET(),
+                Variant::Canary,
+                true,
+                FRESH
+            ),
             Retry::Fail
         );
     }

@@ -120,10 +120,12 @@ impl Endpoint {
 
     /// Worker `w`'s passive counters.
     pub fn counters(&self, w: usize) -> Counters {
-        self.workers.get(w).map_or_else(Counters::default, |s| Counters {
-            consecutive_5xx: s.consecutive_5xx.load(Relaxed),
-            consecutive_gateway: s.consecutive_gateway.load(Relaxed),
-        })
+        self.workers
+            .get(w)
+            .map_or_else(Counters::default, |s| Counters {
+                consecutive_5xx: s.consecutive_5xx.load(Relaxed),
+                consecutive_gateway: s.consecutive_gateway.load(Relaxed),
+            })
     }
 
     /// Number of workers with a slot.
@@ -175,7 +177,13 @@ mod tests {
         e.observe(1, Some(&o), Observed::ConnectFailed);
         e.observe(1, Some(&o), Observed::Timeout);
         assert_eq!(e.counters(0).consecutive_5xx, 3);
-        assert_eq!(e.counters(1), Counters { consecutive_5xx: 0, consecutive_gateway: 1 });
+        assert_eq!(
+            e.counters(1),
+            Counters {
+                consecutive_5xx: 0,
+                consecutive_gateway: 1
+            }
+        );
         e.observe(0, Some(&o), Observed::Answered(200));
         assert_eq!(e.counters(0).consecutive_5xx, 0);
         // Without outlier settings nothing is kept; an unknown worker is ignored.
