@@ -12,7 +12,7 @@ pub enum RolloutCommand {
         /// Route name.
         route: String,
         /// Settings given on the command line.
-        args: PlanArgs,
+        args: Box<PlanArgs>,
     },
     /// `rollout pause ROUTE`
     Pause {
@@ -52,7 +52,7 @@ pub(crate) fn parse(words: &[&str]) -> Result<RolloutCommand, String> {
     Ok(match words {
         ["start", r, rest @ ..] => RolloutCommand::Start {
             route: route(r),
-            args: PlanArgs::parse(rest)?,
+            args: Box::new(PlanArgs::parse(rest)?),
         },
         ["pause", r] => RolloutCommand::Pause { route: route(r) },
         ["resume", r] => RolloutCommand::Resume { route: route(r) },

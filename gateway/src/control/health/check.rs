@@ -89,21 +89,18 @@ async fn run(entry: Weak<Entry>, check: HealthCheck, addr: SocketAddr) {
             Some(_) => {}
         }
         let t0 = Instant::now();
-        let result = match tokio::time::timeout(
+        let result = tokio::time::timeout(
             check.timeout,
             probe(&mut conn, &mut buf, &check, request.as_deref(), addr),
         )
         .await
-        {
-            Ok(r) => r,
-            Err(_) => {
-                conn = None;
-                Err(format!(
-                    "no answer within {}",
-                    crate::config::value::format_duration(check.timeout)
-                ))
-            }
-        };
+        .unwrap_or_else(|_| {
+            conn = None;
+            Err(format!(
+                "no answer within {}",
+                crate::config::value::format_duration(check.timeout)
+            ))
+        });
         let took = t0.elapsed();
         let Some(e) = entry.upgrade() else { return };
         record(&e, &check, result, took);
@@ -231,9 +228,12 @@ async fn exchange(
     }
 }
 
-/// Parses a response head: `(status, head length, body length if known, close)`.
-/// A body length of `None` means chunked or until close.
-fn parse_head(buf: &[u8]) -> Result<Option<(u16, usize, Option<usize>, bool)>, String> {
+/// A parsed check response head: status, head length, body length if known (`None`:
+/// chunked or until close), and whether the connection closes after it.
+type Head = (u16, usize, Option<usize>, bool);
+
+/// Parses a response head.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {

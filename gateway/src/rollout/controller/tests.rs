@@ -71,7 +71,7 @@ fn start(c: &Rollouts, words: &[&str]) -> String {
         None,
         &RolloutCommand::Start {
             route: "api".into(),
-            args,
+            args: Box::new(args),
         },
         "test",
     )
@@ -278,7 +278,7 @@ fn pause_resume_abort_and_changes_by_hand() {
     assert!(
         cmd(RolloutCommand::Start {
             route: api(),
-            args: PlanArgs::default()
+            args: Box::default()
         })
         .unwrap_err()
         .to_string()
