@@ -395,3 +395,51 @@ pub(crate) async fn run(health: Arc<Health>) {
         health.tick(Instant::now());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RouteConfig;
+
+    fn config(endpoints: &[u16]) -> Config {
+        let addrs = endpoints
+            .iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect();
+        let mut c = Config::single_route(([127, 0, 0, 1], 0).into(), addrs, Vec::new(), 0);
+        c.stages[0].routes.push(RouteConfig::catch_all(
+            "other",
+            vec![([127, 0, 0, 1], 1).into()],
+        ));
+        c
+    }
+
+    #[test]
+    fn operator_states_survive_a_rebuild_that_keeps_the_endpoint() {
+        let h = Health::new(2);
+        let handles = h.rebuild(&config(&[1, 2, 3]));
+        assert_eq!(handles["default"][0].len(), 3);
+        let two: SocketAddr = ([127, 0, 0, 1], 2).into();
+        h.set_admin("default", two, Admin::Drain).unwrap();
+        assert_eq!(handles["default"][0][1].state(), OUT);
+        // A reload that changes another endpoint keeps this one's entry and state.
+        let again = h.rebuild(&config(&[2, 3, 4]));
+        assert!(Arc::ptr_eq(
+            &again["default"][0][0],
+            &handles["default"][0][1]
+        ));
+        assert_eq!(again["default"][0][0].state(), OUT);
+        // The same address in another route is another entry.
+        assert_eq!(again["other"][0][0].state(), UP);
+        // Gone and back: a new entry, ready.
+        h.rebuild(&config(&[3]));
+        let back = h.rebuild(&config(&[2, 3]));
+        assert_eq!(back["default"][0][0].state(), UP);
+        assert!(h.set_admin("nope", two, Admin::Ready).is_err());
+        assert!(
+            h.set_admin("default", ([127, 0, 0, 1], 9).into(), Admin::Ready)
+                .unwrap_err()
+                .contains("no endpoint")
+        );
+    }
+}
