@@ -256,19 +256,27 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            // Flags that parse but do not fit together are invalid flags too.
+            ExitCode::from(if e.is::<BadFlag>() { 2 } else { 1 })
         }
     }
 }
+
+/// A flag value that parsed but is not acceptable with the others (exit code 2, like
+/// clap's own errors); the message names the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadFlag(String);
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut config = if let Some(path) = &args.config {
         crate::config::file::load(path).map_err(|e| anyhow::anyhow!("--config {e}"))?
     } else {
         if args.tuning.canary_percent > 0 && args.canary.is_empty() {
-            anyhow::bail!(
-                "--canary: a --canary-percent above 0 needs at least one canary endpoint"
-            );
+            return Err(BadFlag(
+                "--canary: a --canary-percent above 0 needs at least one canary endpoint".into(),
+            )
+            .into());
         }
         let listen = args
             .listen
@@ -279,7 +287,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             args.canary.clone(),
             args.tuning.canary_percent,
         );
-        let health = args.health.config().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let health = args.health.config().map_err(BadFlag)?;
         for route in c.stages.iter_mut().flat_map(|s| &mut s.routes) {
             route.retry_on_stable = args.canary_retry_on_stable;
             route.stable.health = health.clone();

@@ -75,11 +75,26 @@ impl HealthArgs {
             c.rise = self.health_check_rise.unwrap_or(c.rise);
             c.fall = self.health_check_fall.unwrap_or(c.fall);
             c.expect = self.health_check_expect.unwrap_or(c.expect);
-            c.check().map_err(|e| format!("--health-check-*: {e}"))?;
+            c.check().map_err(|e| {
+                let flag = if e.starts_with("path") {
+                    "--health-check-path"
+                } else if e.starts_with("host") {
+                    "--health-check-host"
+                } else if e.starts_with("rise") {
+                    "--health-check-rise/--health-check-fall"
+                } else if e.starts_with("interval") {
+                    "--health-check-interval"
+                } else if e.starts_with("timeout") {
+                    "--health-check-timeout"
+                } else {
+                    "--health-check-expect"
+                };
+                format!("{flag}: {e}")
+            })?;
             Some(c)
         } else if check_tuned {
             return Err(
-                "--health-check-interval/-timeout/-rise/-fall need --health-check-path or --health-check-tcp"
+                "--health-check-interval, --health-check-timeout, --health-check-rise and --health-check-fall need --health-check-path or --health-check-tcp"
                     .into(),
             );
         } else {
@@ -106,10 +121,19 @@ impl HealthArgs {
             o.max_ejection_percent = self
                 .outlier_max_ejection_percent
                 .unwrap_or(o.max_ejection_percent);
-            o.check().map_err(|e| format!("--outlier-*: {e}"))?;
+            o.check().map_err(|e| {
+                let flag = if e.starts_with("max_ejection_percent") {
+                    "--outlier-max-ejection-percent"
+                } else if e.starts_with("max_ejection_time") {
+                    "--outlier-max-ejection-time"
+                } else {
+                    "--outlier-consecutive-5xx/--outlier-consecutive-gateway-failures"
+                };
+                format!("{flag}: {e}")
+            })?;
             Some(o)
         } else if outlier_tuned {
-            return Err("--outlier-base-ejection-time/-max-ejection-time/-max-ejection-percent need --outlier-consecutive-5xx or --outlier-consecutive-gateway-failures".into());
+            return Err("--outlier-base-ejection-time, --outlier-max-ejection-time and --outlier-max-ejection-percent need --outlier-consecutive-5xx or --outlier-consecutive-gateway-failures".into());
         } else {
             None
         };

@@ -13,7 +13,7 @@ use tests::{
 };
 
 /// Every `run` flag the README lists.
-const RUN_FLAGS: [&str; 17] = [
+const RUN_FLAGS: [&str; 30] = [
     "--listen",
     "--stable",
     "--canary",
@@ -31,6 +31,19 @@ const RUN_FLAGS: [&str; 17] = [
     "--drain-timeout",
     "--canary-retry-on-stable",
     "--send-timeout",
+    "--health-check-path",
+    "--health-check-tcp",
+    "--health-check-interval",
+    "--health-check-timeout",
+    "--health-check-rise",
+    "--health-check-fall",
+    "--health-check-expect",
+    "--health-check-host",
+    "--outlier-consecutive-5xx",
+    "--outlier-consecutive-gateway-failures",
+    "--outlier-base-ejection-time",
+    "--outlier-max-ejection-time",
+    "--outlier-max-ejection-percent",
 ];
 
 /// Whether `text` mentions `flag` as a whole flag (`--canary` does not count inside
@@ -44,7 +57,7 @@ fn mentions_flag(text: &str, flag: &str) -> bool {
 
 #[test]
 fn invalid_flags_exit_2_with_one_error_line_naming_the_flag() {
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 18] = [
         (
             &[
                 "--stable",
@@ -106,6 +119,61 @@ fn invalid_flags_exit_2_with_one_error_line_naming_the_flag() {
         (
             &["--stable", "127.0.0.1:1", "--listen", "nowhere"],
             "--listen",
+        ),
+        (
+            &["--stable", "127.0.0.1:1", "--health-check-interval", "1s"],
+            "--health-check-interval",
+        ),
+        (
+            &["--stable", "127.0.0.1:1", "--health-check-path", "healthz"],
+            "--health-check-path",
+        ),
+        (
+            &[
+                "--stable",
+                "127.0.0.1:1",
+                "--health-check-path",
+                "/",
+                "--health-check-expect",
+                "7xx",
+            ],
+            "--health-check-expect",
+        ),
+        (
+            &[
+                "--stable",
+                "127.0.0.1:1",
+                "--health-check-tcp",
+                "--health-check-interval",
+                "2s",
+                "--health-check-timeout",
+                "3s",
+            ],
+            "--health-check-timeout",
+        ),
+        (
+            &[
+                "--stable",
+                "127.0.0.1:1",
+                "--outlier-consecutive-5xx",
+                "3",
+                "--outlier-max-ejection-percent",
+                "101",
+            ],
+            "--outlier-max-ejection-percent",
+        ),
+        (
+            &[
+                "--stable",
+                "127.0.0.1:1",
+                "--outlier-base-ejection-time",
+                "5s",
+            ],
+            "--outlier-base-ejection-time",
+        ),
+        (
+            &["--stable", "127.0.0.1:1", "--canary-percent", "5"],
+            "--canary",
         ),
     ];
     // All cases at once: a flag that is wrongly accepted costs its timeout only once.
