@@ -39,7 +39,7 @@ fn pick(c: &mut Criterion) {
 }
 
 fn parse(c: &mut Criterion) {
-    let fwd = Forwarding::new("10.1.2.3".parse().expect("valid ip"));
+    let fwd = Forwarding::new("10.1.2.3".parse().expect("valid ip"), false);
     let mut out = Vec::with_capacity(8192);
     for extra in [0, 16, 60] {
         let head = benches::request_head(extra);
@@ -102,11 +102,14 @@ fn snapshot_swap(c: &mut Criterion) {
         vec!["127.0.0.1:2".parse().expect("addr")],
         0,
     );
-    let control = Arc::new(gateway::Control::new(
-        cfg,
-        vec![Arc::new(gateway::WorkerMetrics::default())],
-        gateway::Kernel::default(),
-    ));
+    let control = Arc::new(
+        gateway::Control::new(
+            cfg,
+            vec![Arc::new(gateway::WorkerMetrics::default())],
+            gateway::Kernel::default(),
+        )
+        .expect("no TLS files to load"),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (control, stop) = (Arc::clone(&control), Arc::clone(&stop));

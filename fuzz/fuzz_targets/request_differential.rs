@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut out = Vec::new();
-    let fwd = Forwarding::new(std::net::IpAddr::from([10, 0, 0, 1]));
+    let fwd = Forwarding::new(std::net::IpAddr::from([10, 0, 0, 1]), false);
     write_upstream(&req, &Rewrite::default(), &fwd, &mut out);
 
     let mut theirs = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
-    let fwd = Forwarding::new(std::net::IpAddr::from([10, 0, 0, 1]));
+    let fwd = Forwarding::new(std::net::IpAddr::from([10, 0, 0, 1]), false);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     if let Ok(Some(req)) = parse(data, 16 * 1024, &mut headers) {
         write_upstream(&req, &Rewrite::default(), &fwd, &mut out);

@@ -157,11 +157,13 @@ async fn serve(
             Err(e) => log::error!("metrics endpoint: {e}"),
         }
     }
-    if reloadable {
+    // SIGHUP re-reads the configuration file, or without one the TLS files.
+    {
+        let command = if reloadable { "reload" } else { "reload tls" };
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(mut hup) => {
                 while hup.recv().await.is_some() {
-                    let reply = exec::execute(&rollouts, "reload", "SIGHUP");
+                    let reply = exec::execute(&rollouts, command, "SIGHUP");
                     if reply.ok {
                         log::info!("SIGHUP: {}", reply.text.replace('\n', "; "));
                     } else {
@@ -279,6 +281,7 @@ async fn metrics_loop(rollouts: Arc<Rollouts>, listener: tokio::net::TcpListener
                     crate::kernel::prometheus::render(&mut text, control.kernel_stats().as_ref());
                     show::prometheus::render(&mut text, &rollouts);
                     show::endpoints::render(&mut text, control);
+                    show::tls::render(&mut text, control);
                     ("200 OK", text)
                 } else {
                     (

@@ -19,7 +19,8 @@ use crate::config::value::{
     parse_header_name, parse_percent,
 };
 use crate::config::{
-    CLI_KERNEL_ACCOUNTING, Config, ConfigError, DriverChoice, Limits, ServerConfig, Timeouts,
+    CLI_KERNEL_ACCOUNTING, Config, ConfigError, DriverChoice, Limits, ServerConfig, StageTls,
+    Timeouts, TlsCert, TlsVersion,
 };
 
 /// canarygate: an io_uring L7 load balancer that sends an exact share of traffic to a
@@ -105,6 +106,22 @@ pub(crate) struct RunArgs {
     /// that time carries `Connection: close`. A second signal, or `0s`, stops at once.
     #[arg(long, value_name = "DUR", value_parser = parse_duration_or_zero, default_value = "30s")]
     pub drain_timeout: Duration,
+    /// Terminate TLS on --listen with this certificate chain (PEM: leaf first, then its
+    /// chain); with --config: `tls = [{ cert, key, server_names }]` on a stage.
+    /// `reload tls` and SIGHUP re-read it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "config"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Lowest TLS version accepted with --tls-cert: 1.2 (default) or 1.3.
+    #[arg(long, value_name = "VERSION", value_parser = |s: &str| s.parse::<TlsVersion>(), requires = "tls_cert")]
+    pub tls_min_version: Option<TlsVersion>,
     #[command(flatten)]
     pub tuning: Tuning,
     #[command(flatten)]
@@ -173,6 +190,12 @@ pub(crate) struct Tuning {
     /// Largest request body in bytes, 0 for unlimited (413 above).
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: u64,
+    /// Time a client has to complete its TLS handshake (closed after).
+    #[arg(long, value_name = "DUR", value_parser = Dur::parse, default_value_t = Dur(Timeouts::default().tls_handshake))]
+    tls_handshake_timeout: Dur,
+    /// TLS handshakes in progress per worker; connections beyond it are closed at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), default_value_t = Limits::default().max_tls_handshakes as u32)]
+    max_tls_handshakes: u32,
 }
 
 /// A duration flag's value, shown in `--help` the way it is written (`10s`).
@@ -287,6 +310,17 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             args.canary.clone(),
             args.tuning.canary_percent,
         );
+        if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+            c.stages[0].tls = Some(StageTls {
+                certs: vec![TlsCert {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    server_names: Vec::new(),
+                    default: true,
+                }],
+                min_version: args.tls_min_version.unwrap_or_default(),
+            });
+        }
         let health = args.health.config().map_err(BadFlag)?;
         for route in c.stages.iter_mut().flat_map(|s| &mut s.routes) {
             route.retry_on_stable = args.canary_retry_on_stable;
@@ -397,6 +431,8 @@ fn start_error(e: &crate::StartError) -> String {
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let c = crate::config::file::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::control::tls::TlsState::load(&c, None)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let routes: usize = c.stages.iter().map(|s| s.routes.len()).sum();
     println!(
         "{}: ok ({} stage(s), {routes} route(s))",
@@ -480,6 +516,11 @@ impl Tuning {
             (self.response_timeout, d.response, &mut t.response),
             (self.send_timeout, d.send, &mut t.send),
             (self.pool_idle_timeout, d.pool_idle, &mut t.pool_idle),
+            (
+                self.tls_handshake_timeout,
+                d.tls_handshake,
+                &mut t.tls_handshake,
+            ),
         ] {
             if mine.0 != default {
                 *theirs = mine.0;
@@ -494,6 +535,9 @@ impl Tuning {
         }
         if self.max_body_bytes != d.max_body_bytes {
             c.limits.max_body_bytes = self.max_body_bytes;
+        }
+        if self.max_tls_handshakes as usize != d.max_tls_handshakes {
+            c.limits.max_tls_handshakes = self.max_tls_handshakes as usize;
         }
     }
 }

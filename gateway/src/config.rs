@@ -10,9 +10,11 @@ pub(crate) mod file;
 pub(crate) mod health;
 pub(crate) mod killswitch;
 pub(crate) mod template;
+pub(crate) mod tls;
 mod validate;
 pub(crate) mod value;
 
+pub use tls::{StageTls, TlsCert, TlsVersion, UpstreamTls};
 pub use validate::ConfigError;
 
 use std::collections::BTreeMap;
@@ -35,6 +37,8 @@ pub struct Deployment {
     pub variables: BTreeMap<String, String>,
     /// How its endpoints are watched (active check, outlier detection).
     pub health: health::HealthConfig,
+    /// TLS toward its endpoints (`https://` endpoints); `None` = plain TCP.
+    pub tls: Option<tls::UpstreamTls>,
 }
 
 /// The canary half of a route: its deployment and share.
@@ -116,6 +120,8 @@ pub struct StageConfig {
     pub listen: SocketAddr,
     /// Routes.
     pub routes: Vec<RouteConfig>,
+    /// TLS termination on the listener; `None` = plain HTTP.
+    pub tls: Option<tls::StageTls>,
 }
 
 impl RouteConfig {
@@ -137,6 +143,7 @@ impl RouteConfig {
                 endpoints: stable,
                 variables: BTreeMap::new(),
                 health: health::HealthConfig::default(),
+                tls: None,
             },
             canary: None,
             rollout: None,
@@ -190,6 +197,9 @@ pub struct Timeouts {
     /// is cut off (`TCP_USER_TIMEOUT`, which also covers a zero receive window), so a
     /// client that stops reading cannot hold a response and its upstream forever.
     pub send: Duration,
+    /// Time a client has to complete its TLS handshake (closed after, counted as a
+    /// `timeout` handshake failure).
+    pub tls_handshake: Duration,
 }
 
 /// Size limits applied by every worker.
@@ -201,6 +211,9 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Idle upstream connections kept per endpoint and per worker.
     pub pool_max_idle: usize,
+    /// TLS handshakes in progress per worker; a connection beyond it is closed at once
+    /// (counted as an `overload` handshake failure).
+    pub max_tls_handshakes: usize,
 }
 
 /// Everything a gateway instance needs to start: the server settings and the stages.
@@ -256,6 +269,7 @@ impl Default for Timeouts {
             response: Duration::from_secs(30),
             send: Duration::from_secs(60),
             pool_idle: Duration::from_secs(30),
+            tls_handshake: Duration::from_secs(10),
         }
     }
 }
@@ -266,6 +280,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 1 << 30,
             pool_max_idle: 256,
+            max_tls_handshakes: 256,
         }
     }
 }
@@ -289,6 +304,7 @@ impl Config {
                     endpoints: canary,
                     variables: BTreeMap::new(),
                     health: health::HealthConfig::default(),
+                    tls: None,
                 },
                 ppm: canary_ppm,
             });
@@ -299,6 +315,7 @@ impl Config {
                 name: DEFAULT_NAME.into(),
                 listen,
                 routes: vec![route],
+                tls: None,
             }],
         }
     }

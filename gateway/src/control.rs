@@ -14,6 +14,7 @@
 //! - [`killswitch`]: kill-switch settings, arming and recorded trips;
 //! - [`health`]: endpoint health (active checks, outlier ejection, drain), published
 //!   to the workers as one state word per endpoint;
+//! - [`tls`]: loaded certificates and TLS configurations, swapped whole on reload;
 //! - [`stats`]: merging worker figures.
 
 pub(crate) mod edit;
@@ -22,5 +23,6 @@ pub(crate) mod killswitch;
 pub(crate) mod reload;
 pub(crate) mod state;
 pub(crate) mod stats;
+pub(crate) mod tls;
 
 pub(crate) use state::{Control, ControlError};

@@ -21,6 +21,7 @@ pub(crate) mod kernel;
 pub(crate) mod metrics;
 pub(crate) mod rollout;
 pub(crate) mod runtime;
+pub(crate) mod tls;
 
 // What the binary, `tests/`, `benches/` and `fuzz/` use; everything else is crate-private
 // so that `dead_code` and `unreachable_pub` see it.
@@ -29,7 +30,8 @@ pub use cli::main;
 pub use config::file::parse as parse_config_file;
 pub use config::{
     Assignment, Canary, Config, ConfigError, Deployment, DriverChoice, KernelAccounting, Limits,
-    RouteConfig, ServerConfig, StageConfig, StickyKey, Timeouts,
+    RouteConfig, ServerConfig, StageConfig, StageTls, StickyKey, Timeouts, TlsCert, TlsVersion,
+    UpstreamTls,
 };
 pub use control::health::Admin as EndpointAdmin;
 pub use control::state::Control;
@@ -40,3 +42,4 @@ pub use kernel::{Kernel, KernelStats, built as kernel_built};
 pub use metrics::histogram::AtomicHistogram;
 pub use metrics::{RouteStats, Stats, VariantStats, WorkerMetrics, WorkerStats};
 pub use runtime::{Driver, Gateway, StartError, start};
+pub use tls::TlsError;

@@ -95,6 +95,59 @@ impl Reject {
     }
 }
 
+/// Why a client's TLS handshake failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub(crate) enum TlsFailure {
+    /// Not finished within `tls_handshake_timeout` (a slow or stalled client).
+    Timeout,
+    /// The worker already had `max_tls_handshakes` in progress.
+    Overload,
+    /// The client closed or reset the connection mid-handshake.
+    Closed,
+    /// What arrived was not a TLS handshake (plain HTTP, garbage, a malformed record).
+    Protocol,
+    /// No protocol version in common (e.g. TLS 1.1 or older, or 1.2 below the minimum).
+    Version,
+    /// No cipher suite, key-exchange group or signature scheme in common.
+    NoCommonParams,
+    /// The client aborted with an alert (for example it rejected the certificate).
+    Alert,
+    /// Anything else (an I/O error, an internal error).
+    Other,
+}
+
+/// Number of [`TlsFailure`] kinds.
+pub(crate) const TLS_FAILURE_KINDS: usize = 8;
+
+impl TlsFailure {
+    /// Every kind, in index order.
+    pub(crate) const ALL: [TlsFailure; TLS_FAILURE_KINDS] = [
+        TlsFailure::Timeout,
+        TlsFailure::Overload,
+        TlsFailure::Closed,
+        TlsFailure::Protocol,
+        TlsFailure::Version,
+        TlsFailure::NoCommonParams,
+        TlsFailure::Alert,
+        TlsFailure::Other,
+    ];
+
+    /// Label used in metrics.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TlsFailure::Timeout => "timeout",
+            TlsFailure::Overload => "overload",
+            TlsFailure::Closed => "closed",
+            TlsFailure::Protocol => "protocol",
+            TlsFailure::Version => "version",
+            TlsFailure::NoCommonParams => "no_common_params",
+            TlsFailure::Alert => "alert",
+            TlsFailure::Other => "other",
+        }
+    }
+}
+
 /// How an upstream exchange failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
@@ -180,6 +233,13 @@ pub struct WorkerMetrics {
     pub busy: Counter,
     /// Access-log records dropped because the log writer fell behind.
     pub log_dropped: Counter,
+    /// Client TLS handshakes completed, and how many of them resumed a session.
+    pub tls_handshakes: Counter,
+    pub tls_resumed: Counter,
+    /// Client TLS handshakes in progress (gauge; `max_tls_handshakes` bounds it).
+    pub tls_handshaking: Counter,
+    /// Client TLS handshakes failed, by [`TlsFailure`] kind.
+    pub(crate) tls_failures: [Counter; TLS_FAILURE_KINDS],
 }
 
 /// One route's figures: one slot per worker, each written by its worker only.
@@ -230,6 +290,10 @@ impl WorkerMetrics {
             accepted: self.accepted.get(),
             open: self.open.get(),
             log_dropped: self.log_dropped.get(),
+            tls_handshakes: self.tls_handshakes.get(),
+            tls_resumed: self.tls_resumed.get(),
+            tls_handshaking: self.tls_handshaking.get(),
+            tls_failures: self.tls_failures.each_ref().map(Counter::get),
         }
     }
 }
@@ -355,6 +419,12 @@ pub struct WorkerStats {
     pub open: u64,
     /// Access-log records dropped.
     pub log_dropped: u64,
+    /// Client TLS handshakes completed (resumed ones among them), and in progress.
+    pub tls_handshakes: u64,
+    pub tls_resumed: u64,
+    pub tls_handshaking: u64,
+    /// Client TLS handshakes failed, by [`TlsFailure`] kind.
+    pub tls_failures: [u64; TLS_FAILURE_KINDS],
 }
 
 /// One route's figures and settings, as read at one moment.

@@ -43,6 +43,9 @@ pub enum StartError {
         /// The OS error.
         source: io::Error,
     },
+    /// A TLS certificate, key or CA file cannot be used (the message names it).
+    #[error("{0}")]
+    Tls(String),
     /// The access log could not be opened.
     #[error("cannot open the access log: {0}")]
     AccessLog(io::Error),
@@ -181,7 +184,9 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         .map(|_| Arc::new(WorkerMetrics::default()))
         .collect();
     let kernel_handle = kernel.handle();
-    let control = Arc::new(Control::new(config.clone(), metrics.clone(), kernel_handle));
+    let control = Arc::new(
+        Control::new(config.clone(), metrics.clone(), kernel_handle).map_err(StartError::Tls)?,
+    );
     // The rollout controller owns the rollouts the file plans, and starts them now.
     let rollouts = Arc::new(Rollouts::new(
         Arc::clone(&control),

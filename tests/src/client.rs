@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::tls::Sock;
 use crate::wire::{BufConn, MAX_HEAD, invalid};
 
 /// Host header value the helpers send.
@@ -97,7 +98,7 @@ impl Client {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         Ok(Self {
-            conn: BufConn::new(stream),
+            conn: BufConn::over(Sock::harness(stream, addr)?),
         })
     }
 
@@ -112,7 +113,7 @@ impl Client {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         Ok(Self {
-            conn: BufConn::new(stream),
+            conn: BufConn::over(Sock::harness(stream, addr)?),
         })
     }
 
@@ -222,6 +223,9 @@ impl Client {
     /// Waits up to `within` for the peer to close the connection. Returns the bytes that
     /// arrived before the close (expected empty) or an error if it stayed open.
     pub fn wait_closed(&mut self, within: Duration) -> io::Result<Vec<u8>> {
+        if self.conn.is_tls() {
+            return self.wait_closed_tls(within);
+        }
         let deadline = Instant::now() + within;
         let mut extra = self.conn.buffered().to_vec();
         let stream = self.conn.stream();
@@ -254,10 +258,57 @@ impl Client {
         }
     }
 
+    /// [`Client::wait_closed`] over TLS: plaintext after the last response is "extra";
+    /// `close_notify`, a FIN or a reset is the close.
+    fn wait_closed_tls(&mut self, within: Duration) -> io::Result<Vec<u8>> {
+        let deadline = Instant::now() + within;
+        let mut extra = Vec::new();
+        loop {
+            extra.extend_from_slice(self.conn.buffered());
+            self.conn.take_buffered();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.conn.stream().set_read_timeout(Some(left))?;
+            match self.conn.read_more() {
+                Ok(0) => return Ok(extra),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(extra),
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut =>
+                {
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connection still open after {within:?}"),
+        ))
+    }
+
     /// Whether the connection is still open: nothing arrives and no close within `probe`.
     pub fn is_open(&mut self, probe: Duration) -> bool {
         if !self.conn.buffered().is_empty() {
             return true;
+        }
+        if self.conn.is_tls() {
+            if self.conn.stream().set_read_timeout(Some(probe)).is_err() {
+                return false;
+            }
+            let open = match self.conn.read_more() {
+                Ok(n) => n > 0,
+                Err(e) => matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ),
+            };
+            let _ = self.conn.stream().set_read_timeout(Some(IO_TIMEOUT));
+            return open;
         }
         let stream = self.conn.stream();
         let mut buf = [0_u8; 1];

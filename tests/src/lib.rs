@@ -20,6 +20,7 @@ pub mod load;
 pub mod peers;
 pub mod process;
 pub mod thirdparty;
+pub mod tls;
 pub mod tunable;
 pub mod upstream;
 pub mod wire;

@@ -214,15 +214,28 @@ impl GatewayProc {
     }
 
     /// Like [`GatewayProc::start`] but returns the failure as text.
+    /// With `CANARYGATE_E2E_TLS=1` it terminates TLS with a certificate from the
+    /// harness CA ([`crate::tls`]) unless ARGS already name one.
     pub fn try_start(args: &[&str]) -> Result<Self, String> {
+        let dir = TempDir::new("gw");
+        let tls = if crate::tls::over_tls() && !args.contains(&"--tls-cert") {
+            crate::tls::harness_flags(dir.path())
+        } else {
+            Vec::new()
+        };
         let mut full = vec!["run", "--listen", "127.0.0.1:0"];
         full.extend_from_slice(args);
+        full.extend(tls.iter().map(String::as_str));
         let expect = Expect {
             listeners: 1,
             admin_socket: args.contains(&"--admin-socket"),
             metrics: args.contains(&"--metrics-listen"),
         };
-        Self::spawn(&full, &expect)
+        let gw = Self::spawn_in(dir, &full, &expect)?;
+        if !tls.is_empty() {
+            crate::tls::register_listener(gw.addr());
+        }
+        Ok(gw)
     }
 
     /// Runs `canarygate run --config FILE ARGS..` and waits until it printed what `expect`
@@ -240,7 +253,12 @@ impl GatewayProc {
     /// Runs `canarygate ARGS..` (the subcommand included) and waits until it printed what
     /// `expect` lists on stdout.
     pub fn spawn(args: &[&str], expect: &Expect) -> Result<Self, String> {
-        let dir = TempDir::new("gw");
+        Self::spawn_in(TempDir::new("gw"), args, expect)
+    }
+
+    /// [`GatewayProc::spawn`] with `dir` as the process's own directory (kept while it
+    /// runs, removed after).
+    fn spawn_in(dir: TempDir, args: &[&str], expect: &Expect) -> Result<Self, String> {
         let stderr_path = dir.path().join("stderr.log");
         let stderr = fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
         let mut child = Command::new(gateway_bin())

@@ -11,6 +11,8 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 
+use crate::tls::Sock;
+
 /// Largest message head either side accepts before calling the peer broken.
 pub const MAX_HEAD: usize = 1 << 20;
 
@@ -117,7 +119,7 @@ pub struct ChunkedInfo {
 /// A buffered HTTP/1.x connection: reads frames, writes raw bytes.
 #[derive(Debug)]
 pub struct BufConn {
-    stream: TcpStream,
+    stream: Sock,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -126,6 +128,11 @@ pub struct BufConn {
 impl BufConn {
     /// Wraps `stream` (whose timeouts the caller has already set).
     pub fn new(stream: TcpStream) -> Self {
+        Self::over(Sock::Plain(stream))
+    }
+
+    /// Wraps a plain or TLS client socket.
+    pub fn over(stream: Sock) -> Self {
         Self {
             stream,
             buf: vec![0; BUF_SIZE].into_boxed_slice(),
@@ -136,12 +143,31 @@ impl BufConn {
 
     /// The underlying socket, e.g. to change timeouts or shut it down.
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.stream.tcp()
+    }
+
+    /// Whether the connection runs TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Sock::Tls(_))
+    }
+
+    /// Reads what arrives next (through TLS when it runs) into the buffer; `Ok(0)` once
+    /// the peer closed. A TLS peer that closes without `close_notify` counts as closed.
+    pub fn read_more(&mut self) -> io::Result<usize> {
+        match self.fill() {
+            Err(e) if self.is_tls() && e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+            r => r,
+        }
     }
 
     /// Bytes received but not consumed yet.
     pub fn buffered(&self) -> &[u8] {
         &self.buf[self.start..self.end]
+    }
+
+    /// Drops every buffered byte.
+    pub fn take_buffered(&mut self) {
+        self.consume(self.end - self.start);
     }
 
     /// Drops `n` buffered bytes.

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use crate::tls::Sock;
 use tungstenite::{Message, WebSocket};
 
 use crate::client::IO_TIMEOUT;
@@ -105,7 +106,7 @@ impl Drop for WsEchoUpstream {
 }
 
 /// Connects to `addr` and performs the WebSocket client handshake for `path`.
-pub fn ws_connect(addr: SocketAddr, path: &str) -> Result<WebSocket<TcpStream>, String> {
+pub fn ws_connect(addr: SocketAddr, path: &str) -> Result<WebSocket<Sock>, String> {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(IO_TIMEOUT))
@@ -113,8 +114,10 @@ pub fn ws_connect(addr: SocketAddr, path: &str) -> Result<WebSocket<TcpStream>, 
     stream
         .set_write_timeout(Some(IO_TIMEOUT))
         .map_err(|e| e.to_string())?;
-    let url = format!("ws://{addr}{path}");
-    match tungstenite::client(url.as_str(), stream) {
+    let scheme = if crate::tls::over_tls() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{addr}{path}");
+    let sock = Sock::harness(stream, addr).map_err(|e| format!("TLS to {addr}: {e}"))?;
+    match tungstenite::client(url.as_str(), sock) {
         Ok((ws, resp)) => {
             if resp.status().as_u16() == 101 {
                 Ok(ws)

@@ -67,6 +67,8 @@ pub(crate) fn execute(rollouts: &Rollouts, line: &str, who: &str) -> Reply {
         Command::Promote { ref route } => result(control.promote(expect, route)),
         Command::Rollback { ref route } => result(control.rollback(expect, route)),
         Command::Reload => reload(rollouts, expect),
+        Command::ReloadTls => result(control.reload_tls(expect)),
+        Command::ShowTls { json } => Reply::ok(super::show::tls::show(control, json)),
         Command::Rollout(ref cmd) => result(rollouts.rollout(expect, cmd, who)),
         Command::ShowRollout { route, json } => {
             shown(super::show::rollout::show(rollouts, route.as_deref(), json))

@@ -43,6 +43,10 @@ pub enum Command {
     Rollback { route: String },
     /// `reload`
     Reload,
+    /// `reload tls`
+    ReloadTls,
+    /// `show tls [json]`
+    ShowTls { json: bool },
     /// `rollout start|pause|resume|abort ROUTE ...`
     Rollout(crate::rollout::RolloutCommand),
     /// `show rollout [ROUTE] [json]`
@@ -68,6 +72,7 @@ impl Command {
                 | Command::ShowStats { .. }
                 | Command::ShowRollout { .. }
                 | Command::ShowEndpoints { .. }
+                | Command::ShowTls { .. }
         )
     }
 }
@@ -94,6 +99,10 @@ set canary ROUTE deployment ID ADDR[,ADDR..]   create or replace the canary depl
 promote ROUTE                                  canary becomes stable; canary removed
 rollback ROUTE                                 canary share to 0 at once; canary kept
 reload                                         re-read the configuration file (also SIGHUP)
+reload tls                                     re-read the certificate, key and CA files
+                                               (SIGHUP does this without a config file)
+show tls [json]                                listener certificates: names, issuer,
+                                               serial, expiry
 rollout start ROUTE [steps P,P,.. interval DUR judge sequential|fixed ...]
                                                step-wise rollout, judged continuously
 rollout pause|resume|abort ROUTE               hold, continue, or stop (canary to 0)
@@ -175,10 +184,13 @@ pub fn parse(line: &str) -> Result<Request, String> {
         ["promote", r] => Command::Promote { route: route(r) },
         ["rollback", r] => Command::Rollback { route: route(r) },
         ["reload"] => Command::Reload,
+        ["reload", "tls"] => Command::ReloadTls,
+        ["show", "tls"] => Command::ShowTls { json: false },
+        ["show", "tls", "json"] => Command::ShowTls { json: true },
         ["set" | "del", "canary", ..] => {
             return Err("usage: set canary ROUTE percent P | var KEY VALUE | deployment ID ADDR[,ADDR..]; del canary ROUTE var KEY".into());
         }
-        ["show", ..] => return Err("usage: show version | show canary [ROUTE] [json] | show stats [ROUTE] [json] | show rollout [ROUTE] [json] | show endpoints [ROUTE] [json]".into()),
+        ["show", ..] => return Err("usage: show version | show canary [ROUTE] [json] | show stats [ROUTE] [json] | show rollout [ROUTE] [json] | show endpoints [ROUTE] [json] | show tls [json]".into()),
         ["promote" | "rollback", ..] => return Err(format!("usage: {} ROUTE", words[0])),
         [other, ..] => return Err(format!("unknown command '{}' (try: help)", other.chars().take(64).collect::<String>())),
     };

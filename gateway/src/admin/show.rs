@@ -15,3 +15,4 @@ pub(crate) mod killswitch;
 pub(crate) mod prometheus;
 pub(crate) mod rollout;
 pub(crate) mod stats;
+pub(crate) mod tls;

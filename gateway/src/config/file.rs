@@ -27,9 +27,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::health::{FileHealthCheck, FileOutlier, HealthConfig};
+use super::tls::parse_server_name;
 use super::value::{parse_addr, parse_duration, parse_header_name};
 use super::{
-    Assignment, Canary, Config, Deployment, RouteConfig, ServerConfig, StageConfig, StickyKey,
+    Assignment, Canary, Config, Deployment, RouteConfig, ServerConfig, StageConfig, StageTls,
+    StickyKey, TlsCert, TlsVersion, UpstreamTls,
 };
 use crate::config::template::Template;
 use crate::config::value::parse_percent;
@@ -93,6 +95,8 @@ struct FileServer {
     pool_max_idle: Option<usize>,
     max_header_bytes: Option<usize>,
     max_body_bytes: Option<u64>,
+    tls_handshake_timeout: Option<Spanned<String>>,
+    max_tls_handshakes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +106,30 @@ struct FileStage {
     listen: Spanned<String>,
     #[serde(default)]
     route: Vec<FileRoute>,
+    /// TLS termination: certificates chosen by SNI.
+    tls: Option<Spanned<Vec<FileTlsCert>>>,
+    tls_min_version: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTlsCert {
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default)]
+    server_names: Vec<Spanned<String>>,
+    #[serde(default)]
+    default: bool,
+}
+
+/// `tls = { ... }` on a deployment with `https://` endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstreamTls {
+    server_name: Option<Spanned<String>>,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +169,7 @@ struct FileDeployment {
     variables: BTreeMap<String, String>,
     health_check: Option<Spanned<FileHealthCheck>>,
     outlier: Option<Spanned<FileOutlier>>,
+    tls: Option<Spanned<FileUpstreamTls>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +183,7 @@ struct FileCanary {
     variables: BTreeMap<String, String>,
     health_check: Option<Spanned<FileHealthCheck>>,
     outlier: Option<Spanned<FileOutlier>>,
+    tls: Option<Spanned<FileUpstreamTls>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,10 +272,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, FileError> {
                 format!("stage '{}' has no [[stage.route]]", stage.name.get_ref()),
             ));
         }
+        let tls = cx.stage_tls(stage)?;
         config.stages.push(StageConfig {
             name: stage.name.get_ref().clone(),
             listen,
             routes,
+            tls,
         });
     }
     Ok(config)
@@ -338,6 +370,14 @@ impl Cx<'_> {
             "pool_idle_timeout",
             &mut c.timeouts.pool_idle,
         )?;
+        self.duration(
+            s.tls_handshake_timeout.as_ref(),
+            "tls_handshake_timeout",
+            &mut c.timeouts.tls_handshake,
+        )?;
+        if let Some(n) = s.max_tls_handshakes {
+            c.limits.max_tls_handshakes = n;
+        }
         if let Some(n) = s.pool_max_idle {
             c.limits.pool_max_idle = n;
         }
@@ -353,21 +393,144 @@ impl Cx<'_> {
         Ok(())
     }
 
+    /// A deployment's endpoints (`host:port`, `http://host:port` or
+    /// `https://host:port`, one scheme for all) and its upstream TLS settings.
     fn endpoints(
         &self,
         list: &Spanned<Vec<String>>,
+        tls: Option<&Spanned<FileUpstreamTls>>,
         what: &str,
-    ) -> Result<Vec<SocketAddr>, FileError> {
+    ) -> Result<(Vec<SocketAddr>, Option<UpstreamTls>), FileError> {
+        let bad = |m: String| self.invalid(list.span(), format!("{what}: {m}"));
+        if list.get_ref().is_empty() {
+            return Err(bad("at least one endpoint is needed".into()));
+        }
+        let mut https = None;
+        let mut host_name = None;
+        let mut addrs = Vec::new();
+        for e in list.get_ref() {
+            let (secure, rest) = if let Some(r) = e.strip_prefix("https://") {
+                (true, r)
+            } else {
+                (false, e.strip_prefix("http://").unwrap_or(e))
+            };
+            let rest = rest.strip_suffix('/').unwrap_or(rest);
+            if *https.get_or_insert(secure) != secure {
+                return Err(bad(
+                    "endpoints mix https:// and plain ones; a deployment uses one".into(),
+                ));
+            }
+            let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+            if host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('[') {
+                host_name.get_or_insert_with(|| host.to_ascii_lowercase());
+            }
+            addrs.push(parse_addr(rest).map_err(bad)?);
+        }
+        let tls = match (https == Some(true), tls) {
+            (false, None) => None,
+            (false, Some(t)) => {
+                return Err(self.invalid(
+                    t.span(),
+                    format!("{what}: tls settings need https:// endpoints"),
+                ));
+            }
+            (true, t) => Some(self.upstream_tls(t, host_name, what)?),
+        };
+        Ok((addrs, tls))
+    }
+
+    fn upstream_tls(
+        &self,
+        t: Option<&Spanned<FileUpstreamTls>>,
+        host_name: Option<String>,
+        what: &str,
+    ) -> Result<UpstreamTls, FileError> {
+        let default = FileUpstreamTls::default();
+        let (f, span) = t.map_or((&default, 0..0), |t| (t.get_ref(), t.span()));
+        let server_name = match &f.server_name {
+            Some(n) => Some(
+                parse_server_name(n.get_ref())
+                    .map_err(|e| self.invalid(n.span(), format!("{what}: tls.server_name: {e}")))?,
+            ),
+            None => host_name,
+        };
+        if server_name.as_deref().is_some_and(|n| n.starts_with("*.")) {
+            return Err(self.invalid(
+                span,
+                format!("{what}: tls.server_name may not be a wildcard"),
+            ));
+        }
+        let client_cert = match (&f.client_cert, &f.client_key) {
+            (Some(c), Some(k)) => Some((self.file_path(c), self.file_path(k))),
+            (None, None) => None,
+            _ => {
+                return Err(self.invalid(
+                    span,
+                    format!("{what}: tls.client_cert and tls.client_key go together"),
+                ));
+            }
+        };
+        Ok(UpstreamTls {
+            server_name,
+            ca_file: f.ca_file.as_deref().map(|p| self.file_path(p)),
+            client_cert,
+        })
+    }
+
+    /// A path from the file, relative to the file's directory.
+    fn file_path(&self, p: &Path) -> PathBuf {
+        match self.path.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_owned(),
+        }
+    }
+
+    /// A stage's `tls` and `tls_min_version`.
+    fn stage_tls(&self, stage: &FileStage) -> Result<Option<StageTls>, FileError> {
+        let name = stage.name.get_ref();
+        let Some(list) = &stage.tls else {
+            if let Some(v) = &stage.tls_min_version {
+                return Err(self.invalid(
+                    v.span(),
+                    format!("stage '{name}': tls_min_version needs tls certificates"),
+                ));
+            }
+            return Ok(None);
+        };
         if list.get_ref().is_empty() {
             return Err(self.invalid(
                 list.span(),
-                format!("{what}: at least one endpoint is needed"),
+                format!("stage '{name}': tls needs at least one certificate"),
             ));
         }
-        list.get_ref()
-            .iter()
-            .map(|e| parse_addr(e).map_err(|m| self.invalid(list.span(), format!("{what}: {m}"))))
-            .collect()
+        let mut certs = Vec::new();
+        for c in list.get_ref() {
+            let mut server_names = Vec::new();
+            for n in &c.server_names {
+                server_names.push(parse_server_name(n.get_ref()).map_err(|e| {
+                    self.invalid(n.span(), format!("stage '{name}': tls server_names: {e}"))
+                })?);
+            }
+            certs.push(TlsCert {
+                cert: self.file_path(&c.cert),
+                key: self.file_path(&c.key),
+                server_names,
+                default: c.default,
+            });
+        }
+        if certs.iter().filter(|c| c.default).count() > 1 {
+            return Err(self.invalid(
+                list.span(),
+                format!("stage '{name}': more than one tls certificate is marked default"),
+            ));
+        }
+        let min_version = match &stage.tls_min_version {
+            Some(v) => v.get_ref().parse().map_err(|e| {
+                self.invalid(v.span(), format!("stage '{name}': tls_min_version: {e}"))
+            })?,
+            None => TlsVersion::default(),
+        };
+        Ok(Some(StageTls { certs, min_version }))
     }
 
     /// A deployment's health settings: its own `health_check` and `outlier`, else the
@@ -421,10 +584,13 @@ impl Cx<'_> {
             ));
         }
         let at = |what: &str| format!("route '{name}' {what}");
-        let mut route = RouteConfig::catch_all(
-            &name,
-            self.endpoints(&r.stable.endpoints, &at("stable.endpoints"))?,
-        );
+        let (stable, stable_tls) = self.endpoints(
+            &r.stable.endpoints,
+            r.stable.tls.as_ref(),
+            &at("stable.endpoints"),
+        )?;
+        let mut route = RouteConfig::catch_all(&name, stable);
+        route.stable.tls = stable_tls;
         route.stable.id.clone_from(&r.stable.id);
         route.stable.variables.clone_from(&r.stable.variables);
         route.stable.health = self.health(
@@ -496,7 +662,8 @@ impl Cx<'_> {
             None => Some("canary".into()),
         };
         if let Some(c) = &r.canary {
-            let endpoints = self.endpoints(&c.endpoints, &at("canary.endpoints"))?;
+            let (endpoints, tls) =
+                self.endpoints(&c.endpoints, c.tls.as_ref(), &at("canary.endpoints"))?;
             let ppm = match &c.percent {
                 None => 0,
                 Some(p) => {
@@ -520,6 +687,7 @@ impl Cx<'_> {
                         c.outlier.as_ref(),
                         &at("canary"),
                     )?,
+                    tls,
                 },
                 ppm,
             });
@@ -633,5 +801,81 @@ stable = { id = "w1", endpoints = ["127.0.0.1:9004"] }
         assert!(e.starts_with("cg.toml:13:"), "{e}");
         let e = err(&GOOD.replace("cookie:uid", "session"));
         assert!(e.contains("sticky_key"), "{e}");
+    }
+
+    const TLS: &str = r#"
+[[stage]]
+name = "edge"
+listen = "127.0.0.1:8443"
+tls_min_version = "1.3"
+tls = [
+  { cert = "certs/api.pem", key = "/abs/api.key", server_names = ["API.example.com", "*.example.com"] },
+  { cert = "other.pem", key = "other.key", default = true },
+]
+
+[[stage.route]]
+name = "api"
+stable = { id = "v1", endpoints = ["https://127.0.0.1:9443"], tls = { ca_file = "ca.pem", server_name = "api.internal" } }
+canary = { id = "v2", endpoints = ["127.0.0.1:9002", "http://127.0.0.1:9003"] }
+"#;
+
+    #[test]
+    fn parses_tls_listeners_and_upstreams() {
+        let c = parse(TLS, Path::new("/etc/cg/cg.toml")).unwrap();
+        let tls = c.stages[0].tls.as_ref().unwrap();
+        assert_eq!(tls.min_version, TlsVersion::Tls13);
+        assert_eq!(tls.certs[0].cert, Path::new("/etc/cg/certs/api.pem"));
+        assert_eq!(tls.certs[0].key, Path::new("/abs/api.key"));
+        assert_eq!(
+            tls.certs[0].server_names,
+            ["api.example.com", "*.example.com"]
+        );
+        assert!(!tls.certs[0].default && tls.certs[1].default);
+        let r = &c.stages[0].routes[0];
+        let up = r.stable.tls.as_ref().unwrap();
+        assert_eq!(up.server_name.as_deref(), Some("api.internal"));
+        assert_eq!(up.ca_file.as_deref(), Some(Path::new("/etc/cg/ca.pem")));
+        assert_eq!(r.stable.endpoints, ["127.0.0.1:9443".parse().unwrap()]);
+        let canary = &r.canary.as_ref().unwrap().deployment;
+        assert!(canary.tls.is_none());
+        assert_eq!(canary.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn tls_errors_name_the_line() {
+        let e = err(&TLS.replace("\"1.3\"", "\"1.1\""));
+        assert!(e.starts_with("cg.toml:5:") && e.contains("RFC 8996"), "{e}");
+        let e = err(&TLS.replace("*.example.com", "*.*.example.com"));
+        assert!(
+            e.starts_with("cg.toml:7:") && e.contains("server_names"),
+            "{e}"
+        );
+        let e = err(&TLS.replace(
+            "key = \"other.key\", default",
+            "key = \"other.key\", bogus = 1, default",
+        ));
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+        let e = err(&TLS.replace("\"127.0.0.1:9002\"", "\"https://127.0.0.1:9002\""));
+        assert!(
+            e.starts_with("cg.toml:14:") && e.contains("mix https://"),
+            "{e}"
+        );
+        let e = err(&TLS.replace("https://127.0.0.1:9443", "127.0.0.1:9443"));
+        assert!(e.contains("tls settings need https:// endpoints"), "{e}");
+        let e = err(&TLS.replace(
+            "default = true",
+            "default = true },\n  { cert = \"c\", key = \"k\", default = true",
+        ));
+        assert!(e.contains("more than one"), "{e}");
+        let e = err(&TLS.replace("tls = [\n", "tls = [\n]\nx = [\n"));
+        assert!(
+            e.contains("at least one certificate") || e.contains("unknown field"),
+            "{e}"
+        );
+        let e = err(&TLS.replace("server_name = \"api.internal\"", "client_cert = \"c.pem\""));
+        assert!(
+            e.contains("client_cert and tls.client_key go together"),
+            "{e}"
+        );
     }
 }

@@ -31,6 +31,15 @@ pub enum ConfigError {
         /// The route.
         route: String,
     },
+    /// A TLS stage without certificates.
+    #[error("stage '{stage}' tls: a TLS listener needs at least one certificate")]
+    NoTlsCerts {
+        /// The stage.
+        stage: String,
+    },
+    /// `max_tls_handshakes` is 0: no TLS client could ever connect.
+    #[error("max_tls_handshakes: must be at least 1")]
+    NoTlsHandshakes,
 }
 
 impl Config {
@@ -39,7 +48,15 @@ impl Config {
         if self.stages.is_empty() {
             return Err(ConfigError::NoStages);
         }
+        if self.server.limits.max_tls_handshakes == 0 {
+            return Err(ConfigError::NoTlsHandshakes);
+        }
         for stage in &self.stages {
+            if stage.tls.as_ref().is_some_and(|t| t.certs.is_empty()) {
+                return Err(ConfigError::NoTlsCerts {
+                    stage: stage.name.clone(),
+                });
+            }
             if stage.routes.is_empty() {
                 return Err(ConfigError::NoRoutes {
                     stage: stage.name.clone(),

@@ -29,6 +29,8 @@ pub(crate) enum Change {
     RemoveRoute { route: String },
     /// Server settings changed; they apply after a restart.
     ServerSettings,
+    /// A TLS stage's certificates were read again (new handshakes use them).
+    Certificates { stage: String, count: usize },
 }
 
 impl fmt::Display for Change {
@@ -46,6 +48,10 @@ impl fmt::Display for Change {
             Change::ServerSettings => {
                 f.write_str("server settings changed: they apply after a restart")
             }
+            Change::Certificates { stage, count } => write!(
+                f,
+                "stage {stage}: {count} tls certificate(s) loaded; new handshakes use them"
+            ),
         }
     }
 }
@@ -161,7 +167,10 @@ impl Control {
         let mut st = self.lock();
         check_version(&st, expect)?;
         let bound = same_listeners(&st.config, &new)?;
-        let changes = diff(&st.config, &new);
+        // Every TLS file must load before anything changes.
+        let tls = super::tls::TlsState::load(&new, Some(st.tls.resumption()))
+            .map_err(ControlError::Reload)?;
+        let mut changes = diff(&st.config, &new);
         for change in &changes {
             self.apply(&mut st, change);
         }
@@ -170,6 +179,10 @@ impl Control {
             stage.listen = addr;
         }
         st.config.stages = stages;
+        st.tls = tls;
+        for (stage, count) in st.tls.stage_cert_counts(&st.config) {
+            changes.push(Change::Certificates { stage, count });
+        }
         // Kill switches follow the file; a share that became non-zero re-arms its switch.
         Self::configure_kill_switches(&st);
         for change in &changes {
@@ -204,7 +217,7 @@ impl Control {
             Change::RemoveRoute { route } => {
                 st.runtime.remove(route);
             }
-            Change::UpdateRoute { .. } | Change::ServerSettings => {}
+            Change::UpdateRoute { .. } | Change::ServerSettings | Change::Certificates { .. } => {}
         }
     }
 }

@@ -14,6 +14,7 @@ use gateway_common::VARIANT_COUNT;
 
 use super::edit::{check_var_name, promote_route, rollback_route, set_route_percent};
 use super::health::Health;
+use super::tls::TlsState;
 use crate::config::killswitch::KillSwitchConfig;
 use crate::config::{Canary, Config, Deployment, RouteConfig};
 use crate::dataplane::route::killswitch::KillSwitch;
@@ -69,6 +70,8 @@ pub(super) struct State {
     /// Kill-switch settings for routes without their own `kill_switch`, set by whoever
     /// steers them (the rollout controller while a rollout runs).
     pub(super) kill_fallback: HashMap<String, KillSwitchConfig>,
+    /// Loaded certificates and TLS configurations of `config`.
+    pub(super) tls: TlsState,
 }
 
 /// The control plane's handle: state behind a mutex only it takes, plus what workers read.
@@ -88,8 +91,13 @@ impl Control {
     /// Builds the first snapshot from `config`, configures the routes' kill switches and
     /// publishes it; `kernel` is where the kernel's figures come from
     /// (`Kernel::default()`: none). Rollouts the file plans are started by the rollout
-    /// controller built on top of it.
-    pub fn new(config: Config, workers: Vec<Arc<WorkerMetrics>>, kernel: Kernel) -> Control {
+    /// controller built on top of it. Fails when a TLS file of `config` cannot be used.
+    pub fn new(
+        config: Config,
+        workers: Vec<Arc<WorkerMetrics>>,
+        kernel: Kernel,
+    ) -> Result<Control, String> {
+        let tls = TlsState::load(&config, None)?;
         let control = Control {
             state: Mutex::new(State {
                 config,
@@ -97,6 +105,7 @@ impl Control {
                 runtime: HashMap::new(),
                 next_id: 0,
                 kill_fallback: HashMap::new(),
+                tls,
             }),
             shared: Arc::new(Shared::default()),
             health: Arc::new(Health::new(workers.len())),
@@ -121,7 +130,7 @@ impl Control {
             control.publish(&st);
             Self::configure_kill_switches(&st);
         }
-        control
+        Ok(control)
     }
 
     /// Every worker's figures, in worker order.
@@ -187,7 +196,8 @@ impl Control {
             .config
             .stages
             .iter()
-            .map(|stage| {
+            .enumerate()
+            .map(|(i, stage)| {
                 let routes = stage
                     .routes
                     .iter()
@@ -198,11 +208,16 @@ impl Control {
                             metrics: Arc::clone(&rt.metrics),
                             kill: Arc::clone(&rt.kill),
                             endpoints: endpoints.remove(&r.name).unwrap_or_default(),
+                            tls: [
+                                st.tls.plan(&r.stable),
+                                r.canary.as_ref().and_then(|c| st.tls.plan(&c.deployment)),
+                            ],
                         };
                         Some(Arc::new(RouteSnap::build(rt.id, &stage.name, r, live)))
                     })
                     .collect();
-                StageSnap::new(stage.name.clone(), routes)
+                let tls = st.tls.stage(i).map(|t| Arc::clone(&t.config));
+                StageSnap::new(stage.name.clone(), routes, tls)
             })
             .collect();
         self.shared.publish(Snapshot {
@@ -336,6 +351,7 @@ impl Control {
                             variables: BTreeMap::new(),
                             // The same service: its endpoints are watched the same way.
                             health: r.stable.health.clone(),
+                            tls: r.stable.tls.clone(),
                         },
                         ppm: 0,
                     });

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 use gateway_common::Variant;
 
+use super::io::clock::rfc3339_seconds;
 use crate::metrics::WorkerMetrics;
 
 /// Records each worker can hold for the writer.
@@ -281,28 +282,6 @@ fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
         }
     }
     out.push(b'"');
-}
-
-/// `YYYY-MM-DDTHH:MM:SS` for seconds since the epoch (UTC, proleptic Gregorian).
-fn rfc3339_seconds(secs: u64) -> String {
-    let days = (secs / 86_400).cast_signed();
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

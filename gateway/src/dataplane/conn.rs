@@ -1,19 +1,23 @@
 //! One accepted client connection, from accept to close: the top of the data plane.
-//! Sets the TCP socket up (options, kernel accounting tag), then runs request after
-//! request through [`session::run`]; after the last one it tunnels an upgraded
+//! Sets the TCP socket up (options, kernel accounting tag), runs the TLS handshake on a
+//! TLS stage (counted here: completed, failed by reason, in progress), then request
+//! after request through [`session::run`]; after the last one it tunnels an upgraded
 //! connection or closes lingering.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use monoio::io::AsyncWriteRent as _;
 use monoio::net::TcpStream;
 
 use super::io::Stream;
 use super::io::relay::tunnel;
 use super::io::socket;
 use super::session::{self, Client, Next};
+use super::tls;
 use super::worker::Worker;
+use crate::metrics::TlsFailure;
 
 /// Serves one accepted TCP connection on stage `stage` until it closes. Runs as its own
 /// task.
@@ -21,19 +25,55 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
     // Small heads must not wait for Nagle; failure only costs latency.
     let _ = stream.set_nodelay(true);
     socket::set_send_timeout(&stream, worker.config.timeouts.send);
-    // Kernel accounting: this socket counts as downstream.
+    // Kernel accounting: this socket counts as downstream (TLS records, once TLS).
     crate::kernel::tag_downstream(&stream);
-    let client = Client::new(
-        stream,
-        peer.ip(),
-        stage,
-        worker.config.limits.max_header_bytes,
-    );
-    serve_client(&worker, client).await;
+    let tls = worker
+        .snapshot()
+        .stages
+        .get(stage)
+        .and_then(|s| s.tls.clone());
+    let max_header = worker.config.limits.max_header_bytes;
+    let Some(config) = tls else {
+        let client = Client::new(stream, peer.ip(), false, stage, max_header);
+        serve_client(&worker, client).await;
+        return;
+    };
+    let m = &worker.metrics;
+    // Handshakes cost CPU and memory before anything is known of the client: past the
+    // limit a connection is closed at once rather than queued behind the others.
+    if m.tls_handshaking.get() >= worker.config.limits.max_tls_handshakes as u64 {
+        m.tls_failures[TlsFailure::Overload as usize].inc();
+        return;
+    }
+    m.tls_handshaking.inc();
+    let done = tls::accept(config, stream, worker.config.timeouts.tls_handshake).await;
+    m.tls_handshaking.dec();
+    match done {
+        Ok(stream) => {
+            m.tls_handshakes.inc();
+            if stream.session().handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                m.tls_resumed.inc();
+            }
+            let client = Client::new(stream, peer.ip(), true, stage, max_header);
+            if let Some(mut stream) = serve_client(&worker, client).await {
+                // TLS closes with close_notify (RFC 8446 §6.1), so the client can tell
+                // the end of the connection from a truncation.
+                let _ = monoio::time::timeout(CLOSE_NOTIFY_TIME, stream.shutdown()).await;
+            }
+        }
+        Err(why) => {
+            log::debug!("TLS handshake from {peer} failed: {}", why.as_str());
+            m.tls_failures[why as usize].inc();
+        }
+    }
 }
 
-/// Serves requests on `c` until the connection ends.
-async fn serve_client<S: Stream>(w: &Worker, mut c: Client<S>) {
+/// Longest a TLS connection's `close_notify` may take to go out.
+const CLOSE_NOTIFY_TIME: Duration = Duration::from_secs(1);
+
+/// Serves requests on `c` until the connection ends. Returns the stream unless it was
+/// tunnelled or already shut down (a lingering close).
+async fn serve_client<S: Stream>(w: &Worker, mut c: Client<S>) -> Option<S> {
     let m = &w.metrics;
     m.accepted.inc();
     m.open.inc();
@@ -48,14 +88,19 @@ async fn serve_client<S: Stream>(w: &Worker, mut c: Client<S>) {
             Next::Upgrade(up) => break Some(up),
         }
     };
-    if let Some(up) = upgraded {
+    let rest = if let Some(up) = upgraded {
         m.busy.inc();
         tunnel(c.stream, c.buf, up.stream, up.buf).await;
         m.busy.dec();
+        None
     } else if c.linger {
         linger(&mut c).await;
-    }
+        None
+    } else {
+        Some(c.stream)
+    };
     m.open.dec();
+    rest
 }
 
 /// Longest a lingering close keeps reading, and longest it waits for one read.

@@ -48,6 +48,9 @@ pub(crate) enum ProxyError {
     /// 502: connecting to the upstream failed.
     #[error("upstream connect failed: {0}")]
     Connect(io::Error),
+    /// 502: the TLS handshake with the upstream failed; the detail says why.
+    #[error("upstream TLS handshake failed: {0}")]
+    UpstreamTls(&'static str),
     /// 504: connecting to the upstream took too long.
     #[error("upstream connect timeout")]
     ConnectTimeout,
@@ -84,6 +87,7 @@ impl ProxyError {
     pub(crate) fn side(&self) -> Side {
         match self {
             ProxyError::Connect(_)
+            | ProxyError::UpstreamTls(_)
             | ProxyError::ConnectTimeout
             | ProxyError::NoEndpoint
             | ProxyError::UpstreamClosed(_)
@@ -109,9 +113,10 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::NoRouteClose => (404, "Not Found"),
             ProxyError::HeadTimeout | ProxyError::ClientBodyTimeout => (408, "Request Timeout"),
             ProxyError::BodyTooLarge => (413, "Content Too Large"),
-            ProxyError::Connect(_) | ProxyError::UpstreamClosed(_) | ProxyError::Stale { .. } => {
-                (502, "Bad Gateway")
-            }
+            ProxyError::Connect(_)
+            | ProxyError::UpstreamTls(_)
+            | ProxyError::UpstreamClosed(_)
+            | ProxyError::Stale { .. } => (502, "Bad Gateway"),
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => (504, "Gateway Timeout"),
             ProxyError::NoEndpoint => (503, "Service Unavailable"),
             ProxyError::ClientGone(_) => return None,
@@ -130,7 +135,7 @@ impl ProxyError {
                 ParseError::ExpectationFailed => "only 100-continue is supported in Expect",
                 ParseError::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported",
             },
-            ProxyError::UpstreamClosed(why) => why,
+            ProxyError::UpstreamClosed(why) | ProxyError::UpstreamTls(why) => why,
             ProxyError::HeadTimeout => "request head not received in time",
             ProxyError::NoRoute | ProxyError::NoRouteClose => "no route matches this host and path",
             ProxyError::ClientBodyTimeout => "request body not received in time",
@@ -167,7 +172,9 @@ impl ProxyError {
     /// The upstream failure counter this error increments.
     pub(crate) fn upstream_failure(&self) -> Option<UpstreamFailure> {
         Some(match self {
-            ProxyError::Connect(_) | ProxyError::NoEndpoint => UpstreamFailure::Connect,
+            ProxyError::Connect(_) | ProxyError::UpstreamTls(_) | ProxyError::NoEndpoint => {
+                UpstreamFailure::Connect
+            }
             ProxyError::ConnectTimeout => UpstreamFailure::ConnectTimeout,
             ProxyError::UpstreamClosed(_) | ProxyError::Stale { .. } => UpstreamFailure::Closed,
             ProxyError::ResponseTimeout => UpstreamFailure::ResponseTimeout,
@@ -180,7 +187,10 @@ impl ProxyError {
     pub(crate) fn is_connect_failure(&self) -> bool {
         matches!(
             self,
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::NoEndpoint
+            ProxyError::Connect(_)
+                | ProxyError::UpstreamTls(_)
+                | ProxyError::ConnectTimeout
+                | ProxyError::NoEndpoint
         )
     }
 
@@ -196,6 +206,40 @@ impl From<ConnectError> for ProxyError {
         match e {
             ConnectError::Failed(e) => ProxyError::Connect(e),
             ConnectError::Timeout => ProxyError::ConnectTimeout,
+            ConnectError::Tls(e) => {
+                log::warn!("upstream TLS handshake failed: {e}");
+                ProxyError::UpstreamTls(tls_detail(&e))
+            }
         }
+    }
+}
+
+/// What a client is told about a failed upstream TLS handshake (the full error goes to
+/// the log).
+fn tls_detail(e: &io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match super::tls::rustls_error(e) {
+        Some(Error::InvalidCertificate(c)) => match c {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                "upstream TLS certificate is not signed by a trusted CA"
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "upstream TLS certificate does not name the endpoint"
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "upstream TLS certificate has expired"
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "upstream TLS certificate is not valid yet"
+            }
+            CertificateError::Revoked => "upstream TLS certificate is revoked",
+            _ => "upstream TLS certificate was refused",
+        },
+        Some(Error::AlertReceived(_)) => {
+            "upstream refused the TLS handshake (an alert; a client certificate it wants?)"
+        }
+        Some(Error::InvalidMessage(_)) => "upstream does not speak TLS on this port",
+        Some(Error::PeerIncompatible(_)) => "upstream TLS has no version or cipher in common",
+        _ => "upstream TLS handshake failed",
     }
 }

@@ -6,9 +6,10 @@
 use std::path::Path;
 
 /// The layers, bottom first (the order of `dataplane.rs`).
-const LAYERS: [&str; 12] = [
+const LAYERS: [&str; 13] = [
     "h1",
     "io",
+    "tls",
     "upstream",
     "error",
     "route",

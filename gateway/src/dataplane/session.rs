@@ -59,11 +59,17 @@ pub(crate) struct Client<S> {
 impl<S: Stream> Client<S> {
     /// A connection from `ip` on stage `stage`, with read buffers for heads of up to
     /// `max_header_bytes`.
-    pub(crate) fn new(stream: S, ip: IpAddr, stage: usize, max_header_bytes: usize) -> Self {
+    pub(crate) fn new(
+        stream: S,
+        ip: IpAddr,
+        https: bool,
+        stage: usize,
+        max_header_bytes: usize,
+    ) -> Self {
         Client {
             stream,
             ip,
-            fwd: Forwarding::new(ip),
+            fwd: Forwarding::new(ip, https),
             stage,
             buf: InBuf::new(max_header_bytes.max(16 * 1024) + 1),
             out: Vec::with_capacity(OUT_CAPACITY),

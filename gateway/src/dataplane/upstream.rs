@@ -6,6 +6,7 @@
 
 pub(crate) mod health;
 pub(crate) mod pool;
+pub(crate) mod stream;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -20,8 +21,10 @@ use monoio::net::TcpStream;
 
 use super::io::buf::InBuf;
 use super::io::socket;
+use super::tls;
 use health::{DOWN, Endpoint, OUT, UP};
 use pool::Pool;
+pub(crate) use stream::UpStream;
 
 /// Why no connection to an endpoint could be had.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +32,22 @@ pub(crate) enum ConnectError {
     /// The connect failed (refused, unreachable, reset).
     #[error("upstream connect failed: {0}")]
     Failed(std::io::Error),
-    /// The connect took longer than the connect timeout.
+    /// The connect (and TLS handshake) took longer than the connect timeout.
     #[error("upstream connect timeout")]
     Timeout,
+    /// The TLS handshake with the endpoint failed (its certificate, most often).
+    #[error("upstream TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+}
+
+/// How a deployment's connections are secured: its client configuration and the name
+/// its endpoints' certificates are checked against (`None`: each endpoint's address).
+#[derive(Debug)]
+pub struct UpTls {
+    /// The rustls client configuration (trust roots, client certificate, ALPN).
+    pub config: Arc<rustls::ClientConfig>,
+    /// SNI and verification name.
+    pub name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// Bytes of response buffered per upstream connection.
@@ -40,8 +56,8 @@ const UPSTREAM_BUF: usize = 16 * 1024;
 /// A connection to one upstream endpoint, with its own read buffer.
 #[derive(Debug)]
 pub(crate) struct UpConn {
-    /// The socket.
-    pub(crate) stream: TcpStream,
+    /// The socket, or TLS over it.
+    pub(crate) stream: UpStream,
     /// Bytes received from the upstream and not consumed yet.
     pub(crate) buf: InBuf,
     /// The endpoint.
@@ -79,14 +95,18 @@ impl Drop for Busy {
     }
 }
 
+/// A pool's key: endpoint address, variant, and whether its connections are TLS.
+type PoolKey = (SocketAddr, Variant, bool);
+
 /// One worker's connections to upstream endpoints: a keep-alive pool per endpoint
-/// address and variant (so pools survive routing changes that keep the endpoint, and a
-/// socket counted for one variant in the kernel never carries the other's requests when
-/// both deployments list the same address) and a round-robin cursor per route and
+/// address, variant and security (so pools survive routing changes that keep the
+/// endpoint, a socket counted for one variant in the kernel never carries the other's
+/// requests when both deployments list the same address, and a plain connection never
+/// serves a deployment that asks for TLS) and a round-robin cursor per route and
 /// variant.
 #[derive(Debug)]
 pub(crate) struct Upstreams {
-    pools: RefCell<HashMap<(SocketAddr, Variant), Pool, BuildHasherDefault<AddrHasher>>>,
+    pools: RefCell<HashMap<PoolKey, Pool, BuildHasherDefault<AddrHasher>>>,
     cursors: RefCell<Vec<u32>>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -146,37 +166,55 @@ impl Upstreams {
     /// apart from [`Upstreams::connect`] so the common, pooled case builds no connect
     /// future at all.
     #[inline]
-    pub(crate) fn pooled(&self, addr: SocketAddr, variant: Variant) -> Option<UpConn> {
+    pub(crate) fn pooled(&self, addr: SocketAddr, variant: Variant, tls: bool) -> Option<UpConn> {
         let mut pools = self.pools.borrow_mut();
-        let pool = pools.get_mut(&(addr, variant))?;
+        let pool = pools.get_mut(&(addr, variant, tls))?;
         let mut conn = pool.take(Instant::now())?;
         conn.busy = Busy::new(pool.busy());
         Some(conn)
     }
 
-    /// A new connection to `addr`, within the connect timeout. `variant` is the
-    /// deployment the connection serves (kernel accounting tags the socket with it).
+    /// A new connection to `addr`, within the connect timeout (the TLS handshake
+    /// included, with `tls`). `variant` is the deployment the connection serves (kernel
+    /// accounting tags the socket with it).
     pub(crate) async fn connect(
         &self,
         addr: SocketAddr,
         variant: Variant,
+        tls: Option<&UpTls>,
     ) -> Result<UpConn, ConnectError> {
-        let stream = match monoio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect_addr(addr),
-        )
-        .await
+        let started = Instant::now();
+        let tcp = match monoio::time::timeout(self.connect_timeout, TcpStream::connect_addr(addr))
+            .await
         {
             Err(_) => return Err(ConnectError::Timeout),
             Ok(Err(e)) => return Err(ConnectError::Failed(e)),
             Ok(Ok(s)) => s,
         };
         // Small heads must not wait for Nagle; failure only costs latency.
-        let _ = stream.set_nodelay(true);
-        socket::set_send_timeout(&stream, self.send_timeout);
-        // Kernel accounting: this socket's TCP figures count for `variant` from now on.
-        crate::kernel::tag_upstream(&stream, variant);
-        let busy = Busy::new(self.pool(addr, variant).busy());
+        let _ = tcp.set_nodelay(true);
+        socket::set_send_timeout(&tcp, self.send_timeout);
+        // Kernel accounting: this socket's TCP figures count for `variant` from now on
+        // (TLS records, for a TLS deployment).
+        crate::kernel::tag_upstream(&tcp, variant);
+        let stream = match tls {
+            None => UpStream::Plain(tcp),
+            Some(t) => {
+                let name = t
+                    .name
+                    .clone()
+                    .unwrap_or(rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
+                let left = self.connect_timeout.saturating_sub(started.elapsed());
+                match monoio::time::timeout(left, tls::connect(Arc::clone(&t.config), name, tcp))
+                    .await
+                {
+                    Err(_) => return Err(ConnectError::Timeout),
+                    Ok(Err(e)) => return Err(ConnectError::Tls(e)),
+                    Ok(Ok(s)) => UpStream::Tls(Box::new(s)),
+                }
+            }
+        };
+        let busy = Busy::new(self.pool(addr, variant, tls.is_some()).busy());
         Ok(UpConn {
             stream,
             buf: InBuf::new(UPSTREAM_BUF),
@@ -187,11 +225,11 @@ impl Upstreams {
         })
     }
 
-    /// The pool of `addr` for `variant`, made when missing.
-    fn pool(&self, addr: SocketAddr, variant: Variant) -> std::cell::RefMut<'_, Pool> {
+    /// The pool of `addr` for `variant` (TLS or not), made when missing.
+    fn pool(&self, addr: SocketAddr, variant: Variant, tls: bool) -> std::cell::RefMut<'_, Pool> {
         std::cell::RefMut::map(self.pools.borrow_mut(), |pools| {
             pools
-                .entry((addr, variant))
+                .entry((addr, variant, tls))
                 .or_insert_with(|| Pool::new(self.max_idle, self.idle_timeout))
         })
     }
@@ -211,7 +249,8 @@ impl Upstreams {
             return;
         }
         conn.reused = true;
-        self.pool(conn.addr, conn.variant)
+        let tls = matches!(conn.stream, UpStream::Tls(_));
+        self.pool(conn.addr, conn.variant, tls)
             .put(conn, Instant::now(), upstream_timeout_s);
     }
 
@@ -222,12 +261,12 @@ impl Upstreams {
     pub(crate) fn sweep<'a>(
         &self,
         w: usize,
-        endpoints: impl Iterator<Item = (&'a Endpoint, Variant)>,
+        endpoints: impl Iterator<Item = (&'a Endpoint, Variant, bool)>,
     ) {
         let now = Instant::now();
         let mut pools = self.pools.borrow_mut();
-        for (e, variant) in endpoints {
-            let (busy, idle) = match pools.get_mut(&(e.addr, variant)) {
+        for (e, variant, tls) in endpoints {
+            let (busy, idle) = match pools.get_mut(&(e.addr, variant, tls)) {
                 Some(pool) => {
                     if e.state() == OUT {
                         pool.clear();

@@ -60,8 +60,10 @@ impl Worker {
                 .iter()
                 .zip(gateway_common::Variant::ALL)
                 .flat_map(|(p, v)| {
-                    p.iter()
-                        .flat_map(move |p| p.endpoints.iter().map(move |e| (&**e, v)))
+                    p.iter().flat_map(move |p| {
+                        let tls = p.tls.is_some();
+                        p.endpoints.iter().map(move |e| (&**e, v, tls))
+                    })
                 })
         });
         self.upstreams.sweep(self.id, endpoints);

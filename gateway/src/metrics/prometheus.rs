@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use gateway_common::Variant;
 
-use super::{Histogram, Reject, Stats, UpstreamFailure, VariantStats};
+use super::{Histogram, Reject, Stats, TlsFailure, UpstreamFailure, VariantStats};
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 16] = [
@@ -217,6 +217,48 @@ pub(crate) fn render(stats: &Stats) -> String {
         "canarygate_access_log_dropped_total {}",
         sum(|w| w.log_dropped)
     );
+    header(
+        &mut out,
+        "canarygate_tls_handshakes_total",
+        "Client TLS handshakes completed, by kind: full, or resumed from a ticket or session.",
+        "counter",
+    );
+    let resumed = sum(|w| w.tls_resumed);
+    let _ = writeln!(
+        out,
+        "canarygate_tls_handshakes_total{{kind=\"full\"}} {}\n\
+         canarygate_tls_handshakes_total{{kind=\"resumed\"}} {resumed}",
+        sum(|w| w.tls_handshakes).saturating_sub(resumed)
+    );
+    header(
+        &mut out,
+        "canarygate_tls_handshakes_in_progress",
+        "Client TLS handshakes in progress.",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "canarygate_tls_handshakes_in_progress {}",
+        sum(|w| w.tls_handshaking)
+    );
+    header(
+        &mut out,
+        "canarygate_tls_handshake_failures_total",
+        "Client TLS handshakes that failed, by reason.",
+        "counter",
+    );
+    for kind in TlsFailure::ALL {
+        let _ = writeln!(
+            out,
+            "canarygate_tls_handshake_failures_total{{reason=\"{}\"}} {}",
+            kind.as_str(),
+            stats
+                .workers
+                .iter()
+                .map(|w| w.tls_failures[kind as usize])
+                .sum::<u64>()
+        );
+    }
     out
 }
 

@@ -452,6 +452,9 @@ fn oversized_bodies_get_413() {
 
 #[test]
 fn slowloris_head_gets_408_then_close() {
+    if tests::tls::plain_only("slowloris_head_gets_408_then_close") {
+        return;
+    }
     let up = TestUpstream::start("stable");
     let gw = start_gw(&up.addr_str(), &["--header-timeout", "1s"]);
     let mut c = Client::connect(gw.addr()).unwrap();
@@ -573,6 +576,9 @@ fn request_line_over_limit_gets_414() {
 /// for a while, and only then closes (a lingering close, as nginx and Apache do).
 #[test]
 fn refused_upload_reads_its_413_not_a_reset() {
+    if tests::tls::plain_only("refused_upload_reads_its_413_not_a_reset") {
+        return;
+    }
     let up = TestUpstream::start("stable");
     let gw = start_gw(&up.addr_str(), &["--max-body-bytes", "1000"]);
     for round in 0..5 {

@@ -279,6 +279,9 @@ fn upstream_stalling_mid_body_is_cut_off() {
 /// `Connection: close`, not a 502, and the next client is served normally.
 #[test]
 fn upstream_answering_before_reading_the_body_reaches_the_client() {
+    if tests::tls::plain_only("upstream_answering_before_reading_the_body_reaches_the_client") {
+        return;
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     // A small receive buffer (inherited by accepted sockets, and it stops autotuning,
     // which here may grow to 32 MiB) and an upload far larger than every buffer on the

@@ -52,7 +52,7 @@ canary = {{ id = "ws2", endpoints = ["{ws}"], percent = {ws_percent} }}
 }
 
 /// Sends `text` on the WebSocket and expects it echoed back.
-fn echo(ws: &mut tungstenite::WebSocket<std::net::TcpStream>, text: &str) {
+fn echo(ws: &mut tungstenite::WebSocket<tests::tls::Sock>, text: &str) {
     ws.send(Message::Text(text.into()))
         .unwrap_or_else(|e| panic!("websocket send {text:?}: {e}"));
     match ws.read() {

@@ -328,9 +328,15 @@ fn forwarding_headers_added_and_hop_by_hop_removed() {
         ["192.0.2.7", "127.0.0.1"],
         "X-Forwarded-For must get the client IP appended:\n{head}"
     );
+    // The scheme the client used: `https` when the harness runs over TLS.
+    let scheme = if tests::tls::over_tls() {
+        "https"
+    } else {
+        "http"
+    };
     assert_eq!(
         seen.header("x-forwarded-proto").as_deref(),
-        Some("http"),
+        Some(scheme),
         "{head}"
     );
     assert_eq!(

@@ -17,6 +17,7 @@ fn control() -> Control {
             name: "s".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             routes: vec![route],
+            tls: None,
         }],
         ..Config::default()
     };
@@ -25,6 +26,7 @@ fn control() -> Control {
         vec![Arc::new(WorkerMetrics::default())],
         Kernel::default(),
     )
+    .unwrap()
 }
 
 #[test]

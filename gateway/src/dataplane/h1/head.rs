@@ -62,20 +62,22 @@ pub struct Forwarding {
     /// The client's address as text, appended to `X-Forwarded-For`.
     ip: [u8; Self::MAX_IP],
     ip_len: u8,
+    /// The client connection is TLS: `X-Forwarded-Proto: https`.
+    https: bool,
 }
 
 impl Forwarding {
     /// Longest textual IP address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
     const MAX_IP: usize = 45;
 
-    /// Formats `client_ip`.
-    pub fn new(client_ip: IpAddr) -> Self {
+    /// Formats `client_ip`; `https` when the client connection is TLS.
+    pub fn new(client_ip: IpAddr, https: bool) -> Self {
         let mut ip = [0u8; Self::MAX_IP];
         let mut cursor = std::io::Cursor::new(&mut ip[..]);
         // Every address fits in MAX_IP bytes.
         let _ = write!(cursor, "{client_ip}");
         let ip_len = u8::try_from(cursor.position()).unwrap_or(0);
-        Forwarding { ip, ip_len }
+        Forwarding { ip, ip_len, https }
     }
 
     /// The client's address as text.
@@ -261,7 +263,11 @@ pub fn write_upstream(
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(fwd.client_ip());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(if fwd.https {
+        b"\r\nx-forwarded-proto: https\r\n".as_slice()
+    } else {
+        b"\r\nx-forwarded-proto: http\r\n".as_slice()
+    });
     for (name, value) in rw.headers {
         write_header(out, name, value);
     }

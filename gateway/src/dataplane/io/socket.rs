@@ -6,15 +6,16 @@
 //! set an option only loses the protection it gives, never the connection.
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd as _, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 
 /// Runs `f` on a borrowed view of `stream`'s socket.
-fn with_sock<R>(stream: &TcpStream, f: impl FnOnce(socket2::SockRef<'_>) -> R) -> R {
-    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow, and it is
-    // not closed while `f` runs (`stream` is borrowed for the call).
+fn with_sock<R>(stream: &impl AsRawFd, f: impl FnOnce(socket2::SockRef<'_>) -> R) -> R {
+    // SAFETY: the descriptor belongs to `stream` (a socket, or a TLS stream owning the
+    // socket whose descriptor it reports), which outlives this borrow, and it is not
+    // closed while `f` runs (`stream` is borrowed for the call).
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     f(socket2::SockRef::from(&fd))
 }
@@ -41,7 +42,7 @@ pub(crate) enum Idle {
 /// Looks at `stream`'s receive queue without consuming or waiting
 /// (`recv(MSG_PEEK | MSG_DONTWAIT)` of one byte): an idle keep-alive connection the peer
 /// has closed shows its FIN or RST here.
-pub(crate) fn probe_idle(stream: &TcpStream) -> Idle {
+pub(crate) fn probe_idle(stream: &impl AsRawFd) -> Idle {
     let mut byte = [MaybeUninit::<u8>::uninit(); 1];
     match with_sock(stream, |s| {
         s.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)

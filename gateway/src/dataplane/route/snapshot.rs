@@ -13,6 +13,7 @@ use super::split::Split;
 use crate::config::health::Outlier;
 use crate::config::template::render;
 use crate::config::{Assignment, Deployment, RouteConfig};
+use crate::dataplane::upstream::UpTls;
 use crate::dataplane::upstream::health::Endpoint;
 use crate::metrics::RouteMetrics;
 
@@ -45,6 +46,9 @@ pub struct StageSnap {
     pub name: String,
     /// Routes in match order.
     pub routes: Vec<Arc<RouteSnap>>,
+    /// TLS termination (certificates, versions, ALPN); `None` = plain HTTP. A new
+    /// connection's handshake uses the configuration current at its accept.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Where one variant of a route sends requests, with stage variables already applied.
@@ -57,6 +61,8 @@ pub struct Plan {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Passive outlier detection of the deployment: what attempts count.
     pub outlier: Option<Outlier>,
+    /// TLS toward the endpoints (`https://`); `None` = plain TCP.
+    pub tls: Option<Arc<UpTls>>,
     /// Rendered upstream path prefix.
     pub path_prefix: Vec<u8>,
     /// Rendered headers added toward the upstream (lower-case names).
@@ -104,12 +110,14 @@ impl RouteSnap {
             metrics,
             kill,
             endpoints: [stable_endpoints, canary_endpoints],
+            tls: [stable_tls, canary_tls],
         } = live;
         let stable = plan(
             route,
             &route.stable,
             &route.stable.variables,
             stable_endpoints,
+            stable_tls,
         );
         let canary = route.canary.as_ref().map(|c| {
             let mut vars = route.stable.variables.clone();
@@ -119,7 +127,7 @@ impl RouteSnap {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone())),
             );
-            plan(route, &c.deployment, &vars, canary_endpoints)
+            plan(route, &c.deployment, &vars, canary_endpoints, canary_tls)
         });
         RouteSnap {
             id,
@@ -186,6 +194,8 @@ pub struct Live {
     pub kill: Arc<KillSwitch>,
     /// Endpoint health, indexed by [`Variant::index`].
     pub endpoints: [Vec<Arc<Endpoint>>; VARIANT_COUNT],
+    /// Upstream TLS of each deployment, indexed by [`Variant::index`].
+    pub tls: [Option<Arc<UpTls>>; VARIANT_COUNT],
 }
 
 #[cfg(test)]
@@ -209,6 +219,7 @@ impl Live {
                 endpoints(Some(&route.stable)),
                 endpoints(route.canary.as_ref().map(|c| &c.deployment)),
             ],
+            tls: [None, None],
         }
     }
 }
@@ -218,6 +229,7 @@ fn plan(
     d: &Deployment,
     vars: &BTreeMap<String, String>,
     endpoints: Vec<Arc<Endpoint>>,
+    tls: Option<Arc<UpTls>>,
 ) -> Plan {
     debug_assert!(
         endpoints
@@ -230,6 +242,7 @@ fn plan(
         deployment_id: d.id.clone(),
         endpoints,
         outlier: d.health.outlier.clone(),
+        tls,
         path_prefix: render(&route.upstream_path_prefix, vars).into_bytes(),
         headers: route
             .request_headers
@@ -241,14 +254,18 @@ fn plan(
 
 impl StageSnap {
     /// Sorts routes into match order.
-    pub fn new(name: String, mut routes: Vec<Arc<RouteSnap>>) -> StageSnap {
+    pub fn new(
+        name: String,
+        mut routes: Vec<Arc<RouteSnap>>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> StageSnap {
         routes.sort_by(|a, b| {
             b.host
                 .is_some()
                 .cmp(&a.host.is_some())
                 .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
         });
-        StageSnap { name, routes }
+        StageSnap { name, routes, tls }
     }
 
     /// Index of the first route that takes `host` and `path`. `OPTIONS *` (path `*`)
@@ -280,6 +297,7 @@ mod tests {
                 route("api", None, "/api"),
                 route("host", Some("a.example"), "/"),
             ],
+            None,
         );
         let name = |h: Option<&str>, p: &str| {
             stage
@@ -309,6 +327,7 @@ mod tests {
                 endpoints: vec!["127.0.0.1:2".parse().unwrap()],
                 variables: [("v".to_owned(), "2".to_owned())].into(),
                 health: crate::config::health::HealthConfig::default(),
+                tls: None,
             },
             ppm: 0,
         });

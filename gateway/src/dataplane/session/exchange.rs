@@ -173,14 +173,15 @@ async fn attempt<S: Stream>(
     endpoint: SocketAddr,
     fresh: bool,
 ) -> Result<(UpConn, ResponseHead), ProxyError> {
+    let tls = ctx.plan().tls.as_deref();
     let pooled = if fresh {
         None
     } else {
-        w.upstreams.pooled(endpoint, ctx.variant)
+        w.upstreams.pooled(endpoint, ctx.variant, tls.is_some())
     };
     let mut up = match pooled {
         Some(up) => up,
-        None => w.upstreams.connect(endpoint, ctx.variant).await?,
+        None => w.upstreams.connect(endpoint, ctx.variant, tls).await?,
     };
     let tally = out.tally(ctx.variant);
     if up.reused {

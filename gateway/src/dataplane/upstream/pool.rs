@@ -128,7 +128,7 @@ mod tests {
         let stream = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
         let (peer, _) = l.accept().unwrap();
         let conn = UpConn {
-            stream,
+            stream: crate::dataplane::upstream::UpStream::Plain(stream),
             buf: crate::dataplane::io::buf::InBuf::new(1024),
             addr,
             variant: gateway_common::Variant::Stable,

@@ -26,6 +26,7 @@ fn route(canary_id: &str, plan: Option<Plan>, kill: Option<KillSwitchConfig>) ->
             endpoints: vec!["127.0.0.1:2".parse().unwrap()],
             variables: std::collections::BTreeMap::new(),
             health: crate::config::health::HealthConfig::default(),
+            tls: None,
         },
         ppm: 10_000,
     });
@@ -39,6 +40,7 @@ fn config(r: RouteConfig) -> Config {
         stages: vec![StageConfig {
             name: "s".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
             routes: vec![r],
         }],
         ..Config::default()
@@ -50,7 +52,8 @@ fn control(r: RouteConfig) -> Rollouts {
         config(r),
         vec![Arc::new(WorkerMetrics::default())],
         crate::kernel::Kernel::default(),
-    );
+    )
+    .unwrap();
     Rollouts::new(Arc::new(control), Instant::now())
 }
 

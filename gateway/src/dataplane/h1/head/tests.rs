@@ -30,7 +30,7 @@ fn parse_request(
 
 fn parse(raw: &[u8]) -> Result<(RequestHead, String), ParseError> {
     let mut out = Vec::new();
-    let fwd = Forwarding::new("10.0.0.7".parse().unwrap());
+    let fwd = Forwarding::new("10.0.0.7".parse().unwrap(), false);
     match parse_request(raw, 16 * 1024, fwd, &mut out)? {
         Parsed::Complete(h) => Ok((h, String::from_utf8(out).unwrap())),
         Parsed::Partial => panic!("partial"),
@@ -218,7 +218,7 @@ fn upgrade_and_expect() {
 #[test]
 fn limits() {
     let mut out = Vec::new();
-    let fwd = Forwarding::new("::1".parse().unwrap());
+    let fwd = Forwarding::new("::1".parse().unwrap(), false);
     let big = [b"GET / HTTP/1.1\r\nHost: a\r\nX: ".as_slice(), &[b'a'; 200]].concat();
     assert!(matches!(
         parse_request(&big, 100, fwd, &mut out),
@@ -255,7 +255,7 @@ fn forwarding_formats_every_address_in_full() {
     ] {
         let addr: IpAddr = ip.parse().unwrap();
         assert_eq!(
-            Forwarding::new(addr).client_ip(),
+            Forwarding::new(addr, false).client_ip(),
             addr.to_string().as_bytes()
         );
     }
@@ -299,7 +299,7 @@ fn http10_without_host_gets_the_upstream_as_host() {
     write_upstream(
         &req,
         &rw,
-        &Forwarding::new("::1".parse().unwrap()),
+        &Forwarding::new("::1".parse().unwrap(), false),
         &mut out,
     );
     let out = String::from_utf8(out).unwrap();
@@ -313,7 +313,7 @@ fn http10_without_host_gets_the_upstream_as_host() {
     write_upstream(
         &req,
         &rw,
-        &Forwarding::new("::1".parse().unwrap()),
+        &Forwarding::new("::1".parse().unwrap(), false),
         &mut out,
     );
     let out = String::from_utf8(out).unwrap();
