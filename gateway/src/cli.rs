@@ -331,6 +331,11 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
         c
     };
+    if args.tls_cert.is_some() {
+        // A certificate or key the gateway cannot use is a bad flag value.
+        crate::control::tls::TlsState::load(&config, None)
+            .map_err(|e| BadFlag(format!("--tls-cert: {e}")))?;
+    }
     args.tuning.apply_explicit(&mut config.server);
     let server = &mut config.server;
     if args.admin_socket.is_some() {

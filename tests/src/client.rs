@@ -117,6 +117,39 @@ impl Client {
         })
     }
 
+    /// Connects over TLS with `config`, asking for `name` (SNI and verification), with
+    /// the timeouts of [`Client::connect`].
+    pub fn connect_tls(
+        addr: SocketAddr,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let tls = crate::tls::handshake(stream, config, name)?;
+        Ok(Self {
+            conn: BufConn::over(Sock::Tls(Box::new(tls))),
+        })
+    }
+
+    /// The serial number of the certificate the server presented (TLS connections).
+    pub fn peer_serial(&self) -> Option<String> {
+        match self.conn.sock() {
+            Sock::Tls(s) => crate::tls::peer_serial(&s.conn),
+            Sock::Plain(_) => None,
+        }
+    }
+
+    /// How the TLS handshake went (full or resumed); `None` on plain connections.
+    pub fn handshake_kind(&self) -> Option<rustls::HandshakeKind> {
+        match self.conn.sock() {
+            Sock::Tls(s) => s.conn.handshake_kind(),
+            Sock::Plain(_) => None,
+        }
+    }
+
     /// The socket, e.g. to change timeouts or shut down one direction.
     pub fn stream(&self) -> &TcpStream {
         self.conn.stream()

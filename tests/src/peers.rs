@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -94,6 +94,25 @@ impl ServerProc {
         Self::start_on("node", "node", &[&script.to_string_lossy(), "{port}"], port)
     }
 
+    /// Node.js's `https` server (`tests/peers/https_upstream.js`) with `cert`/`key`,
+    /// answering `NAME PATH`; with `client_ca` it requires a client certificate that CA
+    /// signed (mutual TLS).
+    pub fn node_https(name: &str, cert: &Path, key: &Path, client_ca: Option<&Path>) -> Self {
+        let script = peers_dir().join("https_upstream.js");
+        let mut args = vec![
+            script.to_string_lossy().into_owned(),
+            "{port}".to_owned(),
+            cert.to_string_lossy().into_owned(),
+            key.to_string_lossy().into_owned(),
+            name.to_owned(),
+        ];
+        if let Some(ca) = client_ca {
+            args.push(ca.to_string_lossy().into_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start("node-https", "node", &args)
+    }
+
     /// [`ServerProc::node`] with `server.keepAliveTimeout` set to `ms`.
     pub fn node_with_keepalive(ms: u32) -> Self {
         let script = peers_dir().join("node_upstream.js");
@@ -154,7 +173,11 @@ impl Drop for ServerProc {
 /// and how many milliseconds late each server-sent event arrived.
 pub fn node_sse_client(url: &str) -> (u16, Vec<i64>) {
     let script = peers_dir().join("sse_client.js");
-    let out = Command::new("node")
+    let mut node = Command::new("node");
+    if crate::tls::over_tls() {
+        node.env("NODE_EXTRA_CA_CERTS", crate::tls::ca_file());
+    }
+    let out = node
         .arg(script)
         .arg(url)
         .stdin(Stdio::null())

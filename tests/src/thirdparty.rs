@@ -147,9 +147,13 @@ pub fn curl(args: &[&str]) -> Output {
         Path::new(CURL).exists(),
         "{CURL} not found: install Debian's curl (apt-get install -y curl)"
     );
-    Command::new(CURL)
-        .args(["-sS", "--max-time", "20"])
-        .args(args)
+    let mut cmd = Command::new(CURL);
+    cmd.args(["-sS", "--max-time", "20"]);
+    if crate::tls::over_tls() {
+        // The harness's gateways present certificates of its CA.
+        cmd.arg("--cacert").arg(crate::tls::ca_file());
+    }
+    cmd.args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run curl")

@@ -60,6 +60,37 @@ pub fn plain_only(what: &str) -> bool {
     over_tls()
 }
 
+/// A connection to `addr` as the harness makes them: TLS to a gateway listener it
+/// started with TLS, plain TCP to anything else. For tests that write raw bytes.
+pub fn connect(addr: SocketAddr) -> io::Result<Sock> {
+    let tcp = TcpStream::connect_timeout(&addr, crate::IO_TIMEOUT)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(crate::IO_TIMEOUT))?;
+    tcp.set_write_timeout(Some(crate::IO_TIMEOUT))?;
+    Sock::harness(tcp, addr)
+}
+
+/// `http://ADDR` or, to a TLS listener of the harness, `https://ADDR`.
+pub fn base_url(addr: SocketAddr) -> String {
+    if over_tls() && is_tls_listener(addr) {
+        format!("https://{addr}")
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// The harness CA's certificate as a file (written once per test process), for curl's
+/// `--cacert` and Node's `NODE_EXTRA_CA_CERTS`.
+pub fn ca_file() -> &'static Path {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("canarygate-e2e-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, ca().pem()).expect("write the harness CA");
+        path
+    })
+}
+
 /// Key algorithm of an issued certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyKind {
@@ -120,6 +151,19 @@ impl TestCa {
         path
     }
 
+    /// How [`Issued::serial`] (and `show tls`) write `serial`.
+    pub fn serial_text(serial: u64) -> String {
+        // DER's minimal INTEGER: no leading zero bytes, but one when the top bit is set
+        // (serials are positive).
+        let bytes = serial.to_be_bytes();
+        let first = bytes.iter().position(|&b| b != 0).unwrap_or(7);
+        let mut der = bytes[first..].to_vec();
+        if der[0] & 0x80 != 0 {
+            der.insert(0, 0);
+        }
+        serial_hex(&der)
+    }
+
     /// Issues a certificate for `names` (DNS names or IP addresses) with `serial`, and
     /// writes it as `dir/STEM.crt` and `dir/STEM.key`.
     pub fn issue(
@@ -151,7 +195,7 @@ impl TestCa {
         Issued {
             cert: cert_path,
             key: key_path,
-            serial: serial_hex(&SerialNumber::from(serial).to_bytes()),
+            serial: Self::serial_text(serial),
         }
     }
 }
@@ -179,8 +223,19 @@ pub fn ca() -> &'static TestCa {
     CA.get_or_init(|| TestCa::new("canarygate e2e CA"))
 }
 
-/// A client configuration trusting `roots`, offering `alpn`.
+/// A client configuration trusting `roots`, offering `alpn`, without session
+/// resumption (every handshake is full and shows the server's current certificate).
 pub fn client_config(roots: &[CertificateDer<'static>], alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    let mut c = Arc::unwrap_or_clone(resuming_client_config(roots, alpn));
+    c.resumption = rustls::client::Resumption::disabled();
+    Arc::new(c)
+}
+
+/// [`client_config`] that resumes sessions (tickets, in memory).
+pub fn resuming_client_config(
+    roots: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Arc<ClientConfig> {
     let mut store = RootCertStore::empty();
     for r in roots {
         store.add(r.clone()).expect("root");
@@ -250,6 +305,16 @@ impl Sock {
         } else {
             Ok(Sock::Plain(tcp))
         }
+    }
+
+    /// Ends the sending direction: `close_notify` then a TCP half-close over TLS, a
+    /// TCP half-close otherwise.
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        if let Sock::Tls(s) = self {
+            s.conn.send_close_notify();
+            s.flush()?;
+        }
+        self.tcp().shutdown(std::net::Shutdown::Write)
     }
 
     /// The TCP socket underneath.

@@ -146,6 +146,11 @@ impl BufConn {
         self.stream.tcp()
     }
 
+    /// The client socket (plain or TLS).
+    pub fn sock(&self) -> &Sock {
+        &self.stream
+    }
+
     /// Whether the connection runs TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self.stream, Sock::Tls(_))

@@ -10,7 +10,8 @@
 //! the configuration file ([`config`]), the admin socket and `canarygate ctl` ([`admin`]),
 //! sticky and forced assignment ([`assignment`]), stage variables ([`stagevars`]), promote
 //! and rollback ([`promote`]), endpoint health ([`health`]), changes under load ([`hitless`]), Prometheus metrics
-//! ([`metrics`]), access logs ([`accesslog`]) and progressive delivery ([`rollout`]).
+//! ([`metrics`]), access logs ([`accesslog`]), progressive delivery ([`rollout`]) and
+//! TLS at the edge and to upstreams ([`tls`]).
 //! The crate root is a file, not `main.rs`, so the modules under `e2e/` are named with
 //! `#[path]`.
 
@@ -56,6 +57,8 @@ mod split;
 mod stagevars;
 #[path = "e2e/thirdparty.rs"]
 mod thirdparty;
+#[path = "e2e/tls.rs"]
+mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;

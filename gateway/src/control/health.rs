@@ -21,6 +21,7 @@ use gateway_common::{VARIANT_COUNT, Variant};
 
 use crate::config::health::HealthConfig;
 use crate::config::{Config, Deployment};
+use crate::dataplane::upstream::UpTls;
 use crate::dataplane::upstream::health::{DOWN, Endpoint, OUT, UP};
 
 /// What the operator set on an endpoint (`set endpoint ROUTE ADDR ...`).
@@ -106,7 +107,7 @@ pub(crate) struct Entry {
     pub(crate) deployment: String,
     ctl: Mutex<Ctl>,
     /// The active checker's task, while one runs.
-    checker: Mutex<Option<(check::Handle, Option<crate::config::health::HealthCheck>)>>,
+    checker: Mutex<Option<(check::Handle, check::Settings)>>,
 }
 
 impl Entry {
@@ -170,6 +171,8 @@ pub(crate) struct Group {
     pub(crate) entries: Vec<Arc<Entry>>,
     /// Every endpoint that may serve is down: traffic goes to all of them.
     pub(crate) panic: bool,
+    /// TLS toward the endpoints (`https://`): HTTP checks run over it.
+    pub(crate) tls: Option<Arc<UpTls>>,
 }
 
 /// Every route's deployments' endpoint health.
@@ -205,6 +208,7 @@ impl Health {
     pub(crate) fn rebuild(
         &self,
         config: &Config,
+        tls: &dyn Fn(&Deployment) -> Option<Arc<UpTls>>,
     ) -> HashMap<String, [Vec<Arc<Endpoint>>; VARIANT_COUNT]> {
         let mut groups = self.groups();
         let mut old: HashMap<(String, String, SocketAddr), Arc<Entry>> = groups
@@ -221,7 +225,8 @@ impl Health {
             ];
             for (v, d) in Variant::ALL.into_iter().zip(deployments) {
                 let Some(d) = d else { continue };
-                let group = self.group(&route.name, v, d, &mut old);
+                let mut group = self.group(&route.name, v, d, &mut old);
+                group.tls = tls(d);
                 per_variant[v.index()] = d
                     .endpoints
                     .iter()
@@ -277,6 +282,7 @@ impl Health {
             config: d.health.clone(),
             entries,
             panic: false,
+            tls: None,
         }
     }
 
@@ -335,7 +341,7 @@ impl Health {
         for g in groups.iter_mut() {
             if reconcile {
                 for e in &g.entries {
-                    check::ensure(e, g.config.check.as_ref());
+                    check::ensure(e, g.config.check.as_ref(), g.tls.as_ref());
                 }
             }
             if g.config.check.is_none() && g.config.outlier.is_none() && !g.panic {
@@ -417,13 +423,13 @@ mod tests {
     #[test]
     fn operator_states_survive_a_rebuild_that_keeps_the_endpoint() {
         let h = Health::new(2);
-        let handles = h.rebuild(&config(&[1, 2, 3]));
+        let handles = h.rebuild(&config(&[1, 2, 3]), &|_| None);
         assert_eq!(handles["default"][0].len(), 3);
         let two: SocketAddr = ([127, 0, 0, 1], 2).into();
         h.set_admin("default", two, Admin::Drain).unwrap();
         assert_eq!(handles["default"][0][1].state(), OUT);
         // A reload that changes another endpoint keeps this one's entry and state.
-        let again = h.rebuild(&config(&[2, 3, 4]));
+        let again = h.rebuild(&config(&[2, 3, 4]), &|_| None);
         assert!(Arc::ptr_eq(
             &again["default"][0][0],
             &handles["default"][0][1]
@@ -432,8 +438,8 @@ mod tests {
         // The same address in another route is another entry.
         assert_eq!(again["other"][0][0].state(), UP);
         // Gone and back: a new entry, ready.
-        h.rebuild(&config(&[3]));
-        let back = h.rebuild(&config(&[2, 3]));
+        h.rebuild(&config(&[3]), &|_| None);
+        let back = h.rebuild(&config(&[2, 3]), &|_| None);
         assert_eq!(back["default"][0][0].state(), UP);
         assert!(h.set_admin("nope", two, Admin::Ready).is_err());
         assert!(

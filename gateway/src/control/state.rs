@@ -191,7 +191,7 @@ impl Control {
     }
 
     pub(super) fn publish(&self, st: &State) {
-        let mut endpoints = self.health.rebuild(&st.config);
+        let mut endpoints = self.health.rebuild(&st.config, &|d| st.tls.plan(d));
         let stages = st
             .config
             .stages

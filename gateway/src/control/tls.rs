@@ -97,7 +97,10 @@ impl TlsState {
             .iter()
             .find(|(k, _)| k == u)
             .map(|(_, c)| Arc::clone(c))?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(u, &mut h);
         Some(Arc::new(UpTls {
+            id: std::hash::Hasher::finish(&h).max(1),
             config,
             name: u
                 .server_name

@@ -236,7 +236,7 @@ fn tls_detail(e: &io::Error) -> &'static str {
             _ => "upstream TLS certificate was refused",
         },
         Some(Error::AlertReceived(_)) => {
-            "upstream refused the TLS handshake (an alert; a client certificate it wants?)"
+            "upstream refused the TLS session with an alert (a client certificate it wants?)"
         }
         Some(Error::InvalidMessage(_)) => "upstream does not speak TLS on this port",
         Some(Error::PeerIncompatible(_)) => "upstream TLS has no version or cipher in common",

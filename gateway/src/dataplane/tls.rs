@@ -67,6 +67,11 @@ pub(crate) fn rustls_error(e: &io::Error) -> Option<&RustlsError> {
     e.get_ref()?.downcast_ref::<RustlsError>()
 }
 
+/// Whether `e` is the peer's TLS alert.
+pub(crate) fn is_alert(e: &io::Error) -> bool {
+    matches!(rustls_error(e), Some(RustlsError::AlertReceived(_)))
+}
+
 /// Why a handshake failed, for `canarygate_tls_handshake_failures_total`.
 fn classify(e: &io::Error) -> TlsFailure {
     let Some(rustls) = rustls_error(e) else {

@@ -48,6 +48,9 @@ pub struct UpTls {
     pub config: Arc<rustls::ClientConfig>,
     /// SNI and verification name.
     pub name: Option<rustls::pki_types::ServerName<'static>>,
+    /// Identifies these settings (never 0, which is plain TCP): connections made with
+    /// one set of trust roots, name or client certificate are pooled apart from others.
+    pub id: u64,
 }
 
 /// Bytes of response buffered per upstream connection.
@@ -67,6 +70,8 @@ pub(crate) struct UpConn {
     pub(crate) variant: Variant,
     /// True when the connection came from the pool (it served earlier requests).
     pub(crate) reused: bool,
+    /// The TLS settings it was made with ([`UpTls::id`]; 0: plain).
+    pub(crate) tls: u64,
     /// Counts the connection as in flight on its endpoint while it is out of the pool.
     busy: Busy,
 }
@@ -95,8 +100,9 @@ impl Drop for Busy {
     }
 }
 
-/// A pool's key: endpoint address, variant, and whether its connections are TLS.
-type PoolKey = (SocketAddr, Variant, bool);
+/// A pool's key: endpoint address, variant, and the TLS settings its connections were
+/// made and verified with ([`UpTls::id`]; 0 for plain TCP).
+type PoolKey = (SocketAddr, Variant, u64);
 
 /// One worker's connections to upstream endpoints: a keep-alive pool per endpoint
 /// address, variant and security (so pools survive routing changes that keep the
@@ -166,7 +172,7 @@ impl Upstreams {
     /// apart from [`Upstreams::connect`] so the common, pooled case builds no connect
     /// future at all.
     #[inline]
-    pub(crate) fn pooled(&self, addr: SocketAddr, variant: Variant, tls: bool) -> Option<UpConn> {
+    pub(crate) fn pooled(&self, addr: SocketAddr, variant: Variant, tls: u64) -> Option<UpConn> {
         let mut pools = self.pools.borrow_mut();
         let pool = pools.get_mut(&(addr, variant, tls))?;
         let mut conn = pool.take(Instant::now())?;
@@ -214,19 +220,21 @@ impl Upstreams {
                 }
             }
         };
-        let busy = Busy::new(self.pool(addr, variant, tls.is_some()).busy());
+        let tls_id = tls.map_or(0, |t| t.id);
+        let busy = Busy::new(self.pool(addr, variant, tls_id).busy());
         Ok(UpConn {
             stream,
             buf: InBuf::new(UPSTREAM_BUF),
             addr,
             variant,
             reused: false,
+            tls: tls_id,
             busy,
         })
     }
 
     /// The pool of `addr` for `variant` (TLS or not), made when missing.
-    fn pool(&self, addr: SocketAddr, variant: Variant, tls: bool) -> std::cell::RefMut<'_, Pool> {
+    fn pool(&self, addr: SocketAddr, variant: Variant, tls: u64) -> std::cell::RefMut<'_, Pool> {
         std::cell::RefMut::map(self.pools.borrow_mut(), |pools| {
             pools
                 .entry((addr, variant, tls))
@@ -249,8 +257,7 @@ impl Upstreams {
             return;
         }
         conn.reused = true;
-        let tls = matches!(conn.stream, UpStream::Tls(_));
-        self.pool(conn.addr, conn.variant, tls)
+        self.pool(conn.addr, conn.variant, conn.tls)
             .put(conn, Instant::now(), upstream_timeout_s);
     }
 
@@ -261,7 +268,7 @@ impl Upstreams {
     pub(crate) fn sweep<'a>(
         &self,
         w: usize,
-        endpoints: impl Iterator<Item = (&'a Endpoint, Variant, bool)>,
+        endpoints: impl Iterator<Item = (&'a Endpoint, Variant, u64)>,
     ) {
         let now = Instant::now();
         let mut pools = self.pools.borrow_mut();

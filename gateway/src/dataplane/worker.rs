@@ -61,7 +61,7 @@ impl Worker {
                 .zip(gateway_common::Variant::ALL)
                 .flat_map(|(p, v)| {
                     p.iter().flat_map(move |p| {
-                        let tls = p.tls.is_some();
+                        let tls = p.tls.as_ref().map_or(0, |t| t.id);
                         p.endpoints.iter().map(move |e| (&**e, v, tls))
                     })
                 })

@@ -13,7 +13,7 @@ use tests::{
 };
 
 /// Every `run` flag the README lists.
-const RUN_FLAGS: [&str; 30] = [
+const RUN_FLAGS: [&str; 35] = [
     "--listen",
     "--stable",
     "--canary",
@@ -44,6 +44,11 @@ const RUN_FLAGS: [&str; 30] = [
     "--outlier-base-ejection-time",
     "--outlier-max-ejection-time",
     "--outlier-max-ejection-percent",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-min-version",
+    "--tls-handshake-timeout",
+    "--max-tls-handshakes",
 ];
 
 /// Whether `text` mentions `flag` as a whole flag (`--canary` does not count inside
@@ -57,7 +62,7 @@ fn mentions_flag(text: &str, flag: &str) -> bool {
 
 #[test]
 fn invalid_flags_exit_2_with_one_error_line_naming_the_flag() {
-    let cases: [(&[&str], &str); 18] = [
+    let cases: [(&[&str], &str); 22] = [
         (
             &[
                 "--stable",
@@ -174,6 +179,43 @@ fn invalid_flags_exit_2_with_one_error_line_naming_the_flag() {
         (
             &["--stable", "127.0.0.1:1", "--canary-percent", "5"],
             "--canary",
+        ),
+        (
+            &[
+                "--stable",
+                "127.0.0.1:1",
+                "--tls-cert",
+                "/nonexistent/cert.pem",
+                "--tls-key",
+                "/nonexistent/key.pem",
+            ],
+            "--tls-cert",
+        ),
+        (
+            &[
+                "--stable",
+                "127.0.0.1:1",
+                "--tls-cert",
+                "/nonexistent/cert.pem",
+            ],
+            "--tls-key",
+        ),
+        (
+            &[
+                "--stable",
+                "127.0.0.1:1",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+                "--tls-min-version",
+                "1.1",
+            ],
+            "--tls-min-version",
+        ),
+        (
+            &["--stable", "127.0.0.1:1", "--max-tls-handshakes", "0"],
+            "--max-tls-handshakes",
         ),
     ];
     // All cases at once: a flag that is wrongly accepted costs its timeout only once.

@@ -5,7 +5,7 @@
 //! upstream responses) and never relayed.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
@@ -72,8 +72,10 @@ const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\
 
 /// Sends `raw`, returns everything the gateway answered until it closed.
 fn exchange(gw: &GatewayProc, raw: &[u8]) -> String {
-    let mut c = TcpStream::connect(gw.addr()).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut c = tests::tls::connect(gw.addr()).unwrap();
+    c.tcp()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     c.write_all(raw).unwrap();
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out);

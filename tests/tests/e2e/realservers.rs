@@ -5,10 +5,11 @@
 //! as the streaming client.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tests::tls::Sock;
 use tests::{Client, Framing, GatewayProc, Nginx, ServerProc, node_sse_client, post_request};
 
 use crate::start_gw;
@@ -100,8 +101,9 @@ fn now_ms() -> i64 {
 }
 
 /// Reads `stream` until it closes, calling `seen(bytes so far, arrival ms)` after each read.
-fn read_timed(mut stream: TcpStream, mut seen: impl FnMut(&[u8], i64)) {
+fn read_timed(mut stream: Sock, mut seen: impl FnMut(&[u8], i64)) {
     stream
+        .tcp()
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let mut all = Vec::new();
@@ -120,7 +122,7 @@ fn read_timed(mut stream: TcpStream, mut seen: impl FnMut(&[u8], i64)) {
 /// How late each event `data: <ms>` arrived, from raw bytes read as they came (chunk
 /// framing between events does not matter: an event is never split by it here).
 fn sse_lags(addr: SocketAddr, version: &str) -> (Vec<i64>, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
+    let mut s = tests::tls::connect(addr).unwrap();
     s.write_all(
         format!("GET /events?n=6&gap_ms=300 HTTP/{version}\r\nHost: sse.test\r\nConnection: close\r\n\r\n")
             .as_bytes(),
@@ -169,7 +171,10 @@ fn server_sent_events_arrive_as_they_are_written() {
             );
         }
     }
-    let (status, lags) = node_sse_client(&format!("http://{}/events?n=6&gap_ms=300", gw.addr()));
+    let (status, lags) = node_sse_client(&format!(
+        "{}/events?n=6&gap_ms=300",
+        tests::tls::base_url(gw.addr())
+    ));
     assert_eq!((status, lags.len()), (200, 6), "{lags:?}");
     assert!(
         lags.iter().all(|&l| l < LATE_MS),
@@ -185,7 +190,7 @@ fn drip_bytes_arrive_as_they_are_written() {
     let up = ServerProc::gunicorn();
     let gw = start_gw(&up.addr().to_string(), &[]);
     for addr in [up.addr(), gw.addr()] {
-        let mut s = TcpStream::connect(addr).unwrap();
+        let mut s = tests::tls::connect(addr).unwrap();
         let start = Instant::now();
         s.write_all(b"GET /drip?numbytes=5&duration=1 HTTP/1.1\r\nHost: drip.test\r\nConnection: close\r\n\r\n")
             .unwrap();
@@ -217,7 +222,7 @@ fn request_body_pieces_reach_the_upstream_as_they_are_sent() {
     let up = ServerProc::node();
     let gw = start_gw(&up.addr().to_string(), &[]);
     for chunked in [false, true] {
-        let mut s = TcpStream::connect(gw.addr()).unwrap();
+        let mut s = tests::tls::connect(gw.addr()).unwrap();
         let framing = if chunked {
             "Transfer-Encoding: chunked"
         } else {
@@ -249,7 +254,9 @@ fn request_body_pieces_reach_the_upstream_as_they_are_sent() {
             s.write_all(b"0\r\n\r\n").unwrap();
         }
         let mut answer = String::new();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.tcp()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let _ = s.read_to_string(&mut answer);
         let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
         let times: Vec<i64> = serde_json::from_str(body.trim())

@@ -65,7 +65,7 @@ fn curl_ok(args: &[&str]) -> String {
 fn curl_as_client() {
     let up = TestUpstream::start("stable");
     let gw = start_gw(&up.addr_str(), &[]);
-    let base = format!("http://{}", gw.addr());
+    let base = tests::tls::base_url(gw.addr());
     let dir = TempDir::new("curl");
 
     assert_eq!(curl_ok(&[&format!("{base}/")]), "stable");
@@ -153,7 +153,7 @@ fn curl_through_gateway_to_nginx() {
     let dir = TempDir::new("curl-nginx");
     let out = dir.path().join("blob");
     let out_arg = out.display().to_string();
-    let url = format!("http://{}/blob", gw.addr());
+    let url = format!("{}/blob", tests::tls::base_url(gw.addr()));
     // Two transfers on one curl connection (keep-alive reuse through the gateway).
     let code = curl_ok(&[
         "-o",
@@ -178,7 +178,7 @@ fn curl_through_gateway_to_nginx() {
         &format!("@{}", file.display()),
         "-H",
         "Transfer-Encoding: chunked",
-        &format!("http://{}/upload", gw.addr()),
+        &format!("{}/upload", tests::tls::base_url(gw.addr())),
     ]);
     assert_eq!(body, "got\n");
 }
@@ -193,7 +193,7 @@ fn upstream_refusing_an_upload_early_reaches_curl() {
     let gw = start_gw(&nginx.addr().to_string(), &[]);
     let dir = TempDir::new("curl-413");
     let big = write_file(&dir, "big.bin", &pattern_bytes(8 * 1024 * 1024));
-    let url = format!("http://{}/", gw.addr());
+    let url = format!("{}/", tests::tls::base_url(gw.addr()));
     let data = format!("@{}", big.display());
     for expect in ["Expect:", "Expect: 100-continue"] {
         let out = curl_ok(&[

@@ -4,17 +4,93 @@
 //! endpoint closed while idle is replaced once within the same check). `rise` passes
 //! in a row bring an endpoint up, `fall` failures take it down; the result is published
 //! to the workers at once. Checkers start spread over their first interval, so a
-//! thousand endpoints do not all connect at the same instant.
+//! thousand endpoints do not all connect at the same instant. HTTP checks of `https://`
+//! endpoints run over TLS with the deployment's own settings (trust roots, name, client
+//! certificate), so a certificate the data path would refuse fails the check too.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::{Admin, CHECK_BUCKETS, Entry, LastCheck};
 use crate::config::health::{CHECK_USER_AGENT, HealthCheck};
+use crate::dataplane::upstream::UpTls;
+
+/// What a checker runs with: the check, and the TLS settings of the endpoint's
+/// deployment (their id tells a change).
+pub(crate) type Settings = (Option<HealthCheck>, Option<u64>);
+
+/// A check connection: plain, or TLS over TCP.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A new check connection to `addr`, over TLS with `tls`.
+async fn open(addr: SocketAddr, tls: Option<&UpTls>) -> Result<Conn, String> {
+    let s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = s.set_nodelay(true);
+    let Some(t) = tls else {
+        return Ok(Conn::Plain(s));
+    };
+    let name = t
+        .name
+        .clone()
+        .unwrap_or(rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
+    tokio_rustls::TlsConnector::from(Arc::clone(&t.config))
+        .connect(name, s)
+        .await
+        .map(|s| Conn::Tls(Box::new(s)))
+        .map_err(|e| format!("TLS: {e}"))
+}
 
 /// A running checker; stopping it aborts the task.
 #[derive(Debug)]
@@ -34,12 +110,13 @@ const MAX_BODY: usize = 64 * 1024;
 /// Makes `e`'s checker match `check`: started when missing or when the settings changed,
 /// stopped when there is no check. Needs the control-plane runtime (does nothing
 /// outside one).
-pub(crate) fn ensure(e: &Arc<Entry>, check: Option<&HealthCheck>) {
+pub(crate) fn ensure(e: &Arc<Entry>, check: Option<&HealthCheck>, tls: Option<&Arc<UpTls>>) {
     let mut slot = e
         .checker
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if slot.as_ref().map(|(_, c)| c.as_ref()) == Some(check) {
+    let settings: Settings = (check.cloned(), tls.map(|t| t.id));
+    if slot.as_ref().map(|(_, s)| s) == Some(&settings) {
         return;
     }
     if let Some((old, _)) = slot.take() {
@@ -49,8 +126,13 @@ pub(crate) fn ensure(e: &Arc<Entry>, check: Option<&HealthCheck>) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let task = rt.spawn(run(Arc::downgrade(e), check.clone(), e.addr()));
-    *slot = Some((Handle(task.abort_handle()), Some(check.clone())));
+    let task = rt.spawn(run(
+        Arc::downgrade(e),
+        check.clone(),
+        e.addr(),
+        tls.cloned(),
+    ));
+    *slot = Some((Handle(task.abort_handle()), settings));
 }
 
 /// The first check's delay: one of up to [`SLOTS`] evenly spaced points of the interval
@@ -71,12 +153,12 @@ const SLOTS: u128 = 100;
 /// Least time between two start points.
 const SLOT_WIDTH: Duration = Duration::from_millis(10);
 
-async fn run(entry: Weak<Entry>, check: HealthCheck, addr: SocketAddr) {
+async fn run(entry: Weak<Entry>, check: HealthCheck, addr: SocketAddr, tls: Option<Arc<UpTls>>) {
     let request = request_bytes(&check, addr);
     let start = tokio::time::Instant::now() + offset(addr, check.interval);
     let mut every = tokio::time::interval_at(start, check.interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut conn: Option<TcpStream> = None;
+    let mut conn: Option<Conn> = None;
     let mut buf = Vec::with_capacity(1024);
     loop {
         every.tick().await;
@@ -91,7 +173,14 @@ async fn run(entry: Weak<Entry>, check: HealthCheck, addr: SocketAddr) {
         let t0 = Instant::now();
         let result = tokio::time::timeout(
             check.timeout,
-            probe(&mut conn, &mut buf, &check, request.as_deref(), addr),
+            probe(
+                &mut conn,
+                &mut buf,
+                request.as_deref(),
+                addr,
+                tls.as_deref(),
+                &check,
+            ),
         )
         .await
         .unwrap_or_else(|_| {
@@ -121,11 +210,12 @@ fn request_bytes(check: &HealthCheck, addr: SocketAddr) -> Option<Vec<u8>> {
 
 /// One check: `Ok` with the status (`None` for a TCP check) when it passed.
 async fn probe(
-    conn: &mut Option<TcpStream>,
+    conn: &mut Option<Conn>,
     buf: &mut Vec<u8>,
-    check: &HealthCheck,
     request: Option<&[u8]>,
     addr: SocketAddr,
+    tls: Option<&UpTls>,
+    check: &HealthCheck,
 ) -> Result<Option<u16>, String> {
     let Some(request) = request else {
         return TcpStream::connect(addr)
@@ -136,10 +226,10 @@ async fn probe(
     // A kept connection the endpoint closed while idle fails on first use: one more try
     // on a new connection, within the same timeout.
     let reused = conn.is_some();
-    match exchange(conn, buf, check, request, addr).await {
+    match exchange(conn, buf, check, request, addr, tls).await {
         Err(Failure::Io(_)) if reused => {
             *conn = None;
-            exchange(conn, buf, check, request, addr).await
+            exchange(conn, buf, check, request, addr, tls).await
         }
         r => r,
     }
@@ -156,19 +246,16 @@ enum Failure {
 }
 
 async fn exchange(
-    conn: &mut Option<TcpStream>,
+    conn: &mut Option<Conn>,
     buf: &mut Vec<u8>,
     check: &HealthCheck,
     request: &[u8],
     addr: SocketAddr,
+    tls: Option<&UpTls>,
 ) -> Result<Option<u16>, Failure> {
     let io = |what: &str, e: std::io::Error| Failure::Io(format!("{what}: {e}"));
     if conn.is_none() {
-        let s = TcpStream::connect(addr)
-            .await
-            .map_err(|e| io("connect", e))?;
-        let _ = s.set_nodelay(true);
-        *conn = Some(s);
+        *conn = Some(open(addr, tls).await.map_err(Failure::Io)?);
     }
     let Some(s) = conn.as_mut() else {
         return Err(Failure::Io("no connection".into()));

@@ -166,6 +166,7 @@ mod tests {
                 })
                 .collect(),
             panic: false,
+            tls: None,
         }
     }
 

@@ -177,7 +177,8 @@ async fn attempt<S: Stream>(
     let pooled = if fresh {
         None
     } else {
-        w.upstreams.pooled(endpoint, ctx.variant, tls.is_some())
+        w.upstreams
+            .pooled(endpoint, ctx.variant, tls.map_or(0, |t| t.id))
     };
     let mut up = match pooled {
         Some(up) => up,
@@ -313,6 +314,14 @@ async fn read_response_head<S: Stream>(
         }
         match monoio::time::timeout(w.config.timeouts.response, up.buf.fill(&mut up.stream)).await {
             Err(_) => return Err(ProxyError::ResponseTimeout),
+            // A TLS upstream that refuses the session after the handshake (TLS 1.3
+            // servers check a client certificate only then) says why in an alert.
+            Ok(Err(e)) if !up.reused && crate::dataplane::tls::is_alert(&e) => {
+                log::warn!("upstream {} ended the TLS session: {e}", up.addr);
+                return Err(ProxyError::UpstreamTls(
+                    "upstream refused the TLS session with an alert (a client certificate it wants?)",
+                ));
+            }
             Ok(Ok(0) | Err(_)) if refused_body => {
                 return Err(ProxyError::UpstreamClosed(
                     "upstream closed while receiving the body",

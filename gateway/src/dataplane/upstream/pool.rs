@@ -133,6 +133,7 @@ mod tests {
             addr,
             variant: gateway_common::Variant::Stable,
             reused: true,
+            tls: 0,
             busy: crate::dataplane::upstream::Busy::default(),
         };
         (conn, peer)
