@@ -14,8 +14,9 @@ use crate::{cargo, fuzz, tools};
 
 /// The e2e modules that run a second time over TLS: everything about HTTP/1.1 on the
 /// client connection (framing, bodies, streaming, upgrades, bad input, upstream faults,
-/// real clients and servers, changes under load, the split).
-const TLS_MODULES: [&str; 9] = [
+/// real clients and servers, changes under load, the split), and what must not change
+/// with it (kernel accounting on TLS sockets, endpoint health and drain, metrics, logs).
+const TLS_MODULES: [&str; 13] = [
     "framing::",
     "bodies::",
     "protocol::",
@@ -25,6 +26,10 @@ const TLS_MODULES: [&str; 9] = [
     "thirdparty::",
     "hitless::",
     "split::",
+    "kernel::",
+    "health::",
+    "metrics::",
+    "accesslog::",
 ];
 
 /// Runs every step; `test_args` go to the test runner after `--`.

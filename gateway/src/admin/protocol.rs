@@ -207,6 +207,17 @@ mod tests {
     #[test]
     fn parses_every_command() {
         assert_eq!(parse("help").unwrap().command, Command::Help);
+        assert_eq!(parse("reload tls").unwrap().command, Command::ReloadTls);
+        assert_eq!(
+            parse("show tls json").unwrap().command,
+            Command::ShowTls { json: true }
+        );
+        assert_eq!(
+            parse("show tls").unwrap().command,
+            Command::ShowTls { json: false }
+        );
+        assert!(parse("expect 3 reload tls").is_ok());
+        assert!(parse("expect 3 show tls").is_err());
         assert_eq!(
             parse("show canary").unwrap().command,
             Command::ShowCanary {

@@ -62,6 +62,24 @@ fn strips_hop_by_hop_and_adds_forwarding() {
 }
 
 #[test]
+fn tls_connections_forward_https_whatever_the_client_claims() {
+    let mut out = Vec::new();
+    let fwd = Forwarding::new("10.0.0.7".parse().unwrap(), true);
+    parse_request(
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: http\r\nForwarded: proto=http\r\n\r\n",
+        16 * 1024,
+        fwd,
+        &mut out,
+    )
+    .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("\r\nx-forwarded-proto: https\r\n"), "{out}");
+    assert!(!out.contains("X-Forwarded-Proto: http"), "{out}");
+    // Forwarded is the client's business and passes untouched.
+    assert!(out.contains("Forwarded: proto=http\r\n"), "{out}");
+}
+
+#[test]
 fn framing_rules() {
     let (h, _) = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n").unwrap();
     assert_eq!(h.body, BodyKind::Length(5));
