@@ -125,6 +125,11 @@ where
             if self.rpos > before {
                 return Ok(self.rpos - before);
             }
+            // Callers come here only once rustls has no plaintext left to hand out, so
+            // it always takes more; refusing beats reading over unfed bytes.
+            return Err(io::Error::other(
+                "TLS input stalled with unprocessed records",
+            ));
         }
         // Nothing is buffered, so a dropped read loses no byte already received.
         let mut buf = self
@@ -265,5 +270,117 @@ where
         self.conn.send_close_notify();
         self.flush_tls().await?;
         self.io.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+    use super::*;
+
+    fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        let c = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+        let cert = CertificateDer::from(c.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.signing_key.serialize_der()));
+        let provider = crate::tls::provider();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// A blocking rustls client on its own thread: handshake, then (after `pause`)
+    /// `hello` in two records, then it reads the echo and closes with close_notify.
+    fn client(
+        addr: std::net::SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        pause: Duration,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            let name = ServerName::try_from("a.test").unwrap();
+            let conn = rustls::ClientConnection::new(config, name).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            while s.conn.is_handshaking() {
+                s.conn.complete_io(&mut s.sock).unwrap();
+            }
+            std::thread::sleep(pause);
+            s.write_all(b"hel").unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            s.write_all(b"lo").unwrap();
+            s.flush().unwrap();
+            let mut echo = [0u8; 5];
+            s.read_exact(&mut echo).unwrap();
+            s.conn.send_close_notify();
+            let _ = s.flush();
+            echo.to_vec()
+        })
+    }
+
+    async fn serve(server: Arc<rustls::ServerConfig>, client: Arc<rustls::ClientConfig>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = client_thread(&l, client);
+        let (tcp, _) = l.accept().unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        let tcp = TcpStream::from_std(tcp).unwrap();
+        let mut s = TlsStream::new(tcp, rustls::ServerConnection::new(server).unwrap());
+        s.handshake().await.unwrap();
+        // A read the timeout drops, as the session's header timeout does...
+        let dropped = monoio::time::timeout(Duration::from_millis(50), s.read(vec![0u8; 64])).await;
+        assert!(dropped.is_err(), "nothing was sent yet");
+        // ...and the stream still reads every byte after it, in order.
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let (n, buf) = s.read(Vec::with_capacity(64)).await;
+            let n = n.unwrap();
+            assert!(n > 0, "closed early after {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"hello");
+        let (res, _) = s.write_all(got).await;
+        res.unwrap();
+        // close_notify from the client: a clean end of stream.
+        let (n, _) = s.read(vec![0u8; 8]).await;
+        assert_eq!(n.unwrap(), 0);
+        assert_eq!(peer.join().unwrap(), b"hello");
+    }
+
+    fn client_thread(
+        l: &std::net::TcpListener,
+        config: Arc<rustls::ClientConfig>,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
+        client(l.local_addr().unwrap(), config, Duration::from_millis(300))
+    }
+
+    #[test]
+    fn a_read_dropped_by_a_timeout_loses_nothing_on_io_uring_and_epoll() {
+        let (server, client) = configs();
+        if let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+        {
+            rt.block_on(serve(Arc::clone(&server), Arc::clone(&client)));
+        }
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(serve(server, client));
     }
 }
