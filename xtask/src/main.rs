@@ -73,7 +73,7 @@ enum Task {
     /// upstream directly. Writes target/compare/results.json and results.md.
     /// `--scale`: RSS per idle connection with 10,000 connections held through canarygate.
     /// `--callgrind`: instructions per request and the top functions of canarygate.
-    Compare(compare::CompareArgs),
+    Compare(Box<compare::CompareArgs>),
     /// Run every cargo-fuzz target in `fuzz/` (request and response heads, chunked
     /// decoder, config file, admin commands, and a differential against httparse),
     /// starting from the seeds in `fuzz/seeds/`. Installs cargo-fuzz when missing.
