@@ -1,7 +1,9 @@
 //! canarygate's load tools. The criterion benches of the hot path live in `benches/` and
 //! take their inputs from here ([`request_head`]); the `cg-load` binary is a thin CLI over
-//! [`load`] (the generator) and [`stats`] (the split test it prints).
+//! [`load`] (the generator) and [`stats`] (the split test it prints), `cg-handshake` one
+//! over [`handshake`] (TLS handshakes per second).
 
+pub mod handshake;
 pub mod load;
 pub mod stats;
 

@@ -10,6 +10,8 @@
 //! processes disturbed is redone. Medians, ratios and the issue's targets go to the
 //! terminal and to `target/compare/results.{json,md}`.
 //!
+//! `--tls` compares the three terminating TLS with one certificate made for the run:
+//! full and resumed handshakes per second and keep-alive requests over TLS ([`tls`]).
 //! `--scale` instead holds 10,000 idle keep-alive connections through canarygate and
 //! reports its RSS per connection ([`scale`]); `--callgrind` profiles canarygate under
 //! load with valgrind ([`profile`]).
@@ -23,6 +25,7 @@ mod procs;
 mod profile;
 mod report;
 mod scale;
+mod tls;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -36,8 +39,8 @@ use crate::step::Plan;
 use crate::tools::{Package, ensure_packages};
 use crate::{cargo, target_dir};
 use bench::{Bench, Target};
-use loadgen::{Loadgen, LoadgenKind};
-use procs::{Proc, Upstreams};
+use loadgen::{Load as _, Loadgen, LoadgenKind};
+use procs::{Proc, TlsFiles, Upstreams};
 use report::{Machine, Results};
 
 /// Warm-up before each proxy's first measured run of a worker count.
@@ -57,17 +60,13 @@ pub(crate) struct CompareArgs {
     /// Worker counts to compare (canarygate --workers, nginx worker_processes, HAProxy nbthread).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     workers: Vec<usize>,
-    /// Client connection counts.
-    #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
-    connections: Vec<usize>,
-    /// Proxies to compare.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_enum,
-        default_value = "canarygate,canarygate-nokernel,nginx,haproxy"
-    )]
-    proxies: Vec<ProxyKind>,
+    /// Client connection counts [default: 16,64,256; with --tls, of the keep-alive runs: 64].
+    #[arg(long, value_delimiter = ',')]
+    connections: Option<Vec<usize>>,
+    /// Proxies to compare [default: canarygate,canarygate-nokernel,nginx,haproxy; with
+    /// --tls: canarygate-nokernel,nginx,haproxy].
+    #[arg(long, value_delimiter = ',', value_enum)]
+    proxies: Option<Vec<ProxyKind>>,
     /// Do not measure the upstream directly.
     #[arg(long)]
     no_direct: bool,
@@ -107,6 +106,45 @@ pub(crate) struct CompareArgs {
     /// Callgrind: requests measured.
     #[arg(long, default_value_t = 20_000)]
     profile_requests: u64,
+    /// Instead of plain HTTP: the proxies terminate TLS (one ECDSA P-256 certificate made
+    /// for the run); full handshakes/s, resumed handshakes/s and keep-alive req/s over
+    /// TLS, each with the proxy's CPU per handshake or request.
+    #[arg(long)]
+    tls: bool,
+    /// TLS: concurrent clients of the handshake runs (cg-handshake threads).
+    #[arg(long, default_value_t = 16)]
+    handshake_clients: usize,
+    /// TLS: the one TLS 1.3 cipher suite every client offers (X25519 is the only group).
+    #[arg(long, default_value = "TLS_AES_128_GCM_SHA256", value_parser = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"])]
+    tls_suite: String,
+}
+
+impl CompareArgs {
+    /// `--connections`, or the mode's default.
+    fn connections(&self) -> Vec<usize> {
+        self.connections.clone().unwrap_or_else(|| {
+            if self.tls {
+                vec![64]
+            } else {
+                vec![16, 64, 256]
+            }
+        })
+    }
+
+    /// `--proxies`, or the mode's default.
+    fn proxies(&self) -> Vec<ProxyKind> {
+        self.proxies.clone().unwrap_or_else(|| {
+            let mut p = vec![
+                ProxyKind::CanarygateNokernel,
+                ProxyKind::Nginx,
+                ProxyKind::Haproxy,
+            ];
+            if !self.tls {
+                p.insert(0, ProxyKind::Canarygate);
+            }
+            p
+        })
+    }
 }
 
 /// A proxy the comparison can run.
@@ -169,19 +207,23 @@ const VALGRIND: Package = Package {
 pub(crate) struct Setup {
     pub(crate) canarygate: PathBuf,
     pub(crate) cg_load: PathBuf,
+    pub(crate) cg_handshake: PathBuf,
     /// `target/compare`: results.
     pub(crate) out: PathBuf,
     /// `target/compare/run`: configs and logs of the processes.
     pub(crate) run: PathBuf,
 }
 
-/// Runs the comparison, the scale test or the profile, as the flags say.
+/// Runs the comparison (plain or TLS), the scale test or the profile, as the flags say.
 pub(crate) fn run(root: &Path, args: &CompareArgs) -> Result<()> {
     if args.scale {
         return scale::run(root, args);
     }
     if args.callgrind {
         return profile::run(root, args);
+    }
+    if args.tls {
+        return tls::run(root, args);
     }
     compare(root, args)
 }
@@ -194,7 +236,16 @@ fn setup(root: &Path, args: &CompareArgs, plan: &mut Plan, packages: &[Package])
     let canarygate = if let Some(path) = &args.canarygate {
         plan.command(
             "build",
-            cargo(root).args(["build", "--release", "-p", "benches", "--bin", "cg-load"]),
+            cargo(root).args([
+                "build",
+                "--release",
+                "-p",
+                "benches",
+                "--bin",
+                "cg-load",
+                "--bin",
+                "cg-handshake",
+            ]),
         )?;
         if !path.is_file() {
             bail!("--canarygate {}: no such file", path.display());
@@ -214,6 +265,8 @@ fn setup(root: &Path, args: &CompareArgs, plan: &mut Plan, packages: &[Package])
                 "canarygate",
                 "--bin",
                 "cg-load",
+                "--bin",
+                "cg-handshake",
             ]),
         )?;
         release.join("canarygate")
@@ -224,6 +277,7 @@ fn setup(root: &Path, args: &CompareArgs, plan: &mut Plan, packages: &[Package])
     Ok(Setup {
         canarygate,
         cg_load: release.join("cg-load"),
+        cg_handshake: release.join("cg-handshake"),
         out,
         run,
     })
@@ -237,21 +291,27 @@ pub(crate) fn driver_args(args: &CompareArgs) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-fn compare(root: &Path, args: &CompareArgs) -> Result<()> {
+/// Refuses counts that leave nothing to measure.
+fn check_counts(args: &CompareArgs) -> Result<()> {
     if args.rounds == 0
         || args.workers.is_empty()
-        || args.connections.is_empty()
-        || args.proxies.is_empty()
+        || args.connections().is_empty()
+        || args.proxies().is_empty()
     {
         bail!("--rounds, --workers, --connections and --proxies must not be empty");
     }
-    if args.workers.contains(&0) {
-        bail!("--workers: counts start at 1");
+    if args.workers.contains(&0) || args.connections().contains(&0) {
+        bail!("--workers and --connections: counts start at 1");
     }
-    let runs_per_round: usize =
-        args.workers.len() * args.proxies.len() + usize::from(!args.no_direct);
-    let runs = runs_per_round * args.rounds * args.connections.len();
-    let warmups = args.workers.len() * args.proxies.len() + usize::from(!args.no_direct);
+    Ok(())
+}
+
+fn compare(root: &Path, args: &CompareArgs) -> Result<()> {
+    check_counts(args)?;
+    let (proxies, connections) = (args.proxies(), args.connections());
+    let runs_per_round: usize = args.workers.len() * proxies.len() + usize::from(!args.no_direct);
+    let runs = runs_per_round * args.rounds * connections.len();
+    let warmups = args.workers.len() * proxies.len() + usize::from(!args.no_direct);
     let secs = runs as f64 * (args.duration.as_secs_f64() + RUN_OVERHEAD_S)
         + warmups as f64 * WARMUP.as_secs_f64();
     eprintln!(
@@ -259,7 +319,7 @@ fn compare(root: &Path, args: &CompareArgs) -> Result<()> {
          expected about {:.1} min after the build (longer if the machine is busy)",
         args.duration.as_secs_f64(),
         args.rounds,
-        args.connections.len(),
+        connections.len(),
         runs_per_round,
         secs / 60.0
     );
@@ -269,6 +329,7 @@ fn compare(root: &Path, args: &CompareArgs) -> Result<()> {
     let loadgen = Loadgen {
         kind: args.loadgen,
         cg_load: setup.cg_load.clone(),
+        openssl_conf: None,
     };
     let mut upstreams = None;
     plan.step("upstreams", "two nginx, 1 worker each", || {
@@ -280,14 +341,13 @@ fn compare(root: &Path, args: &CompareArgs) -> Result<()> {
     let mut samples = Vec::new();
     for (i, &w) in args.workers.iter().enumerate() {
         let detail = format!(
-            "{} with {w} worker{} at {:?} connections, {} rounds",
-            args.proxies
+            "{} with {w} worker{} at {connections:?} connections, {} rounds",
+            proxies
                 .iter()
                 .map(|p| p.name())
                 .collect::<Vec<_>>()
                 .join(", "),
             if w == 1 { "" } else { "s" },
-            args.connections,
             args.rounds
         );
         plan.step(&format!("measure w{w}"), &detail, || {
@@ -328,31 +388,8 @@ fn measure_workers(
     direct: bool,
 ) -> Result<Vec<bench::Sample>> {
     let mut procs: Vec<(ProxyKind, Proc, u16)> = Vec::new();
-    for &kind in &args.proxies {
-        let (p, port) = match kind {
-            ProxyKind::Canarygate | ProxyKind::CanarygateNokernel => {
-                let pool = args.pool.to_string();
-                let mut extra = driver_args(args);
-                extra.extend(["--pool-max-idle", &pool]);
-                let accounting = if kind == ProxyKind::Canarygate {
-                    "auto"
-                } else {
-                    "off"
-                };
-                extra.extend(["--kernel-accounting", accounting]);
-                procs::canarygate(
-                    &setup.run,
-                    &setup.canarygate,
-                    w,
-                    up,
-                    &[],
-                    &extra,
-                    Duration::from_secs(10),
-                )?
-            }
-            ProxyKind::Nginx => procs::nginx_proxy(&setup.run, w, up, args.pool)?,
-            ProxyKind::Haproxy => procs::haproxy(&setup.run, w, up)?,
-        };
+    for kind in args.proxies() {
+        let (p, port) = start_proxy(kind, args, setup, up, w, None)?;
         procs.push((kind, p, port));
     }
     let mut targets: Vec<Target<'_>> = procs
@@ -387,10 +424,11 @@ fn measure_workers(
             .run(&t.url, 64, WARMUP)
             .with_context(|| format!("warming up {}", t.proxy))?;
     }
-    let total = args.rounds * args.connections.len() * targets.len();
+    let connections = args.connections();
+    let total = args.rounds * connections.len() * targets.len();
     let mut samples = Vec::with_capacity(total);
     for round in 0..args.rounds {
-        for (ci, &c) in args.connections.iter().enumerate() {
+        for (ci, &c) in connections.iter().enumerate() {
             let n = targets.len();
             for k in 0..n {
                 let t = &targets[(k + round + ci) % n];
@@ -424,6 +462,48 @@ fn measure_workers(
         p.check_alive()?;
     }
     Ok(samples)
+}
+
+/// Starts `kind` with `w` workers in front of `up`, terminating TLS with `tls` when
+/// given; returns the process and the port it listens on.
+fn start_proxy(
+    kind: ProxyKind,
+    args: &CompareArgs,
+    setup: &Setup,
+    up: &Upstreams,
+    w: usize,
+    tls: Option<&TlsFiles>,
+) -> Result<(Proc, u16)> {
+    match kind {
+        ProxyKind::Canarygate | ProxyKind::CanarygateNokernel => {
+            let pool = args.pool.to_string();
+            let mut extra = driver_args(args);
+            extra.extend(["--pool-max-idle", &pool]);
+            let accounting = if kind == ProxyKind::Canarygate {
+                "auto"
+            } else {
+                "off"
+            };
+            extra.extend(["--kernel-accounting", accounting]);
+            let (cert, key);
+            if let Some(t) = tls {
+                cert = t.cert.to_string_lossy();
+                key = t.key.to_string_lossy();
+                extra.extend(["--tls-cert", &cert, "--tls-key", &key]);
+            }
+            procs::canarygate(
+                &setup.run,
+                &setup.canarygate,
+                w,
+                up,
+                &[],
+                &extra,
+                Duration::from_secs(10),
+            )
+        }
+        ProxyKind::Nginx => procs::nginx_proxy(&setup.run, w, up, args.pool, tls),
+        ProxyKind::Haproxy => procs::haproxy(&setup.run, w, up, tls),
+    }
 }
 
 /// `getconf CLK_TCK`, 100 when unknown.

@@ -71,9 +71,11 @@ enum Task {
     /// (release), starts two nginx upstreams, then measures each proxy with 1 and 2
     /// workers at 16, 64 and 256 connections, alternating, 3 rounds of 5 s, plus the
     /// upstream directly. Writes target/compare/results.json and results.md.
+    /// `--tls`: the proxies terminate TLS; full and resumed handshakes/s and keep-alive
+    /// req/s over TLS, with CPU per handshake or request (target/compare/tls.{json,md}).
     /// `--scale`: RSS per idle connection with 10,000 connections held through canarygate.
     /// `--callgrind`: instructions per request and the top functions of canarygate.
-    Compare(compare::CompareArgs),
+    Compare(Box<compare::CompareArgs>),
     /// Run every cargo-fuzz target in `fuzz/` (request and response heads, chunked
     /// decoder, config file, admin commands, and a differential against httparse),
     /// starting from the seeds in `fuzz/seeds/`. Installs cargo-fuzz when missing.

@@ -7,7 +7,7 @@
 //!   only when not root.
 //!
 //! `cargo xtask compare` uses [`ensure_packages`] for its own list (nginx-light, haproxy,
-//! wrk, and valgrind when profiling).
+//! wrk; valgrind when profiling, openssl with `--tls`).
 //!
 //! - the eBPF toolchain for kernel accounting and the tools its tests run
 //!   (see [`crate::ebpf`]);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::loadgen::Loadgen;
+use super::loadgen::Load;
 use super::procs::{Proc, machine_ticks, waited_children_ticks};
 
 /// Share of the machine (percent of all CPUs) other processes may use during a run.
@@ -53,11 +53,14 @@ pub(crate) struct Sample {
     pub(crate) busy_before_pct: f64,
     /// Times the run was redone because the machine was not quiet.
     pub(crate) retries: u32,
+    /// Handshake runs: share of the completed connections that resumed a session, percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) resumed_pct: Option<f64>,
 }
 
 /// Settings shared by every run.
 pub(crate) struct Bench<'a> {
-    pub(crate) loadgen: &'a Loadgen,
+    pub(crate) loadgen: &'a dyn Load,
     pub(crate) duration: Duration,
     /// Every process this comparison started (their CPU is not "other").
     pub(crate) ours: Vec<&'a Proc>,
@@ -131,6 +134,9 @@ impl Bench<'_> {
                 other_cpu_pct,
                 busy_before_pct,
                 retries,
+                resumed_pct: r
+                    .resumed
+                    .map(|n| n as f64 * 100.0 / r.requests.max(1) as f64),
             });
         }
     }

@@ -1,5 +1,7 @@
 //! The load generators the comparison can drive, and the parsing of their output:
-//! `wrk -t1 --latency` (the neutral default) or our own `cg-load --json`.
+//! `wrk -t1 --latency` (the neutral default) or our own `cg-load --json` for keep-alive
+//! requests (wrk also over https://, its OpenSSL pinned by an `OPENSSL_CONF` file), and
+//! `cg-handshake --json` for TLS handshakes per second ([`Handshakes`]).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -33,6 +35,15 @@ pub(crate) struct Loadgen {
     pub(crate) kind: LoadgenKind,
     /// Path of cg-load (built by the comparison).
     pub(crate) cg_load: PathBuf,
+    /// `OPENSSL_CONF` for wrk: the TLS parameters its OpenSSL offers on https:// URLs.
+    pub(crate) openssl_conf: Option<PathBuf>,
+}
+
+/// Something that puts a measured load on a URL: what [`super::bench::Bench`] drives.
+pub(crate) trait Load {
+    /// Runs `connections` clients against `url` for `duration`; blocks. The load
+    /// generator must be a child process waited for here (its CPU is read that way).
+    fn run(&self, url: &str, connections: usize, duration: Duration) -> Result<LoadResult>;
 }
 
 /// What one load run measured.
@@ -48,19 +59,19 @@ pub(crate) struct LoadResult {
     pub(crate) p99_us: f64,
     /// Socket errors and non-2xx/3xx responses.
     pub(crate) errors: u64,
+    /// Handshake runs: completed connections whose session was resumed.
+    pub(crate) resumed: Option<u64>,
 }
 
-impl Loadgen {
-    /// Runs `connections` keep-alive connections against `url` for `duration`; blocks.
-    pub(crate) fn run(
-        &self,
-        url: &str,
-        connections: usize,
-        duration: Duration,
-    ) -> Result<LoadResult> {
+impl Load for Loadgen {
+    /// Runs `connections` keep-alive connections against `url` for `duration`.
+    fn run(&self, url: &str, connections: usize, duration: Duration) -> Result<LoadResult> {
         let mut cmd = match self.kind {
             LoadgenKind::Wrk => {
                 let mut c = Command::new("wrk");
+                if let Some(conf) = &self.openssl_conf {
+                    c.env("OPENSSL_CONF", conf);
+                }
                 c.args(["-t1", "--latency", "-c", &connections.to_string()])
                     .arg("-d")
                     .arg(format!("{}s", duration.as_secs().max(1)))
@@ -161,6 +172,83 @@ pub(crate) fn parse_cg_load(out: &str) -> Result<LoadResult> {
         p50_us: num("/latency_us/p50")?,
         p99_us: num("/latency_us/p99")?,
         errors: num("/errors_total")? as u64,
+        resumed: None,
+    })
+}
+
+/// `cg-handshake`: every connection a new TLS handshake, full or (with `resume`) resumed
+/// from the ticket of the connection before, against a pinned certificate.
+pub(crate) struct Handshakes {
+    /// Path of cg-handshake (built by the comparison).
+    pub(crate) bin: PathBuf,
+    /// The certificate every proxy serves (PEM).
+    pub(crate) cert: PathBuf,
+    /// SNI and Host header.
+    pub(crate) server_name: &'static str,
+    /// The one TLS 1.3 suite offered.
+    pub(crate) suite: String,
+    /// Resume sessions.
+    pub(crate) resume: bool,
+}
+
+impl Handshakes {
+    /// Runs and returns the whole report (negotiated parameters included).
+    pub(crate) fn report(
+        &self,
+        url: &str,
+        clients: usize,
+        duration: Duration,
+    ) -> Result<serde_json::Value> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg(url)
+            .arg("--cert")
+            .arg(&self.cert)
+            .args(["--server-name", self.server_name, "--suite", &self.suite])
+            .args(["--json", "-c", &clients.to_string()])
+            .arg("-d")
+            .arg(format!("{}ms", duration.as_millis()));
+        if self.resume {
+            cmd.arg("--resume");
+        }
+        let shown = display(&cmd);
+        let out = cmd
+            .output()
+            .with_context(|| format!("could not start `{shown}`"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // Exit 1: no connection completed; the JSON says why.
+        if !(out.status.success() || out.status.code() == Some(1)) {
+            bail!(
+                "`{shown}` failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        serde_json::from_str(&stdout)
+            .with_context(|| format!("reading the output of `{shown}`:\n{stdout}"))
+    }
+}
+
+impl Load for Handshakes {
+    fn run(&self, url: &str, connections: usize, duration: Duration) -> Result<LoadResult> {
+        parse_cg_handshake(&self.report(url, connections, duration)?)
+    }
+}
+
+/// Reads handshakes (as requests), their rate, latency, errors and resumptions from
+/// `cg-handshake --json`.
+pub(crate) fn parse_cg_handshake(v: &serde_json::Value) -> Result<LoadResult> {
+    let num = |ptr: &str| {
+        v.pointer(ptr)
+            .and_then(serde_json::Value::as_f64)
+            .with_context(|| format!("cg-handshake JSON has no {ptr}"))
+    };
+    Ok(LoadResult {
+        requests: num("/connections")? as u64,
+        rps: num("/rate")?,
+        p50_us: num("/latency_us/p50")?,
+        p99_us: num("/latency_us/p99")?,
+        errors: num("/errors_total")? as u64,
+        resumed: Some(num("/resumed")? as u64),
     })
 }
 
@@ -211,5 +299,15 @@ Transfer/sec:      8.04MB
         let r = parse_cg_load(json).expect("valid");
         assert_eq!((r.requests, r.errors), (10, 1));
         assert_eq!((r.rps, r.p50_us, r.p99_us), (5.5, 100.0, 250.0));
+    }
+
+    #[test]
+    fn parses_cg_handshake() {
+        let json = r#"{"connections": 900, "rate": 450.5, "full": 8, "resumed": 892,
+            "latency_us": {"p50": 900, "p99": 4000}, "errors_total": 2}"#;
+        let v = serde_json::from_str(json).expect("JSON");
+        let r = parse_cg_handshake(&v).expect("valid");
+        assert_eq!((r.requests, r.errors, r.resumed), (900, 2, Some(892)));
+        assert_eq!((r.rps, r.p50_us, r.p99_us), (450.5, 900.0, 4000.0));
     }
 }

@@ -1,8 +1,8 @@
 //! The processes under test: two nginx upstreams, the proxies (canarygate, nginx,
-//! HAProxy), each started from a config written into the run's directory, on free
-//! loopback ports. A [`Proc`] stops its process (SIGTERM by PID, then SIGKILL) when
-//! dropped, so an error anywhere leaves nothing running; only processes started here
-//! are ever signalled.
+//! HAProxy; plain HTTP or terminating TLS with one certificate, [`TlsFiles`]), each
+//! started from a config written into the run's directory, on free loopback ports. A
+//! [`Proc`] stops its process (SIGTERM by PID, then SIGKILL) when dropped, so an error
+//! anywhere leaves nothing running; only processes started here are ever signalled.
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -319,23 +319,49 @@ fn upstream_conf(dir: &Path, name: &str, port: u16) -> String {
     c
 }
 
+/// The one certificate (ECDSA P-256, made at run time) every proxy of a TLS comparison
+/// serves, in the forms they read.
+pub(crate) struct TlsFiles {
+    /// Certificate, PEM.
+    pub(crate) cert: PathBuf,
+    /// Its private key, PEM (PKCS#8).
+    pub(crate) key: PathBuf,
+    /// Certificate then key in one file: HAProxy's `crt`.
+    pub(crate) combined: PathBuf,
+}
+
 /// nginx as the proxy: upstream weights 95/5, `keepalive pool` idle upstream connections
 /// per worker, HTTP/1.1 upstream, one `reuseport` listener per worker (as canarygate
-/// has), workers pinned in order.
+/// has), workers pinned in order. With `tls`: TLS 1.2 and 1.3 (1.22 leaves 1.3 off
+/// unless asked), session tickets and a shared session cache.
 pub(crate) fn nginx_proxy(
     dir: &Path,
     workers: usize,
     up: &Upstreams,
     pool: usize,
+    tls: Option<&TlsFiles>,
 ) -> Result<(Proc, u16)> {
     let port = free_port()?;
-    let name = format!("nginx-w{workers}");
+    let name = if tls.is_some() {
+        format!("nginx-tls-w{workers}")
+    } else {
+        format!("nginx-w{workers}")
+    };
+    let listen = match tls {
+        None => format!("listen 127.0.0.1:{port} reuseport;"),
+        Some(t) => format!(
+            "listen 127.0.0.1:{port} ssl reuseport;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
+             ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_tickets on;\n    ssl_session_cache shared:tls:10m;\n    ssl_session_timeout 1h;",
+            t.cert.display(),
+            t.key.display()
+        ),
+    };
     let mut c = nginx_common(dir, &name, workers);
     let _ = write!(
         c,
         "worker_cpu_affinity auto;\n\
          http {{\n{}  upstream backend {{\n    server 127.0.0.1:{} weight=95;\n    server 127.0.0.1:{} weight=5;\n    keepalive {pool};\n    keepalive_requests 1000000;\n  }}\n\
-         \x20 server {{\n    listen 127.0.0.1:{port} reuseport;\n    location / {{\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+         \x20 server {{\n    {listen}\n    location / {{\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
         http_common(dir, &name),
         up.stable.1,
         up.canary.1
@@ -353,10 +379,22 @@ pub(crate) fn nginx_proxy(
 }
 
 /// HAProxy as the proxy: weights 95/5, `http-reuse always`, `nbthread` threads pinned
-/// in order.
-pub(crate) fn haproxy(dir: &Path, workers: usize, up: &Upstreams) -> Result<(Proc, u16)> {
+/// in order. With `tls`: `bind ... ssl crt`, its defaults otherwise (TLS 1.2 and 1.3,
+/// session tickets and cache on).
+pub(crate) fn haproxy(
+    dir: &Path,
+    workers: usize,
+    up: &Upstreams,
+    tls: Option<&TlsFiles>,
+) -> Result<(Proc, u16)> {
     let port = free_port()?;
-    let name = format!("haproxy-w{workers}");
+    let (name, ssl) = match tls {
+        None => (format!("haproxy-w{workers}"), String::new()),
+        Some(t) => (
+            format!("haproxy-tls-w{workers}"),
+            format!(" ssl crt {}", t.combined.display()),
+        ),
+    };
     let cpu_map = if workers == 1 {
         "cpu-map 1/1 0".to_owned()
     } else {
@@ -365,7 +403,7 @@ pub(crate) fn haproxy(dir: &Path, workers: usize, up: &Upstreams) -> Result<(Pro
     let conf = format!(
         "global\n  nbthread {workers}\n  {cpu_map}\n  maxconn 8192\n\
          defaults\n  mode http\n  timeout connect 3s\n  timeout client 60s\n  timeout server 30s\n  timeout http-keep-alive 60s\n\
-         frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
+         frontend fe\n  bind 127.0.0.1:{port}{ssl}\n  default_backend be\n\
          backend be\n  balance roundrobin\n  http-reuse always\n  server stable 127.0.0.1:{} weight 95\n  server canary 127.0.0.1:{} weight 5\n",
         up.stable.1, up.canary.1
     );
@@ -398,7 +436,12 @@ pub(crate) fn canarygate(
     } else {
         "canarygate"
     };
-    let name = format!("{label}-w{workers}");
+    let tls = if extra.contains(&"--tls-cert") {
+        "-tls"
+    } else {
+        ""
+    };
+    let name = format!("{label}{tls}-w{workers}");
     let mut cmd = match wrap.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);

@@ -96,54 +96,57 @@ pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
+/// Medians of `samples` per (workers, connections, proxy), over the quiet runs of each
+/// when there is at least one.
+pub(crate) fn summarize(samples: &[Sample]) -> Vec<Summary> {
+    let keys: BTreeSet<(usize, usize, &'static str)> = samples
+        .iter()
+        .map(|s| (s.workers, s.connections, s.proxy))
+        .collect();
+    keys.into_iter()
+        .filter_map(|(workers, connections, proxy)| {
+            let all: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| (s.workers, s.connections, s.proxy) == (workers, connections, proxy))
+                .collect();
+            // A run other processes disturbed says more about them than about the
+            // proxy: medians use the quiet runs when there is at least one.
+            let quiet: Vec<&Sample> = all
+                .iter()
+                .copied()
+                .filter(|s| s.other_cpu_pct <= NOISE_PCT)
+                .collect();
+            let runs = if quiet.is_empty() { &all } else { &quiet };
+            let m = |f: &dyn Fn(&Sample) -> Option<f64>| {
+                median(runs.iter().filter_map(|s| f(s)).collect())
+            };
+            Some(Summary {
+                proxy,
+                workers,
+                connections,
+                rounds: runs.len(),
+                disturbed_rounds: all.len() - quiet.len(),
+                rps: m(&|s| Some(s.rps))?,
+                p50_us: m(&|s| Some(s.p50_us))?,
+                p99_us: m(&|s| Some(s.p99_us))?,
+                proxy_cpu_us_per_req: m(&|s| s.proxy_cpu_us_per_req),
+                proxy_cpu_per_loadgen_cpu: m(&|s| {
+                    s.proxy_cpu_us_per_req
+                        .filter(|_| s.loadgen_cpu_us_per_req > 0.0)
+                        .map(|p| p / s.loadgen_cpu_us_per_req)
+                }),
+                proxy_user_pct: m(&|s| s.proxy_user_pct),
+                errors: runs.iter().map(|s| s.errors).sum(),
+                max_other_cpu_pct: runs.iter().map(|s| s.other_cpu_pct).fold(0.0, f64::max),
+            })
+        })
+        .collect()
+}
+
 impl Results {
     /// Summarizes `samples`.
     pub(crate) fn new(machine: Machine, samples: Vec<Sample>) -> Results {
-        let keys: BTreeSet<(usize, usize, &'static str)> = samples
-            .iter()
-            .map(|s| (s.workers, s.connections, s.proxy))
-            .collect();
-        let summary: Vec<Summary> = keys
-            .into_iter()
-            .filter_map(|(workers, connections, proxy)| {
-                let all: Vec<&Sample> = samples
-                    .iter()
-                    .filter(|s| {
-                        (s.workers, s.connections, s.proxy) == (workers, connections, proxy)
-                    })
-                    .collect();
-                // A run other processes disturbed says more about them than about the
-                // proxy: medians use the quiet runs when there is at least one.
-                let quiet: Vec<&Sample> = all
-                    .iter()
-                    .copied()
-                    .filter(|s| s.other_cpu_pct <= NOISE_PCT)
-                    .collect();
-                let runs = if quiet.is_empty() { &all } else { &quiet };
-                let m = |f: &dyn Fn(&Sample) -> Option<f64>| {
-                    median(runs.iter().filter_map(|s| f(s)).collect())
-                };
-                Some(Summary {
-                    proxy,
-                    workers,
-                    connections,
-                    rounds: runs.len(),
-                    disturbed_rounds: all.len() - quiet.len(),
-                    rps: m(&|s| Some(s.rps))?,
-                    p50_us: m(&|s| Some(s.p50_us))?,
-                    p99_us: m(&|s| Some(s.p99_us))?,
-                    proxy_cpu_us_per_req: m(&|s| s.proxy_cpu_us_per_req),
-                    proxy_cpu_per_loadgen_cpu: m(&|s| {
-                        s.proxy_cpu_us_per_req
-                            .filter(|_| s.loadgen_cpu_us_per_req > 0.0)
-                            .map(|p| p / s.loadgen_cpu_us_per_req)
-                    }),
-                    proxy_user_pct: m(&|s| s.proxy_user_pct),
-                    errors: runs.iter().map(|s| s.errors).sum(),
-                    max_other_cpu_pct: runs.iter().map(|s| s.other_cpu_pct).fold(0.0, f64::max),
-                })
-            })
-            .collect();
+        let summary = summarize(&samples);
         let ratios = ratios(&summary);
         let targets = targets(&summary);
         Results {
@@ -356,7 +359,7 @@ fn proxy_label(p: &str) -> &'static str {
     }
 }
 
-fn find<'a>(
+pub(crate) fn find<'a>(
     summary: &'a [Summary],
     proxy: &str,
     workers: usize,
@@ -475,7 +478,7 @@ fn targets(summary: &[Summary]) -> Vec<TargetCheck> {
 }
 
 /// `51722.3` -> `51,722`.
-fn thousands(v: f64) -> String {
+pub(crate) fn thousands(v: f64) -> String {
     let n = v.round() as u64;
     let digits = n.to_string();
     let mut out = String::new();
@@ -524,6 +527,7 @@ mod tests {
             other_cpu_pct: 0.0,
             busy_before_pct: 0.0,
             retries: 0,
+            resumed_pct: None,
         }
     }
 
