@@ -1,8 +1,9 @@
 //! Makes sure the tools `cargo xtask test` needs are present on a fresh machine, and
 //! installs only what is missing:
 //! - rustup components `rustfmt` and `clippy` for the active toolchain;
-//! - Debian packages `nginx-light` and `curl`: the end-to-end tests run `/usr/sbin/nginx`
-//!   as an upstream and `/usr/bin/curl` as a client. They are installed with
+//! - Debian packages `nginx-light`, `curl` and `openssl`: the end-to-end tests run
+//!   `/usr/sbin/nginx` as an upstream, `/usr/bin/curl` as a client and
+//!   `openssl s_client` against TLS listeners. They are installed with
 //!   `apt-get install -y`; `apt-get update` runs only when that fails, and `sudo` is used
 //!   only when not root.
 //!
@@ -50,7 +51,7 @@ pub(crate) struct Package {
     pub(crate) program: &'static str,
 }
 
-const PACKAGES: [Package; 2] = [
+const PACKAGES: [Package; 3] = [
     Package {
         name: "nginx-light",
         program: "/usr/sbin/nginx",
@@ -58,6 +59,10 @@ const PACKAGES: [Package; 2] = [
     Package {
         name: "curl",
         program: "/usr/bin/curl",
+    },
+    Package {
+        name: "openssl",
+        program: "/usr/bin/openssl",
     },
 ];
 
