@@ -199,6 +199,9 @@ pub struct GatewayProc {
     child: Child,
     announced: Announced,
     stderr_path: PathBuf,
+    /// Whether [`GatewayProc::try_start`] registered its listener as TLS (undone on drop,
+    /// so a later plain gateway on the same port is not taken for TLS).
+    tls: bool,
     _dir: TempDir,
 }
 
@@ -231,9 +234,10 @@ impl GatewayProc {
             admin_socket: args.contains(&"--admin-socket"),
             metrics: args.contains(&"--metrics-listen"),
         };
-        let gw = Self::spawn_in(dir, &full, &expect)?;
+        let mut gw = Self::spawn_in(dir, &full, &expect)?;
         if !tls.is_empty() {
-            crate::tls::register_listener(gw.addr());
+            crate::tls::register_listener(gw.addr(), gw.child.id());
+            gw.tls = true;
         }
         Ok(gw)
     }
@@ -300,10 +304,16 @@ impl GatewayProc {
             }
             seen.push(line);
         }
+        // A port the kernel hands out again belongs to this process now: plain until
+        // `try_start` says otherwise.
+        for &addr in &announced.addrs {
+            crate::tls::forget_listener(addr);
+        }
         Ok(Self {
             child,
             announced,
             stderr_path,
+            tls: false,
             _dir: dir,
         })
     }
@@ -375,11 +385,19 @@ impl GatewayProc {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Undoes [`GatewayProc::try_start`]'s TLS registration (once).
+    fn forget_tls(&mut self) {
+        if std::mem::take(&mut self.tls) {
+            crate::tls::unregister_listener(self.addr(), self.child.id());
+        }
+    }
+
     /// Waits up to `within` for the process to exit.
     pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(s) = self.try_wait() {
+                self.forget_tls();
                 return Some(s);
             }
             if Instant::now() >= deadline {
@@ -399,6 +417,9 @@ impl GatewayProc {
 
 impl Drop for GatewayProc {
     fn drop(&mut self) {
+        // Forgotten while this process still holds the port, so never after another
+        // gateway took it.
+        self.forget_tls();
         let _ = self.child.kill();
         let _ = self.child.wait();
         if thread::panicking() {

@@ -29,22 +29,34 @@ pub fn over_tls() -> bool {
 }
 
 /// Listeners the harness started with TLS (the gateways' data ports; their metrics
-/// endpoints and every upstream stay plain).
-static TLS_LISTENERS: std::sync::Mutex<Vec<SocketAddr>> = std::sync::Mutex::new(Vec::new());
+/// endpoints and every upstream stay plain), each with the pid of the gateway holding it.
+static TLS_LISTENERS: std::sync::Mutex<Vec<(SocketAddr, u32)>> = std::sync::Mutex::new(Vec::new());
 
-/// Notes that `addr` terminates TLS, so harness clients connect to it over TLS.
-pub fn register_listener(addr: SocketAddr) {
+fn tls_listeners() -> std::sync::MutexGuard<'static, Vec<(SocketAddr, u32)>> {
     TLS_LISTENERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push(addr);
+}
+
+/// Notes that `addr`, held by gateway `pid`, terminates TLS, so harness clients connect
+/// to it over TLS.
+pub fn register_listener(addr: SocketAddr, pid: u32) {
+    tls_listeners().push((addr, pid));
+}
+
+/// Forgets `addr` as gateway `pid`'s (it stopped); a later holder's entry stays.
+pub fn unregister_listener(addr: SocketAddr, pid: u32) {
+    tls_listeners().retain(|&e| e != (addr, pid));
+}
+
+/// Forgets every entry for `addr`: a plain gateway holds the port now, so they are all
+/// stale (the kernel hands ports out again).
+pub fn forget_listener(addr: SocketAddr) {
+    tls_listeners().retain(|&(a, _)| a != addr);
 }
 
 fn is_tls_listener(addr: SocketAddr) -> bool {
-    TLS_LISTENERS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .contains(&addr)
+    tls_listeners().iter().any(|&(a, _)| a == addr)
 }
 
 /// For tests that write or read raw bytes on the socket beside the client (a second

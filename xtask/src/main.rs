@@ -56,6 +56,8 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Install what `cargo xtask test` needs and nothing else (its first step alone).
+    Tools,
     /// Build `canarygate` in release mode and run `canarygate demo`.
     ///
     /// The demo listens on 127.0.0.1:8080 by default, with built-in stable and canary
@@ -103,6 +105,7 @@ fn run(task: Task) -> Result<()> {
     let root = workspace_root()?;
     match task {
         Task::Test { args } => ci::run(&root, &args),
+        Task::Tools => tools::ensure(&root),
         Task::Demo { args } => demo::run(&root, &args),
         Task::Compare(args) => compare::run(&root, &args),
         Task::Fuzz { seconds } => fuzz::run_all(&root, seconds),
