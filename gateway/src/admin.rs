@@ -3,6 +3,7 @@
 //! touches the data path. `canarygate ctl` ([`ctl`]) is the client for the socket.
 
 pub(crate) mod ctl;
+pub(crate) mod dashboard;
 pub(crate) mod exec;
 pub(crate) mod protocol;
 pub(crate) mod show;
@@ -50,6 +51,9 @@ impl ControlPlane {
         let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
         let admin_socket = admin.as_ref().map(|(_, p)| p.clone());
         let reloadable = config.source.is_some();
+        let dashboard = config
+            .dashboard
+            .then(|| Arc::new(dashboard::Dashboard::default()));
         let owner = admin_socket
             .as_deref()
             .and_then(|p| std::fs::metadata(p).ok())
@@ -71,6 +75,7 @@ impl ControlPlane {
                     rollouts,
                     admin.map(|(l, _)| l),
                     metrics,
+                    dashboard,
                     reloadable,
                     owner,
                 ));
@@ -81,6 +86,9 @@ impl ControlPlane {
         }
         if let Some(a) = metrics_addr {
             log::info!("metrics at http://{a}/metrics");
+            if config.dashboard {
+                log::info!("dashboard at http://{a}/dashboard");
+            }
         }
         Ok(ControlPlane {
             admin_socket,
@@ -134,6 +142,7 @@ async fn serve(
     rollouts: Arc<Rollouts>,
     admin: Option<std::os::unix::net::UnixListener>,
     metrics: Option<std::net::TcpListener>,
+    dashboard: Option<Arc<dashboard::Dashboard>>,
     reloadable: bool,
     owner: Option<u32>,
 ) {
@@ -149,10 +158,13 @@ async fn serve(
     tokio::spawn(crate::control::health::run(Arc::clone(
         rollouts.control().health(),
     )));
+    if let Some(d) = &dashboard {
+        tokio::spawn(dashboard::run(Arc::clone(&rollouts), Arc::clone(d)));
+    }
     if let Some(l) = metrics {
         match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {
-                tokio::spawn(metrics_loop(Arc::clone(&rollouts), l));
+                tokio::spawn(metrics_loop(Arc::clone(&rollouts), l, dashboard));
             }
             Err(e) => log::error!("metrics endpoint: {e}"),
         }
@@ -249,12 +261,19 @@ async fn admin_conn(rollouts: Arc<Rollouts>, stream: tokio::net::UnixStream, who
     }
 }
 
-async fn metrics_loop(rollouts: Arc<Rollouts>, listener: tokio::net::TcpListener) {
+/// The metrics listener: `GET /metrics`, and the dashboard's page, assets and data when
+/// it is on. One request per connection.
+async fn metrics_loop(
+    rollouts: Arc<Rollouts>,
+    listener: tokio::net::TcpListener,
+    dashboard: Option<Arc<dashboard::Dashboard>>,
+) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
         let rollouts = Arc::clone(&rollouts);
+        let dashboard = dashboard.clone();
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(1024);
             let mut buf = [0u8; 1024];
@@ -272,29 +291,79 @@ async fn metrics_loop(rollouts: Arc<Rollouts>, listener: tokio::net::TcpListener
             if !complete {
                 return;
             }
-            let (status, body) =
-                if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-                    // Kill-switch figures are the recorded trips; record the newest first.
-                    rollouts.record_kill_switch_trips();
-                    let control = rollouts.control();
-                    let mut text = crate::metrics::prometheus::render(&control.stats());
-                    crate::kernel::prometheus::render(&mut text, control.kernel_stats().as_ref());
-                    show::prometheus::render(&mut text, &rollouts);
-                    show::endpoints::render(&mut text, control);
-                    show::tls::render(&mut text, control);
-                    ("200 OK", text)
-                } else {
-                    (
-                        "404 Not Found",
-                        "only GET /metrics is served here\n".to_owned(),
-                    )
-                };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            let request = head;
+            let (status, content_type, body) = respond(&rollouts, dashboard.as_deref(), &request);
+            let head = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n",
                 body.len()
             );
-            let _ = stream.write_all(resp.as_bytes()).await;
+            let mut out = head.into_bytes();
+            if !request.starts_with(b"HEAD ") {
+                out.extend_from_slice(&body);
+            }
+            let _ = stream.write_all(&out).await;
             let _ = stream.shutdown().await;
         });
     }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Status, content type and body for one request head of the metrics listener.
+fn respond(
+    rollouts: &Rollouts,
+    dashboard: Option<&dashboard::Dashboard>,
+    head: &[u8],
+) -> (&'static str, &'static str, std::borrow::Cow<'static, [u8]>) {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut words = line.split(|&b| b == b' ');
+    let (method, target) = (
+        words.next().unwrap_or_default(),
+        words.next().unwrap_or_default(),
+    );
+    let path = std::str::from_utf8(target)
+        .unwrap_or_default()
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if method != b"GET" && method != b"HEAD" {
+        return (
+            "405 Method Not Allowed",
+            TEXT,
+            b"only GET is served here\n"[..].into(),
+        );
+    }
+    if path == "/metrics" {
+        // Kill-switch figures are the recorded trips; record the newest first.
+        rollouts.record_kill_switch_trips();
+        let control = rollouts.control();
+        let mut text = crate::metrics::prometheus::render(&control.stats());
+        crate::kernel::prometheus::render(&mut text, control.kernel_stats().as_ref());
+        show::prometheus::render(&mut text, rollouts);
+        show::endpoints::render(&mut text, control);
+        show::tls::render(&mut text, control);
+        return (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            text.into_bytes().into(),
+        );
+    }
+    if let Some(d) = dashboard {
+        if path == "/dashboard/data" {
+            return (
+                "200 OK",
+                "application/json",
+                dashboard::data(rollouts, d).into_bytes().into(),
+            );
+        }
+        if let Some((content_type, body)) = dashboard::asset(path) {
+            return ("200 OK", content_type, body.into());
+        }
+    }
+    let what = if dashboard.is_some() {
+        "GET /metrics and /dashboard are served here\n"
+    } else {
+        "only GET /metrics is served here\n"
+    };
+    ("404 Not Found", TEXT, what.as_bytes().into())
 }

@@ -89,6 +89,9 @@ pub(crate) struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve a live dashboard at http://ADDR/dashboard on the --metrics-listen address.
+    #[arg(long)]
+    pub dashboard: bool,
     /// Append a JSON line per request to this file.
     #[arg(long, value_name = "PATH")]
     pub access_log: Option<PathBuf>,
@@ -343,6 +346,16 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     if args.metrics_listen.is_some() {
         server.metrics_listen = args.metrics_listen;
+    }
+    if args.dashboard {
+        if server.metrics_listen.is_none() {
+            return Err(BadFlag(
+                "--dashboard: it is served on the metrics listener; give --metrics-listen ADDR too"
+                    .into(),
+            )
+            .into());
+        }
+        server.dashboard = true;
     }
     if args.access_log.is_some() {
         server.access_log.clone_from(&args.access_log);

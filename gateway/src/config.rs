@@ -235,6 +235,8 @@ pub struct ServerConfig {
     pub admin_socket: Option<PathBuf>,
     /// Address of the Prometheus `/metrics` endpoint; `None` = not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the live dashboard at `/dashboard` on the metrics listener (which it needs).
+    pub dashboard: bool,
     /// JSON-lines access log of every request; `None` = off.
     pub access_log: Option<PathBuf>,
     /// JSON-lines access log of canary requests only; `None` = off.

@@ -10,7 +10,7 @@
 //! the configuration file ([`config`]), the admin socket and `canarygate ctl` ([`admin`]),
 //! sticky and forced assignment ([`assignment`]), stage variables ([`stagevars`]), promote
 //! and rollback ([`promote`]), endpoint health ([`health`]), changes under load ([`hitless`]), Prometheus metrics
-//! ([`metrics`]), access logs ([`accesslog`]), progressive delivery ([`rollout`]) and
+//! ([`metrics`]), the live dashboard in a browser ([`dashboard`]), access logs ([`accesslog`]), progressive delivery ([`rollout`]) and
 //! TLS at the edge and to upstreams ([`tls`]).
 //! The crate root is a file, not `main.rs`, so the modules under `e2e/` are named with
 //! `#[path]`.
@@ -31,6 +31,8 @@ mod bodies;
 mod cli;
 #[path = "e2e/config.rs"]
 mod config;
+#[path = "e2e/dashboard.rs"]
+mod dashboard;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/framing.rs"]

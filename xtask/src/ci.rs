@@ -37,7 +37,7 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
     let mut plan = Plan::new(7);
     plan.step(
         "tools",
-        "rustfmt, clippy, nginx-light, curl, openssl, node, gunicorn, eBPF toolchain",
+        "rustfmt, clippy, nginx-light, curl, openssl, chromium, node, gunicorn, eBPF toolchain",
         || tools::ensure(root),
     )?;
     plan.command("fmt", cargo(root).args(["fmt", "--all", "--", "--check"]))?;

@@ -3,7 +3,7 @@
 //! - rustup components `rustfmt` and `clippy` for the active toolchain;
 //! - Debian packages `nginx-light`, `curl` and `openssl`: the end-to-end tests run
 //!   `/usr/sbin/nginx` as an upstream, `/usr/bin/curl` as a client and
-//!   `openssl s_client` against TLS listeners. They are installed with
+//!   `openssl s_client` against TLS listeners; `chromium` loads the dashboard headless. They are installed with
 //!   `apt-get install -y`; `apt-get update` runs only when that fails, and `sudo` is used
 //!   only when not root.
 //!
@@ -51,7 +51,7 @@ pub(crate) struct Package {
     pub(crate) program: &'static str,
 }
 
-const PACKAGES: [Package; 3] = [
+const PACKAGES: [Package; 4] = [
     Package {
         name: "nginx-light",
         program: "/usr/sbin/nginx",
@@ -63,6 +63,11 @@ const PACKAGES: [Package; 3] = [
     Package {
         name: "openssl",
         program: "/usr/bin/openssl",
+    },
+    // The dashboard's test loads the page in headless Chromium.
+    Package {
+        name: "chromium",
+        program: "/usr/bin/chromium",
     },
 ];
 

@@ -84,6 +84,7 @@ struct FileServer {
     variant_header: Option<String>,
     admin_socket: Option<PathBuf>,
     metrics_listen: Option<Spanned<String>>,
+    dashboard: Option<Spanned<bool>>,
     access_log: Option<PathBuf>,
     canary_access_log: Option<PathBuf>,
     header_timeout: Option<Spanned<String>>,
@@ -337,6 +338,15 @@ impl Cx<'_> {
         c.admin_socket.clone_from(&s.admin_socket);
         if let Some(m) = &s.metrics_listen {
             c.metrics_listen = Some(self.addr(m, "metrics_listen")?);
+        }
+        if let Some(d) = &s.dashboard {
+            if *d.get_ref() && c.metrics_listen.is_none() {
+                return Err(self.invalid(
+                    d.span(),
+                    "dashboard: it is served on the metrics listener; set metrics_listen too",
+                ));
+            }
+            c.dashboard = *d.get_ref();
         }
         c.access_log.clone_from(&s.access_log);
         c.canary_access_log.clone_from(&s.canary_access_log);

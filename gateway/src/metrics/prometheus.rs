@@ -9,7 +9,7 @@ use gateway_common::Variant;
 use super::{Histogram, Reject, Stats, TlsFailure, UpstreamFailure, VariantStats};
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-const BUCKETS: [f64; 16] = [
+pub(crate) const BUCKETS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];

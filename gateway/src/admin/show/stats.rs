@@ -24,7 +24,7 @@ pub(super) fn routes_of(control: &Control, route: Option<&str>) -> Result<Vec<Ro
     Ok(routes)
 }
 
-fn variant_json(v: &VariantStats) -> Value {
+pub(crate) fn variant_json(v: &VariantStats) -> Value {
     let q = |h: &crate::metrics::Histogram<u64>, p: f64| {
         if h.is_empty() {
             Value::Null
