@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod docs;
 mod health;
 
 use clap::builder::PossibleValue;
@@ -49,6 +50,18 @@ pub(crate) enum Command {
     },
     /// Send an admin command to a running gateway (try: canarygate ctl help).
     Ctl(CtlArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell) on stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (canarygate.1 and one per subcommand) into DIR
+    /// (`cargo xtask package` runs this on the binary it packages).
+    #[command(hide = true)]
+    Manpage {
+        /// Output directory (created if missing).
+        dir: PathBuf,
+    },
 }
 
 /// Flags of `canarygate ctl`.
@@ -274,6 +287,11 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => crate::demo::run(&args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Ctl(args) => return ctl(&args),
+        Command::Completions { shell } => {
+            docs::completions(shell);
+            Ok(())
+        }
+        Command::Manpage { dir } => docs::manpages(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -373,7 +391,20 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             println!("metrics on {a}");
         }
     }
+    // `runtime::start` returned: every worker accepts connections.
+    let listening: Vec<String> = gateway
+        .local_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let status = format!(
+        "serving on {} with {} workers",
+        listening.join(", "),
+        gateway.workers()
+    );
+    crate::notify::notify(&[("READY", "1"), ("STATUS", &status)]);
     let signals = wait_for_signal();
+    crate::notify::notify(&[("STOPPING", "1"), ("STATUS", "draining")]);
     drain(&gateway, args.drain_timeout, signals);
     log::info!("stopping");
     drop(gateway);

@@ -3,7 +3,8 @@
 //! - rustup components `rustfmt` and `clippy` for the active toolchain;
 //! - Debian packages `nginx-light`, `curl` and `openssl`: the end-to-end tests run
 //!   `/usr/sbin/nginx` as an upstream, `/usr/bin/curl` as a client and
-//!   `openssl s_client` against TLS listeners. They are installed with
+//!   `openssl s_client` against TLS listeners; `dpkg-dev` and `systemd` for the package
+//!   tests (`dpkg-shlibdeps`, `systemd-analyze`). They are installed with
 //!   `apt-get install -y`; `apt-get update` runs only when that fails, and `sudo` is used
 //!   only when not root.
 //!
@@ -51,7 +52,7 @@ pub(crate) struct Package {
     pub(crate) program: &'static str,
 }
 
-const PACKAGES: [Package; 3] = [
+const PACKAGES: [Package; 5] = [
     Package {
         name: "nginx-light",
         program: "/usr/sbin/nginx",
@@ -63,6 +64,16 @@ const PACKAGES: [Package; 3] = [
     Package {
         name: "openssl",
         program: "/usr/bin/openssl",
+    },
+    // The package tests (e2e `package::`): dpkg-shlibdeps for the .deb's Depends,
+    // systemd-analyze to verify the unit and score its hardening.
+    Package {
+        name: "dpkg-dev",
+        program: "/usr/bin/dpkg-shlibdeps",
+    },
+    Package {
+        name: "systemd",
+        program: "/usr/bin/systemd-analyze",
     },
 ];
 
