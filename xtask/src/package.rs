@@ -151,7 +151,10 @@ fn build(root: &Path, binary: &Path, stage: &Path, out: &Path) -> Result<PathBuf
 
     let deb = out.join(format!("{NAME}_{version}_{arch}.deb"));
     let mut pack = Command::new("dpkg-deb");
-    pack.args(["--root-owner-group", "--build"])
+    // zstd: 0.2 s where the default xz takes 10 s on this binary, for a 30 % larger
+    // file. Every dpkg that can install it reads zstd (>= 1.21.18: Debian 12, Ubuntu
+    // 21.10); older systems lack the glibc 2.34 that Depends asks for anyway.
+    pack.args(["--root-owner-group", "-Zzstd", "--build"])
         .arg(stage)
         .arg(&deb);
     let shown = display(&pack);

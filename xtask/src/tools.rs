@@ -3,8 +3,9 @@
 //! - rustup components `rustfmt` and `clippy` for the active toolchain;
 //! - Debian packages `nginx-light`, `curl` and `openssl`: the end-to-end tests run
 //!   `/usr/sbin/nginx` as an upstream, `/usr/bin/curl` as a client and
-//!   `openssl s_client` against TLS listeners; `dpkg-dev` and `systemd` for the package
-//!   tests (`dpkg-shlibdeps`, `systemd-analyze`). They are installed with
+//!   `openssl s_client` against TLS listeners; `dpkg-dev`, `systemd` and
+//!   `python3-seccomp` for the package tests (`dpkg-shlibdeps`, `systemd-analyze`, the
+//!   unit's system-call filter). They are installed with
 //!   `apt-get install -y`; `apt-get update` runs only when that fails, and `sudo` is used
 //!   only when not root.
 //!
@@ -52,7 +53,7 @@ pub(crate) struct Package {
     pub(crate) program: &'static str,
 }
 
-const PACKAGES: [Package; 5] = [
+const PACKAGES: [Package; 6] = [
     Package {
         name: "nginx-light",
         program: "/usr/sbin/nginx",
@@ -74,6 +75,12 @@ const PACKAGES: [Package; 5] = [
     Package {
         name: "systemd",
         program: "/usr/bin/systemd-analyze",
+    },
+    // Runs the gateway under the unit's SystemCallFilter (tests/peers/seccomp_exec.py);
+    // a Python module, so its copyright file proves it is there.
+    Package {
+        name: "python3-seccomp",
+        program: "/usr/share/doc/python3-seccomp/copyright",
     },
 ];
 

@@ -1,7 +1,8 @@
 //! The Debian package and its systemd unit, through the real binary: the sd_notify
 //! messages `Type=notify` relies on (READY=1 only once the listener accepts, STOPPING=1
 //! at SIGTERM), `systemd-analyze verify` and the offline `systemd-analyze security`
-//! score of `deploy/debian/canarygate.service`, and the `.deb` that `cargo xtask
+//! score of `deploy/debian/canarygate.service`, the gateway serving on io_uring under
+//! the unit's system-call filter (a seccomp filter made from it), and the `.deb` that `cargo xtask
 //! package` builds from the already built binary: its files and control fields, then
 //! installed with dpkg (as root), its configuration checked by the installed binary as
 //! the service user, its man page read, and purged.
@@ -169,15 +170,12 @@ const EXPOSURE_MEASURED: f64 = 2.0;
 
 /// The number in `→ Overall exposure level for canarygate.service: 2.1 OK`.
 fn exposure(report: &str) -> Option<f64> {
-    let line = report
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))?;
-    line.rsplit(':')
-        .next()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    let line = report.lines().find_map(|l| {
+        l.split_once("Overall exposure level for ")
+            .map(|(_, rest)| rest)
+    })?;
+    let (_, value) = line.split_once(": ")?;
+    value.split_whitespace().next()?.parse().ok()
 }
 
 #[test]
@@ -199,6 +197,79 @@ fn the_unit_scores_low_in_systemd_analyze_security() {
         score <= MAX_EXPOSURE,
         "exposure {score} > {MAX_EXPOSURE}:\n{report}"
     );
+}
+
+/// The allow list of the unit's `SystemCallFilter=` lines.
+fn unit_syscall_filter() -> String {
+    let text = fs::read_to_string(unit_file()).expect("read the unit");
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+        .collect();
+    assert!(
+        lines.iter().all(|l| !l.starts_with('~')),
+        "a deny list in the unit: teach tests/peers/seccomp_exec.py about it"
+    );
+    lines.join(" ")
+}
+
+#[test]
+fn the_binary_serves_on_io_uring_under_the_units_system_call_filter() {
+    let python = "/usr/bin/python3";
+    let probe = output(python, &[OsStr::new("-c"), OsStr::new("import seccomp")]);
+    assert!(
+        probe.status.success(),
+        "python3-seccomp is missing (cargo xtask tools installs it): {}",
+        printed(&probe)
+    );
+    let script = tests::peers::peers_dir().join("seccomp_exec.py");
+    let filter = unit_syscall_filter();
+    // As root (CI) kernel accounting must work too: bpf(2) is in the filter.
+    let accounting = if is_root() && gateway::kernel_built().is_ok() {
+        "on"
+    } else {
+        "auto"
+    };
+    let upstream = TestUpstream::start("v1");
+    let stable = upstream.addr().to_string();
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--stable",
+        &stable,
+        "--io-driver",
+        "io-uring",
+        "--kernel-accounting",
+        accounting,
+    ];
+    let wrapper = [OsStr::new(python), script.as_os_str(), OsStr::new(&filter)];
+    let mut gw = GatewayProc::spawn_wrapped(&wrapper, &args, &Expect::stages(1))
+        .unwrap_or_else(|e| panic!("under SystemCallFilter={filter}: {e}"));
+    let mut client = TcpStream::connect(gw.addr()).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let _ = client.read_to_string(&mut response);
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "{response}\n{}",
+        gw.stderr()
+    );
+    assert!(
+        gw.stderr().contains("workers on io_uring"),
+        "{}",
+        gw.stderr()
+    );
+    gw.signal("TERM");
+    let status = gw
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status}; stderr:\n{}", gw.stderr());
 }
 
 /// Serialises the install test across test processes (two worktrees, repeated runs):
