@@ -77,15 +77,14 @@ pub(crate) fn run_package(root: &Path, args: &PackageArgs) -> Result<()> {
         name: "dpkg-dev",
         program: "/usr/bin/dpkg-shlibdeps",
     }])?;
-    let binary = match &args.binary {
-        Some(b) => b.clone(),
-        None => {
-            let mut build = crate::cargo(root);
-            build.args(["build", "--release", "-p", "gateway", "--bin", NAME]);
-            eprintln!("xtask: {}", display(&build));
-            run(&mut build).context("the release build failed")?;
-            crate::target_dir(root).join("release").join(NAME)
-        }
+    let binary = if let Some(b) = &args.binary {
+        b.clone()
+    } else {
+        let mut build = crate::cargo(root);
+        build.args(["build", "--release", "-p", "gateway", "--bin", NAME]);
+        eprintln!("xtask: {}", display(&build));
+        run(&mut build).context("the release build failed")?;
+        crate::target_dir(root).join("release").join(NAME)
     };
     ensure!(
         binary.is_file(),

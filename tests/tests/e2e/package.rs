@@ -335,7 +335,12 @@ fn build_package(out_dir: &Path) -> PathBuf {
     assert!(out.status.success(), "{}", printed(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let deb = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-    assert!(deb.is_file(), "no .deb at {deb:?}: {}", printed(&out));
+    assert!(
+        deb.is_file(),
+        "no .deb at {}: {}",
+        deb.display(),
+        printed(&out)
+    );
     deb
 }
 
@@ -417,8 +422,8 @@ fn the_package_installs_checks_its_config_and_purges() {
         return;
     }
     let _lock = install_lock();
-    let installed = Installed::new(&deb);
-    installed.check();
+    let _installed = Installed::new(&deb);
+    check_installed();
 }
 
 /// The package installed with `dpkg -i`; purged again on drop, even when a check fails.
@@ -432,59 +437,61 @@ impl Installed {
         assert!(out.status.success(), "dpkg -i: {}", printed(&out));
         installed
     }
+}
 
-    fn check(&self) {
-        let config = "/etc/canarygate/canarygate.toml";
-        let out = output(
-            "/usr/bin/canarygate",
-            &[OsStr::new("check-config"), OsStr::new(config)],
-        );
-        assert!(out.status.success(), "{}", printed(&out));
+/// What the installed package must do: its binary accepts its configuration (as root
+/// and as the service user), its man pages name the flags, its unit verifies.
+fn check_installed() {
+    let config = "/etc/canarygate/canarygate.toml";
+    let out = output(
+        "/usr/bin/canarygate",
+        &[OsStr::new("check-config"), OsStr::new(config)],
+    );
+    assert!(out.status.success(), "{}", printed(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(": ok ("),
+        "{}",
+        printed(&out)
+    );
+    // ExecStartPre runs the same check as the service user, which reads the file
+    // through the group of /etc/canarygate (0750 root:canarygate).
+    let out = output(
+        "setpriv",
+        &[
+            OsStr::new("--reuid=canarygate"),
+            OsStr::new("--regid=canarygate"),
+            OsStr::new("--init-groups"),
+            OsStr::new("/usr/bin/canarygate"),
+            OsStr::new("check-config"),
+            OsStr::new(config),
+        ],
+    );
+    assert!(out.status.success(), "as canarygate: {}", printed(&out));
+
+    let page = output(
+        "zcat",
+        &[OsStr::new("/usr/share/man/man1/canarygate-run.1.gz")],
+    );
+    let page = String::from_utf8_lossy(&page.stdout);
+    for flag in [
+        r"\-\-config",
+        r"\-\-listen",
+        r"\-\-drain\-timeout",
+        r"\-\-kernel\-accounting",
+    ] {
         assert!(
-            String::from_utf8_lossy(&out.stdout).contains(": ok ("),
-            "{}",
-            printed(&out)
+            page.contains(flag),
+            "{flag} not in canarygate-run.1:\n{page}"
         );
-        // ExecStartPre runs the same check as the service user, which reads the file
-        // through the group of /etc/canarygate (0750 root:canarygate).
-        let out = output(
-            "setpriv",
-            &[
-                OsStr::new("--reuid=canarygate"),
-                OsStr::new("--regid=canarygate"),
-                OsStr::new("--init-groups"),
-                OsStr::new("/usr/bin/canarygate"),
-                OsStr::new("check-config"),
-                OsStr::new(config),
-            ],
-        );
-        assert!(out.status.success(), "as canarygate: {}", printed(&out));
-
-        let page = output(
-            "zcat",
-            &[OsStr::new("/usr/share/man/man1/canarygate-run.1.gz")],
-        );
-        let page = String::from_utf8_lossy(&page.stdout);
-        for flag in [
-            r"\-\-config",
-            r"\-\-listen",
-            r"\-\-drain\-timeout",
-            r"\-\-kernel\-accounting",
-        ] {
-            assert!(
-                page.contains(flag),
-                "{flag} not in canarygate-run.1:\n{page}"
-            );
-        }
-        let top = output("zcat", &[OsStr::new("/usr/share/man/man1/canarygate.1.gz")]);
-        let top = String::from_utf8_lossy(&top.stdout);
-        for sub in ["run", "check\\-config", "ctl", "completions"] {
-            assert!(top.contains(sub), "{sub} not in canarygate.1:\n{top}");
-        }
-
-        // The installed unit, with its man pages present, verifies as shipped.
-        verify(Path::new("/lib/systemd/system/canarygate.service"), true);
     }
+    let top = output("zcat", &[OsStr::new("/usr/share/man/man1/canarygate.1.gz")]);
+    let top = String::from_utf8_lossy(&top.stdout);
+    for sub in ["run", "check\\-config", "ctl", "completions"] {
+        assert!(top.contains(sub), "{sub} not in canarygate.1:\n{top}");
+    }
+
+    // The installed unit, with its man pages present, verifies as shipped.
+    verify(Path::new("/lib/systemd/system/canarygate.service"), true);
 }
 
 impl Drop for Installed {
