@@ -5,7 +5,9 @@
 //! the unit's system-call filter (a seccomp filter made from it), and the `.deb` that `cargo xtask
 //! package` builds from the already built binary: its files and control fields, then
 //! installed with dpkg (as root), its configuration checked by the installed binary as
-//! the service user, its man page read, and purged.
+//! the service user, its man page read, the installed binary run as the service user
+//! with only the unit's capabilities in a delegated cgroup (what systemd would set up),
+//! and purged.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -492,6 +494,133 @@ fn check_installed() {
 
     // The installed unit, with its man pages present, verifies as shipped.
     verify(Path::new("/lib/systemd/system/canarygate.service"), true);
+    serves_as_the_service_user_with_the_units_capabilities();
+}
+
+/// The unit's `AmbientCapabilities=` as setpriv's list: `+net_bind_service,+bpf,..`.
+fn unit_capabilities() -> String {
+    let text = fs::read_to_string(unit_file()).expect("read the unit");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities= in the unit");
+    let bounding = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("CapabilityBoundingSet= in the unit");
+    assert_eq!(line, bounding, "ambient and bounding sets differ");
+    line.split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// This process's cgroup v2 directory.
+fn own_cgroup() -> PathBuf {
+    let cgroups = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let rel = cgroups
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line in /proc/self/cgroup");
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo
+        .lines()
+        .find_map(|l| {
+            let (fields, rest) = l.split_once(" - ")?;
+            rest.starts_with("cgroup2 ")
+                .then(|| fields.split_whitespace().nth(4))
+                .flatten()
+        })
+        .expect("a cgroup2 mount");
+    Path::new(mount).join(rel.trim().trim_start_matches('/'))
+}
+
+/// A loopback port below 1024 that was free a moment ago (we are root).
+fn privileged_port() -> u16 {
+    (900..1000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 900..1000")
+}
+
+/// What the unit sets up, without systemd: the installed binary as the `canarygate`
+/// user, with only the unit's capabilities (ambient and bounding, no new privileges),
+/// started in a cgroup delegated to that user (`Delegate=yes`), binds a port below 1024,
+/// serves on io_uring and runs kernel accounting in a child cgroup of its own.
+fn serves_as_the_service_user_with_the_units_capabilities() {
+    let caps = unit_capabilities();
+    let cgroup = own_cgroup().join(format!("canarygate-e2e-delegated-{}", std::process::id()));
+    fs::create_dir_all(&cgroup).expect("create the delegated cgroup");
+    for file in [
+        "",
+        "cgroup.procs",
+        "cgroup.subtree_control",
+        "cgroup.threads",
+    ] {
+        let out = output(
+            "chown",
+            &[
+                OsStr::new("canarygate:canarygate"),
+                cgroup.join(file).as_os_str(),
+            ],
+        );
+        assert!(out.status.success(), "{}", printed(&out));
+    }
+    // sh moves itself into the cgroup as root, then becomes the service user running the
+    // installed binary; $1, the harness's own binary (the same build, unstripped), is
+    // dropped.
+    let script = format!(
+        "shift; echo $$ > '{}/cgroup.procs' && exec setpriv --reuid=canarygate \
+         --regid=canarygate --init-groups --inh-caps=-all,{caps} --ambient-caps=-all,{caps} \
+         --bounding-set=-all,{caps} --no-new-privs /usr/bin/canarygate \"$@\"",
+        cgroup.display()
+    );
+    let accounting = if gateway::kernel_built().is_ok() {
+        "on"
+    } else {
+        "auto"
+    };
+    let upstream = TestUpstream::start("v1");
+    let listen = format!("127.0.0.1:{}", privileged_port());
+    let stable = upstream.addr().to_string();
+    let wrapper = [
+        OsStr::new("/bin/sh"),
+        OsStr::new("-c"),
+        OsStr::new(&script),
+        OsStr::new("sh"),
+    ];
+    let args = [
+        "run",
+        "--listen",
+        &listen,
+        "--stable",
+        &stable,
+        "--io-driver",
+        "io-uring",
+        "--kernel-accounting",
+        accounting,
+    ];
+    let started = GatewayProc::spawn_wrapped(&wrapper, &args, &Expect::stages(1));
+    let result = started.map(|mut gw| {
+        let mut client = TcpStream::connect(gw.addr()).expect("connect");
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        let _ = client.read_to_string(&mut response);
+        gw.signal("TERM");
+        let status = gw.wait_exit(Duration::from_secs(20));
+        (response, status, gw.stderr())
+    });
+    let _ = fs::remove_dir(&cgroup);
+    let (response, status, stderr) = result.unwrap_or_else(|e| panic!("as canarygate: {e}"));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}\n{stderr}");
+    if accounting == "on" {
+        assert!(stderr.contains("kernel accounting on"), "{stderr}");
+    }
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{stderr}");
 }
 
 impl Drop for Installed {
