@@ -370,6 +370,9 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     let gateway =
         crate::runtime::start(config).map_err(|e| anyhow::anyhow!("{}", start_error(&e)))?;
+    // Watched before anyone hears that the gateway is up (the `listening on` lines,
+    // READY=1): a SIGTERM sent right after must drain, not kill with the default action.
+    let signals = watch_signals();
     log::info!(
         "{} workers on {}, {} stage(s), canary {}% on the first route",
         gateway.workers(),
@@ -403,7 +406,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         gateway.workers()
     );
     crate::notify::notify(&[("READY", "1"), ("STATUS", &status)]);
-    let signals = wait_for_signal();
+    let signals = wait_on(signals);
     crate::notify::notify(&[("STOPPING", "1"), ("STATUS", "draining")]);
     drain(&gateway, args.drain_timeout, signals);
     log::info!("stopping");
@@ -498,19 +501,34 @@ fn ctl(args: &CtlArgs) -> ExitCode {
 /// Blocks until SIGINT or SIGTERM, then returns the handle that sees later ones. SIGHUP
 /// is left to the control plane (reload).
 pub(crate) fn wait_for_signal() -> Option<signal_hook::iterator::Signals> {
+    wait_on(watch_signals())
+}
+
+/// Starts catching SIGINT and SIGTERM (from now on they no longer end the process by
+/// their default action); `None`, logged, when they cannot be caught.
+fn watch_signals() -> Option<signal_hook::iterator::Signals> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
-        Ok(mut signals) => {
-            let _ = signals.forever().next();
-            Some(signals)
-        }
+        Ok(signals) => Some(signals),
         Err(e) => {
             log::warn!("cannot watch SIGINT/SIGTERM ({e}); stop the process with SIGKILL");
-            loop {
-                std::thread::park();
-            }
+            None
         }
     }
+}
+
+/// Blocks until `signals` sees SIGINT or SIGTERM (one caught since [`watch_signals`]
+/// counts), then returns it; without it, forever.
+fn wait_on(
+    signals: Option<signal_hook::iterator::Signals>,
+) -> Option<signal_hook::iterator::Signals> {
+    let Some(mut signals) = signals else {
+        loop {
+            std::thread::park();
+        }
+    };
+    let _ = signals.forever().next();
+    Some(signals)
 }
 
 /// Collapses clap's multi-line message into one line that still names the flag.
