@@ -406,7 +406,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         gateway.workers()
     );
     crate::notify::notify(&[("READY", "1"), ("STATUS", &status)]);
-    let signals = wait_on(signals);
+    let signals = Some(wait_on(signals));
     crate::notify::notify(&[("STOPPING", "1"), ("STATUS", "draining")]);
     drain(&gateway, args.drain_timeout, signals);
     log::info!("stopping");
@@ -500,7 +500,7 @@ fn ctl(args: &CtlArgs) -> ExitCode {
 
 /// Blocks until SIGINT or SIGTERM, then returns the handle that sees later ones. SIGHUP
 /// is left to the control plane (reload).
-pub(crate) fn wait_for_signal() -> Option<signal_hook::iterator::Signals> {
+pub(crate) fn wait_for_signal() -> signal_hook::iterator::Signals {
     wait_on(watch_signals())
 }
 
@@ -519,16 +519,14 @@ fn watch_signals() -> Option<signal_hook::iterator::Signals> {
 
 /// Blocks until `signals` sees SIGINT or SIGTERM (one caught since [`watch_signals`]
 /// counts), then returns it; without it, forever.
-fn wait_on(
-    signals: Option<signal_hook::iterator::Signals>,
-) -> Option<signal_hook::iterator::Signals> {
+fn wait_on(signals: Option<signal_hook::iterator::Signals>) -> signal_hook::iterator::Signals {
     let Some(mut signals) = signals else {
         loop {
             std::thread::park();
         }
     };
     let _ = signals.forever().next();
-    Some(signals)
+    signals
 }
 
 /// Collapses clap's multi-line message into one line that still names the flag.
