@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod docs;
 mod health;
 
 use clap::builder::PossibleValue;
@@ -49,6 +50,18 @@ pub(crate) enum Command {
     },
     /// Send an admin command to a running gateway (try: canarygate ctl help).
     Ctl(CtlArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell) on stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (canarygate.1 and one per subcommand) into DIR
+    /// (`cargo xtask package` runs this on the binary it packages).
+    #[command(hide = true)]
+    Manpage {
+        /// Output directory (created if missing).
+        dir: PathBuf,
+    },
 }
 
 /// Flags of `canarygate ctl`.
@@ -277,6 +290,11 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => crate::demo::run(&args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Ctl(args) => return ctl(&args),
+        Command::Completions { shell } => {
+            docs::completions(shell);
+            Ok(())
+        }
+        Command::Manpage { dir } => docs::manpages(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -365,6 +383,9 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     let gateway =
         crate::runtime::start(config).map_err(|e| anyhow::anyhow!("{}", start_error(&e)))?;
+    // Watched before anyone hears that the gateway is up (the `listening on` lines,
+    // READY=1): a SIGTERM sent right after must drain, not kill with the default action.
+    let signals = watch_signals();
     log::info!(
         "{} workers on {}, {} stage(s), canary {}% on the first route",
         gateway.workers(),
@@ -386,7 +407,20 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             println!("metrics on {a}");
         }
     }
-    let signals = wait_for_signal();
+    // `runtime::start` returned: every worker accepts connections.
+    let listening: Vec<String> = gateway
+        .local_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let status = format!(
+        "serving on {} with {} workers",
+        listening.join(", "),
+        gateway.workers()
+    );
+    crate::notify::notify(&[("READY", "1"), ("STATUS", &status)]);
+    let signals = Some(wait_on(signals));
+    crate::notify::notify(&[("STOPPING", "1"), ("STATUS", "draining")]);
     drain(&gateway, args.drain_timeout, signals);
     log::info!("stopping");
     drop(gateway);
@@ -479,20 +513,33 @@ fn ctl(args: &CtlArgs) -> ExitCode {
 
 /// Blocks until SIGINT or SIGTERM, then returns the handle that sees later ones. SIGHUP
 /// is left to the control plane (reload).
-pub(crate) fn wait_for_signal() -> Option<signal_hook::iterator::Signals> {
+pub(crate) fn wait_for_signal() -> signal_hook::iterator::Signals {
+    wait_on(watch_signals())
+}
+
+/// Starts catching SIGINT and SIGTERM (from now on they no longer end the process by
+/// their default action); `None`, logged, when they cannot be caught.
+fn watch_signals() -> Option<signal_hook::iterator::Signals> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
-        Ok(mut signals) => {
-            let _ = signals.forever().next();
-            Some(signals)
-        }
+        Ok(signals) => Some(signals),
         Err(e) => {
             log::warn!("cannot watch SIGINT/SIGTERM ({e}); stop the process with SIGKILL");
-            loop {
-                std::thread::park();
-            }
+            None
         }
     }
+}
+
+/// Blocks until `signals` sees SIGINT or SIGTERM (one caught since [`watch_signals`]
+/// counts), then returns it; without it, forever.
+fn wait_on(signals: Option<signal_hook::iterator::Signals>) -> signal_hook::iterator::Signals {
+    let Some(mut signals) = signals else {
+        loop {
+            std::thread::park();
+        }
+    };
+    let _ = signals.forever().next();
+    signals
 }
 
 /// Collapses clap's multi-line message into one line that still names the flag.

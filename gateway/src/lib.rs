@@ -7,8 +7,9 @@
 //! (per-core counters and latency histograms). [`config`] and [`cli`] describe what to run;
 //! [`control`] holds the routing state operators change through [`admin`] (the admin
 //! socket, `/metrics`, `canarygate ctl`); [`accesslog`] writes per-variant logs off the hot
-//! path; [`kernel`] accounts each variant's TCP traffic in the kernel (eBPF); [`demo`] is
-//! the self-contained tour behind `canarygate demo`.
+//! path; [`kernel`] accounts each variant's TCP traffic in the kernel (eBPF); [`notify`]
+//! tells systemd when the gateway is ready and when it stops; [`demo`] is the
+//! self-contained tour behind `canarygate demo`.
 
 pub(crate) mod admin;
 pub(crate) mod cli;
@@ -19,6 +20,7 @@ pub(crate) mod demo;
 pub(crate) mod judge;
 pub(crate) mod kernel;
 pub(crate) mod metrics;
+pub(crate) mod notify;
 pub(crate) mod rollout;
 pub(crate) mod runtime;
 pub(crate) mod tls;

@@ -260,13 +260,52 @@ impl GatewayProc {
         Self::spawn_in(TempDir::new("gw"), args, expect)
     }
 
+    /// [`GatewayProc::spawn`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn spawn_with_env(
+        args: &[&str],
+        env: &[(&str, &OsStr)],
+        expect: &Expect,
+    ) -> Result<Self, String> {
+        Self::spawn_env_in(TempDir::new("gw"), &[], args, env, expect)
+    }
+
+    /// [`GatewayProc::spawn`] through a wrapper program: `WRAPPER.. canarygate ARGS..`
+    /// (e.g. one that installs a seccomp filter and then execs the gateway).
+    pub fn spawn_wrapped(
+        wrapper: &[&OsStr],
+        args: &[&str],
+        expect: &Expect,
+    ) -> Result<Self, String> {
+        Self::spawn_env_in(TempDir::new("gw"), wrapper, args, &[], expect)
+    }
+
     /// [`GatewayProc::spawn`] with `dir` as the process's own directory (kept while it
     /// runs, removed after).
     fn spawn_in(dir: TempDir, args: &[&str], expect: &Expect) -> Result<Self, String> {
+        Self::spawn_env_in(dir, &[], args, &[], expect)
+    }
+
+    fn spawn_env_in(
+        dir: TempDir,
+        wrapper: &[&OsStr],
+        args: &[&str],
+        env: &[(&str, &OsStr)],
+        expect: &Expect,
+    ) -> Result<Self, String> {
         let stderr_path = dir.path().join("stderr.log");
         let stderr = fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
-        let mut child = Command::new(gateway_bin())
+        let bin = gateway_bin();
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(&bin);
+                cmd
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = cmd
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -10,8 +10,10 @@
 //! the configuration file ([`config`]), the admin socket and `canarygate ctl` ([`admin`]),
 //! sticky and forced assignment ([`assignment`]), stage variables ([`stagevars`]), promote
 //! and rollback ([`promote`]), endpoint health ([`health`]), changes under load ([`hitless`]), Prometheus metrics
-//! ([`metrics`]), the live dashboard in a browser ([`dashboard`]), access logs ([`accesslog`]), progressive delivery ([`rollout`]) and
-//! TLS at the edge and to upstreams ([`tls`]).
+//! ([`metrics`]), the live dashboard in a browser ([`dashboard`]), access logs
+//! ([`accesslog`]), progressive delivery ([`rollout`]) and TLS at the edge and to
+//! upstreams ([`tls`]). Last, how it is shipped: the Debian package, its systemd unit
+//! and sd_notify ([`package`]).
 //! The crate root is a file, not `main.rs`, so the modules under `e2e/` are named with
 //! `#[path]`.
 
@@ -45,6 +47,8 @@ mod hitless;
 mod kernel;
 #[path = "e2e/metrics.rs"]
 mod metrics;
+#[path = "e2e/package.rs"]
+mod package;
 #[path = "e2e/promote.rs"]
 mod promote;
 #[path = "e2e/protocol.rs"]

@@ -3,7 +3,10 @@
 //! - rustup components `rustfmt` and `clippy` for the active toolchain;
 //! - Debian packages `nginx-light`, `curl` and `openssl`: the end-to-end tests run
 //!   `/usr/sbin/nginx` as an upstream, `/usr/bin/curl` as a client and
-//!   `openssl s_client` against TLS listeners; `chromium` loads the dashboard headless. They are installed with
+//!   `openssl s_client` against TLS listeners; `chromium` loads the dashboard headless;
+//!   `dpkg-dev`, `systemd` and `python3-seccomp` for the package tests
+//!   (`dpkg-shlibdeps`, `systemd-analyze`, the unit's system-call filter). They are
+//!   installed with
 //!   `apt-get install -y`; `apt-get update` runs only when that fails, and `sudo` is used
 //!   only when not root.
 //!
@@ -51,7 +54,7 @@ pub(crate) struct Package {
     pub(crate) program: &'static str,
 }
 
-const PACKAGES: [Package; 4] = [
+const PACKAGES: [Package; 7] = [
     Package {
         name: "nginx-light",
         program: "/usr/sbin/nginx",
@@ -68,6 +71,22 @@ const PACKAGES: [Package; 4] = [
     Package {
         name: "chromium",
         program: "/usr/bin/chromium",
+    },
+    // The package tests (e2e `package::`): dpkg-shlibdeps for the .deb's Depends,
+    // systemd-analyze to verify the unit and score its hardening.
+    Package {
+        name: "dpkg-dev",
+        program: "/usr/bin/dpkg-shlibdeps",
+    },
+    Package {
+        name: "systemd",
+        program: "/usr/bin/systemd-analyze",
+    },
+    // Runs the gateway under the unit's SystemCallFilter (tests/peers/seccomp_exec.py);
+    // a Python module, so its copyright file proves it is there.
+    Package {
+        name: "python3-seccomp",
+        program: "/usr/share/doc/python3-seccomp/copyright",
     },
 ];
 

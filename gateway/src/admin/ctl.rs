@@ -5,8 +5,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-/// Default admin socket path of `canarygate ctl`.
-pub(crate) const DEFAULT_SOCKET: &str = "/run/canarygate.sock";
+/// Default admin socket path of `canarygate ctl`: where the packaged configuration puts
+/// it (`RuntimeDirectory=canarygate` in the systemd unit makes `/run/canarygate`).
+pub(crate) const DEFAULT_SOCKET: &str = "/run/canarygate/admin.sock";
 
 /// Sends `command` to the gateway at `socket`; returns the reply text and whether it
 /// succeeded (replies to failed commands start with `error:`).

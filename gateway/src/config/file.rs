@@ -5,7 +5,7 @@
 //! ```toml
 //! [server]
 //! workers = 2
-//! admin_socket = "/run/canarygate.sock"
+//! admin_socket = "/run/canarygate/admin.sock"
 //!
 //! [[stage]]
 //! name = "prod"
