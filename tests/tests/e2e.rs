@@ -11,7 +11,9 @@
 //! sticky and forced assignment ([`assignment`]), stage variables ([`stagevars`]), promote
 //! and rollback ([`promote`]), endpoint health ([`health`]), changes under load ([`hitless`]), Prometheus metrics
 //! ([`metrics`]), access logs ([`accesslog`]), progressive delivery ([`rollout`]) and
-//! TLS at the edge and to upstreams ([`tls`]).
+//! TLS at the edge and to upstreams ([`tls`]). Last, the files operators deploy beside it:
+//! the Grafana dashboard and alert rules against a real scrape ([`deploy`]) and the
+//! process's log format ([`logs`]).
 //! The crate root is a file, not `main.rs`, so the modules under `e2e/` are named with
 //! `#[path]`.
 
@@ -31,6 +33,8 @@ mod bodies;
 mod cli;
 #[path = "e2e/config.rs"]
 mod config;
+#[path = "e2e/deploy.rs"]
+mod deploy;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/framing.rs"]
@@ -41,6 +45,8 @@ mod health;
 mod hitless;
 #[path = "e2e/kernel.rs"]
 mod kernel;
+#[path = "e2e/logs.rs"]
+mod logs;
 #[path = "e2e/metrics.rs"]
 mod metrics;
 #[path = "e2e/promote.rs"]

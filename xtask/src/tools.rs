@@ -1,9 +1,10 @@
 //! Makes sure the tools `cargo xtask test` needs are present on a fresh machine, and
 //! installs only what is missing:
 //! - rustup components `rustfmt` and `clippy` for the active toolchain;
-//! - Debian packages `nginx-light`, `curl` and `openssl`: the end-to-end tests run
+//! - Debian packages `nginx-light`, `curl`, `openssl` and `prometheus`: the end-to-end tests run
 //!   `/usr/sbin/nginx` as an upstream, `/usr/bin/curl` as a client and
-//!   `openssl s_client` against TLS listeners. They are installed with
+//!   `openssl s_client` against TLS listeners; `prometheus` for `/usr/bin/promtool`, which
+//!   checks and unit-tests the alert rules in `deploy/prometheus`. They are installed with
 //!   `apt-get install -y`; `apt-get update` runs only when that fails, and `sudo` is used
 //!   only when not root.
 //!
@@ -51,7 +52,7 @@ pub(crate) struct Package {
     pub(crate) program: &'static str,
 }
 
-const PACKAGES: [Package; 3] = [
+const PACKAGES: [Package; 4] = [
     Package {
         name: "nginx-light",
         program: "/usr/sbin/nginx",
@@ -63,6 +64,10 @@ const PACKAGES: [Package; 3] = [
     Package {
         name: "openssl",
         program: "/usr/bin/openssl",
+    },
+    Package {
+        name: "prometheus",
+        program: "/usr/bin/promtool",
     },
 ];
 
