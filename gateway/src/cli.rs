@@ -10,6 +10,7 @@ use std::time::Duration;
 
 mod docs;
 mod health;
+mod logging;
 
 use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -20,8 +21,8 @@ use crate::config::value::{
     parse_header_name, parse_percent,
 };
 use crate::config::{
-    CLI_KERNEL_ACCOUNTING, Config, ConfigError, DriverChoice, Limits, ServerConfig, StageTls,
-    Timeouts, TlsCert, TlsVersion,
+    CLI_KERNEL_ACCOUNTING, Config, ConfigError, DriverChoice, Limits, LogFormat, ServerConfig,
+    StageTls, Timeouts, TlsCert, TlsVersion,
 };
 
 /// canarygate: an io_uring L7 load balancer that sends an exact share of traffic to a
@@ -138,6 +139,10 @@ pub(crate) struct RunArgs {
     /// Lowest TLS version accepted with --tls-cert: 1.2 (default) or 1.3.
     #[arg(long, value_name = "VERSION", value_parser = |s: &str| s.parse::<TlsVersion>(), requires = "tls_cert")]
     pub tls_min_version: Option<TlsVersion>,
+    /// Format of the log lines on stderr (not the access log); with --config the
+    /// default is the file's `[server] log_format`, else text.
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     #[command(flatten)]
     pub tuning: Tuning,
     #[command(flatten)]
@@ -269,6 +274,22 @@ impl ValueEnum for KernelAccounting {
     }
 }
 
+impl ValueEnum for LogFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &LogFormat::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            LogFormat::Text => "[TIME LEVEL target] message, for people",
+            LogFormat::Json => {
+                "One JSON object per line: ts, level, target, msg (journald, Loki, jq)"
+            }
+        };
+        Some(PossibleValue::new(self.name()).help(help))
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -282,9 +303,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .init();
+    // `run` starts the logger itself once it knows the format (flag or file).
+    if !matches!(cli.command, Command::Run(_)) {
+        logging::init(LogFormat::Text);
+    }
     let result = match cli.command {
         Command::Run(args) => run(&args),
         Command::Demo(args) => crate::demo::run(&args),
@@ -299,7 +321,11 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if logging::is_json() {
+                log::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             // Flags that parse but do not fit together are invalid flags too.
             ExitCode::from(if e.is::<BadFlag>() { 2 } else { 1 })
         }
@@ -314,8 +340,12 @@ struct BadFlag(String);
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut config = if let Some(path) = &args.config {
-        crate::config::file::load(path).map_err(|e| anyhow::anyhow!("--config {e}"))?
+        let loaded = crate::config::file::load(path);
+        let from_file = loaded.as_ref().map(|c| c.server.log_format);
+        logging::init(args.log_format.or(from_file.ok()).unwrap_or_default());
+        loaded.map_err(|e| anyhow::anyhow!("--config {e}"))?
     } else {
+        logging::init(args.log_format.unwrap_or_default());
         if args.tuning.canary_percent > 0 && args.canary.is_empty() {
             return Err(BadFlag(
                 "--canary: a --canary-percent above 0 needs at least one canary endpoint".into(),
@@ -374,6 +404,9 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             .into());
         }
         server.dashboard = true;
+    }
+    if let Some(f) = args.log_format {
+        server.log_format = f;
     }
     if args.access_log.is_some() {
         server.access_log.clone_from(&args.access_log);
@@ -663,6 +696,28 @@ mod tests {
         assert_eq!(server.timeouts.connect, Duration::from_secs(1));
         assert_eq!(server.limits.pool_max_idle, 7);
         assert_eq!(server.io_driver, DriverChoice::Epoll);
+    }
+
+    #[test]
+    fn log_format_takes_text_or_json_and_names_the_flag_otherwise() {
+        assert_eq!(run_args(&[]).log_format, None);
+        assert_eq!(
+            run_args(&["--log-format", "json"]).log_format,
+            Some(LogFormat::Json)
+        );
+        let argv = ["canarygate", "run", "--listen", "127.0.0.1:0"];
+        let err = Cli::try_parse_from(argv.iter().chain(&[
+            "--stable",
+            "127.0.0.1:1",
+            "--log-format",
+            "xml",
+        ]))
+        .unwrap_err();
+        let line = one_line(&err.render().to_string());
+        assert!(
+            line.contains("--log-format") && line.contains("'xml'"),
+            "{line}"
+        );
     }
 
     #[test]

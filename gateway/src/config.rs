@@ -179,6 +179,17 @@ pub enum DriverChoice {
     Epoll,
 }
 
+/// How the process writes its own log lines (not the access log) to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `[2026-01-02T03:04:05Z INFO  target] message`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line (`ts`, `level`, `target`, `msg`), for journald, Loki
+    /// and other tools.
+    Json,
+}
+
 /// Timeouts applied by every worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timeouts {
@@ -252,6 +263,8 @@ pub struct ServerConfig {
     pub kernel_accounting: KernelAccounting,
     /// Response header naming the variant that served the request; `None` = not sent.
     pub variant_header: Option<String>,
+    /// Format of the process's log lines on stderr.
+    pub log_format: LogFormat,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Limits.

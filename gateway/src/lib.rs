@@ -32,8 +32,8 @@ pub use cli::main;
 pub use config::file::parse as parse_config_file;
 pub use config::{
     Assignment, Canary, Config, ConfigError, Deployment, DriverChoice, KernelAccounting, Limits,
-    RouteConfig, ServerConfig, StageConfig, StageTls, StickyKey, Timeouts, TlsCert, TlsVersion,
-    UpstreamTls,
+    LogFormat, RouteConfig, ServerConfig, StageConfig, StageTls, StickyKey, Timeouts, TlsCert,
+    TlsVersion, UpstreamTls,
 };
 pub use control::health::Admin as EndpointAdmin;
 pub use control::state::Control;

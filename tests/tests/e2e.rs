@@ -13,7 +13,9 @@
 //! ([`metrics`]), the live dashboard in a browser ([`dashboard`]), access logs
 //! ([`accesslog`]), progressive delivery ([`rollout`]) and TLS at the edge and to
 //! upstreams ([`tls`]). Last, how it is shipped: the Debian package, its systemd unit
-//! and sd_notify ([`package`]).
+//! and sd_notify ([`package`]), the
+//! Grafana dashboard and alert rules against a real scrape ([`deploy`]) and the process's
+//! log format ([`logs`]).
 //! The crate root is a file, not `main.rs`, so the modules under `e2e/` are named with
 //! `#[path]`.
 
@@ -35,6 +37,8 @@ mod cli;
 mod config;
 #[path = "e2e/dashboard.rs"]
 mod dashboard;
+#[path = "e2e/deploy.rs"]
+mod deploy;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/framing.rs"]
@@ -45,6 +49,8 @@ mod health;
 mod hitless;
 #[path = "e2e/kernel.rs"]
 mod kernel;
+#[path = "e2e/logs.rs"]
+mod logs;
 #[path = "e2e/metrics.rs"]
 mod metrics;
 #[path = "e2e/package.rs"]

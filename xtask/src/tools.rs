@@ -1,11 +1,12 @@
 //! Makes sure the tools `cargo xtask test` needs are present on a fresh machine, and
 //! installs only what is missing:
 //! - rustup components `rustfmt` and `clippy` for the active toolchain;
-//! - Debian packages `nginx-light`, `curl` and `openssl`: the end-to-end tests run
+//! - Debian packages `nginx-light`, `curl`, `openssl` and `prometheus`: the end-to-end tests run
 //!   `/usr/sbin/nginx` as an upstream, `/usr/bin/curl` as a client and
 //!   `openssl s_client` against TLS listeners; `chromium` loads the dashboard headless;
 //!   `dpkg-dev`, `systemd` and `python3-seccomp` for the package tests
-//!   (`dpkg-shlibdeps`, `systemd-analyze`, the unit's system-call filter). They are
+//!   (`dpkg-shlibdeps`, `systemd-analyze`, the unit's system-call filter). `prometheus` for
+//!   `/usr/bin/promtool` (checks and unit-tests `deploy/prometheus`). They are
 //!   installed with
 //!   `apt-get install -y`; `apt-get update` runs only when that fails, and `sudo` is used
 //!   only when not root.
@@ -54,7 +55,7 @@ pub(crate) struct Package {
     pub(crate) program: &'static str,
 }
 
-const PACKAGES: [Package; 7] = [
+const PACKAGES: [Package; 8] = [
     Package {
         name: "nginx-light",
         program: "/usr/sbin/nginx",
@@ -87,6 +88,10 @@ const PACKAGES: [Package; 7] = [
     Package {
         name: "python3-seccomp",
         program: "/usr/share/doc/python3-seccomp/copyright",
+    },
+    Package {
+        name: "prometheus",
+        program: "/usr/bin/promtool",
     },
 ];
 

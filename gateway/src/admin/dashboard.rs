@@ -422,7 +422,10 @@ mod tests {
         assert_eq!(api["route"], "api");
         assert_eq!(api["canary_percent"][0], 5.0);
         let p50 = api["stable"]["p50_us"][0].as_u64().unwrap();
-        assert!((8950..=9050).contains(&p50), "interval p50 {p50} (the 1 ms requests are not in it)");
+        assert!(
+            (8950..=9050).contains(&p50),
+            "interval p50 {p50} (the 1 ms requests are not in it)"
+        );
         assert_eq!(api["stable"]["error_rate"][0], 0.2);
         assert!(api["stable"]["rps"][0].as_f64().unwrap() > 0.0);
         assert_eq!(api["canary"]["rps"][0], 0.0);

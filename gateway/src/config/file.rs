@@ -82,6 +82,7 @@ struct FileServer {
     workers: Option<u16>,
     io_driver: Option<Spanned<String>>,
     variant_header: Option<String>,
+    log_format: Option<Spanned<String>>,
     admin_socket: Option<PathBuf>,
     metrics_listen: Option<Spanned<String>>,
     dashboard: Option<Spanned<bool>>,
@@ -328,6 +329,12 @@ impl Cx<'_> {
                 .get_ref()
                 .parse()
                 .map_err(|e| self.invalid(d.span(), format!("io_driver: {e}")))?;
+        }
+        if let Some(f) = &s.log_format {
+            c.log_format = f
+                .get_ref()
+                .parse()
+                .map_err(|e| self.invalid(f.span(), format!("log_format: {e}")))?;
         }
         if let Some(h) = &s.variant_header {
             c.variant_header = Some(
@@ -782,6 +789,21 @@ stable = { id = "w1", endpoints = ["127.0.0.1:9004"] }
         assert_eq!(
             c.server.admin_socket.as_deref(),
             Some(Path::new("/tmp/cg.sock"))
+        );
+    }
+
+    #[test]
+    fn log_format_is_text_unless_the_file_says_json() {
+        use crate::config::LogFormat;
+        let c = parse(GOOD, Path::new("cg.toml")).unwrap();
+        assert_eq!(c.server.log_format, LogFormat::Text);
+        let json = GOOD.replace("workers = 1", "workers = 1\nlog_format = \"json\"");
+        let c = parse(&json, Path::new("cg.toml")).unwrap();
+        assert_eq!(c.server.log_format, LogFormat::Json);
+        let e = err(&GOOD.replace("workers = 1", "workers = 1\nlog_format = \"xml\""));
+        assert!(
+            e.starts_with("cg.toml:4:") && e.contains("log_format: 'xml' is not text or json"),
+            "{e}"
         );
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use gateway_common::PPM_MAX;
 
-use super::{DriverChoice, KernelAccounting};
+use super::{DriverChoice, KernelAccounting, LogFormat};
 
 /// `host:port`, resolved once.
 pub(crate) fn parse_addr(text: &str) -> Result<SocketAddr, String> {
@@ -158,6 +158,39 @@ impl FromStr for KernelAccounting {
     }
 }
 
+impl LogFormat {
+    /// Every format, in the order help texts list them.
+    pub(crate) const ALL: [LogFormat; 2] = [LogFormat::Text, LogFormat::Json];
+
+    /// The name the flag and the file use.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        LogFormat::ALL
+            .into_iter()
+            .find(|l| l.name() == text)
+            .ok_or_else(|| {
+                let names = LogFormat::ALL.map(LogFormat::name);
+                format!("'{text}' is not {}", one_of(&names))
+            })
+    }
+}
+
 /// Parses a percentage such as `5`, `0.5` or `12.25` into parts per million, exactly
 /// (no floating point): at most four decimals, within 0..=100.
 pub(crate) fn parse_percent(text: &str) -> Result<u32, String> {
@@ -237,6 +270,9 @@ mod tests {
         }
         for k in KernelAccounting::ALL {
             assert_eq!(k.to_string().parse(), Ok(k));
+        }
+        for l in LogFormat::ALL {
+            assert_eq!(l.to_string().parse(), Ok(l));
         }
         assert_eq!(
             "uring".parse::<DriverChoice>(),

@@ -121,6 +121,7 @@ pub(crate) fn diff(old: &Config, new: &Config) -> Vec<Change> {
             s.limits.clone(),
             s.workers,
             s.variant_header.clone(),
+            s.log_format,
         )
     };
     if server(old) != server(new) {
