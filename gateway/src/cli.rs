@@ -106,6 +106,11 @@ pub(crate) struct RunArgs {
     /// that time carries `Connection: close`. A second signal, or `0s`, stops at once.
     #[arg(long, value_name = "DUR", value_parser = parse_duration_or_zero, default_value = "30s")]
     pub drain_timeout: Duration,
+    /// Binary upgrade: take the listening sockets over from the gateway whose admin
+    /// socket is PATH (start with its flags plus this one); once this one accepts, that
+    /// one stops accepting, drains (--drain-timeout) and exits. No connection is refused.
+    #[arg(long, value_name = "PATH")]
+    pub takeover: Option<PathBuf>,
     /// Terminate TLS on --listen with this certificate chain (PEM: leaf first, then its
     /// chain); with --config: `tls = [{ cert, key, server_names }]` on a stage.
     /// `reload tls` and SIGHUP re-read it.
@@ -350,6 +355,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     if args.canary_access_log.is_some() {
         server.canary_access_log.clone_from(&args.canary_access_log);
     }
+    server.takeover.clone_from(&args.takeover);
     let gateway =
         crate::runtime::start(config).map_err(|e| anyhow::anyhow!("{}", start_error(&e)))?;
     log::info!(
@@ -373,7 +379,10 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             println!("metrics on {a}");
         }
     }
-    let signals = wait_for_signal();
+    let (signals, handed_over) = wait_for_stop(&gateway);
+    if handed_over {
+        log::info!("a successor took the listening sockets over: draining");
+    }
     drain(&gateway, args.drain_timeout, signals);
     log::info!("stopping");
     drop(gateway);
@@ -462,6 +471,35 @@ fn ctl(args: &CtlArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Blocks until SIGINT or SIGTERM, or until a successor took the listening sockets over
+/// (`--takeover`; then true). Returns the handle that sees later signals.
+fn wait_for_stop(gateway: &crate::Gateway) -> (Option<signal_hook::iterator::Signals>, bool) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let handover = std::sync::Arc::clone(gateway.handover());
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return (wait_for_signal(), false);
+    };
+    let handle = signals.handle();
+    let waiter = std::sync::Arc::clone(&handover);
+    let spawned = std::thread::Builder::new()
+        .name("canarygate-handover".into())
+        .spawn(move || {
+            waiter.wait();
+            handle.close();
+        });
+    if spawned.is_err() {
+        log::warn!("cannot watch for a takeover; stop this gateway with SIGTERM after one");
+    }
+    if signals.forever().next().is_some() {
+        return (Some(signals), false);
+    }
+    // Closed by the handover: a fresh handle sees a signal sent during the drain.
+    (
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).ok(),
+        handover.is_done(),
+    )
 }
 
 /// Blocks until SIGINT or SIGTERM, then returns the handle that sees later ones. SIGHUP

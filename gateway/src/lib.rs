@@ -21,6 +21,7 @@ pub(crate) mod kernel;
 pub(crate) mod metrics;
 pub(crate) mod rollout;
 pub(crate) mod runtime;
+pub(crate) mod takeover;
 pub(crate) mod tls;
 
 // What the binary, `tests/`, `benches/` and `fuzz/` use; everything else is crate-private
