@@ -38,7 +38,7 @@ const RING_ENTRIES: u32 = 1024;
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 4096;
 /// How often a worker looks whether a successor took its listening sockets over.
-const HANDOVER_POLL: Duration = Duration::from_millis(10);
+const HANDOVER_POLL: Duration = Duration::from_millis(50);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -371,14 +371,13 @@ fn bind_listeners(
             _ => Vec::new(),
         };
         let mut passed: Vec<Option<std::net::TcpListener>> = passed.into_iter().map(Some).collect();
-        let first = match passed.first().and_then(Option::as_ref) {
-            Some(l) => l.local_addr(),
-            None => {
-                let l = bind(stage.listen)?;
-                let addr = l.local_addr();
-                passed.push(Some(l));
-                addr
-            }
+        let first = if let Some(l) = passed.first().and_then(Option::as_ref) {
+            l.local_addr()
+        } else {
+            let l = bind(stage.listen)?;
+            let addr = l.local_addr();
+            passed.push(Some(l));
+            addr
         };
         let addr = first.map_err(|source| StartError::Bind {
             addr: stage.listen,

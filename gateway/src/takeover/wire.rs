@@ -146,7 +146,7 @@ pub(crate) fn chunks(sockets: &[Passed]) -> Vec<(String, std::ops::Range<usize>)
         let end = (start + FDS_PER_MESSAGE).min(sockets.len());
         let mut text = String::new();
         if start == 0 {
-            text.push_str(&format!("takeover {}\n", sockets.len()));
+            text = format!("takeover {}\n", sockets.len());
         }
         for s in &sockets[start..end] {
             text.push_str(&s.line());
