@@ -226,3 +226,49 @@ fn takeover_of_a_dead_socket_fails_at_startup_and_names_the_flag() {
         );
     }
 }
+
+#[test]
+fn takeover_onto_the_same_port_on_another_address_is_refused_and_changes_nothing() {
+    let up = TestUpstream::start("stable");
+    let dir = TempDir::new("upgrade-conflict");
+    let sock = dir.path().join("admin.sock");
+    let sock_str = sock.to_string_lossy().into_owned();
+    let stable = up.addr_str();
+    let old = GatewayProc::spawn(
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--stable",
+            &stable,
+            "--admin-socket",
+            &sock_str,
+        ],
+        &Expect::stages(1).with_admin(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let elsewhere = format!("127.0.0.2:{}", old.addr().port());
+    let out = run_cli(
+        &[
+            "run",
+            "--listen",
+            &elsewhere,
+            "--stable",
+            &stable,
+            "--takeover",
+            &sock_str,
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("--takeover")
+            && out.stderr.contains("the same port on another address"),
+        "{}",
+        out.stderr
+    );
+    // The old gateway never heard `takeover done`: it serves and answers as before.
+    let r = Client::connect(old.addr()).and_then(|mut c| c.get("/"));
+    assert_eq!(r.map(|r| r.status).ok(), Some(200));
+    assert!(requests_served(&sock) >= 1);
+}
