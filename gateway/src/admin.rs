@@ -1,12 +1,14 @@
 //! The control-plane thread: the admin socket (a Unix socket, mode 0600, owner only), the
 //! Prometheus `/metrics` endpoint and SIGHUP reloads, all on one tokio runtime that never
-//! touches the data path. `canarygate ctl` ([`ctl`]) is the client for the socket.
+//! touches the data path. `canarygate ctl` ([`ctl`]) is the client for the socket;
+//! [`upgrade`] serves a successor's `takeover` on it.
 
 pub(crate) mod ctl;
 pub(crate) mod dashboard;
 pub(crate) mod exec;
 pub(crate) mod protocol;
 pub(crate) mod show;
+pub(crate) mod upgrade;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -17,13 +19,33 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::config::ServerConfig;
 use crate::rollout::controller::Rollouts;
+use crate::takeover::Handover;
+use crate::takeover::wire::Role;
 use protocol::MAX_LINE;
 
-/// The running control plane: where it listens. Dropping it removes the socket file.
+/// The running control plane: where it listens. Dropping it removes the socket file,
+/// unless a successor's socket has replaced it there.
 #[derive(Debug)]
 pub struct ControlPlane {
     admin_socket: Option<PathBuf>,
+    /// Where the admin socket was bound until [`ControlPlane::publish_admin`] moves it
+    /// to `admin_socket` (a successor binds beside the old process's socket).
+    bound_at: std::sync::Mutex<Option<PathBuf>>,
+    /// Device and inode of our socket file: whose file a path holds.
+    identity: Option<(u64, u64)>,
     metrics_addr: Option<SocketAddr>,
+}
+
+/// What the runtime hands the control plane besides the settings.
+#[derive(Debug)]
+pub(crate) struct Plane {
+    /// Sockets a successor may take over; the metrics listener joins them.
+    pub(crate) handover: std::sync::Arc<Handover>,
+    /// The metrics listener taken over from a predecessor, if any.
+    pub(crate) metrics: Option<std::net::TcpListener>,
+    /// Taking over: bind the admin socket beside the predecessor's and move it into its
+    /// place once the predecessor agreed ([`ControlPlane::publish_admin`]).
+    pub(crate) replace_admin: bool,
 }
 
 impl ControlPlane {
@@ -33,31 +55,49 @@ impl ControlPlane {
     pub(crate) fn start(
         config: &ServerConfig,
         rollouts: Arc<Rollouts>,
+        plane: Plane,
     ) -> Result<ControlPlane, String> {
+        let mut bound_at = None;
         let admin = match &config.admin_socket {
+            Some(path) if plane.replace_admin => {
+                let beside = beside(path);
+                let l = bind_admin(&beside)?;
+                bound_at = Some(beside);
+                Some((l, path.clone()))
+            }
             Some(path) => Some((bind_admin(path)?, path.clone())),
             None => None,
         };
-        let metrics = match config.metrics_listen {
-            Some(addr) => {
+        let metrics = match (plane.metrics, config.metrics_listen) {
+            (Some(l), _) => Some(l),
+            (None, Some(addr)) => {
                 let l = std::net::TcpListener::bind(addr)
                     .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
                 l.set_nonblocking(true)
                     .map_err(|e| format!("--metrics-listen: {e}"))?;
                 Some(l)
             }
-            None => None,
+            (None, None) => None,
         };
+        if let Some(l) = &metrics {
+            plane
+                .handover
+                .offer(Role::Metrics, l)
+                .map_err(|e| format!("--metrics-listen: {e}"))?;
+        }
         let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
         let admin_socket = admin.as_ref().map(|(_, p)| p.clone());
         let reloadable = config.source.is_some();
         let dashboard = config
             .dashboard
             .then(|| Arc::new(dashboard::Dashboard::default()));
-        let owner = admin_socket
+        let file = bound_at
             .as_deref()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map(|m| m.uid());
+            .or(admin_socket.as_deref())
+            .and_then(|p| std::fs::metadata(p).ok());
+        let owner = file.as_ref().map(MetadataExt::uid);
+        let identity = file.as_ref().map(|m| (m.dev(), m.ino()));
+        let handover = plane.handover;
         std::thread::Builder::new()
             .name("canarygate-control".into())
             .spawn(move || {
@@ -73,6 +113,7 @@ impl ControlPlane {
                 };
                 rt.block_on(serve(
                     rollouts,
+                    handover,
                     admin.map(|(l, _)| l),
                     metrics,
                     dashboard,
@@ -92,8 +133,30 @@ impl ControlPlane {
         }
         Ok(ControlPlane {
             admin_socket,
+            bound_at: std::sync::Mutex::new(bound_at),
+            identity,
             metrics_addr,
         })
+    }
+
+    /// Moves an admin socket bound beside a predecessor's into its place (one `rename`,
+    /// so the path always leads to a live gateway).
+    pub(crate) fn publish_admin(&self) -> Result<(), String> {
+        let mut bound_at = self
+            .bound_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (Some(from), Some(to)) = (bound_at.as_deref(), self.admin_socket.as_deref()) {
+            std::fs::rename(from, to)
+                .map_err(|e| format!("--admin-socket {}: {e}", to.display()))?;
+            *bound_at = None;
+        }
+        Ok(())
+    }
+
+    /// Whether `path` holds our socket file (not a successor's).
+    fn holds_ours(&self, path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok_and(|m| Some((m.dev(), m.ino())) == self.identity)
     }
 
     /// Path of the admin socket.
@@ -109,10 +172,24 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        if let Some(p) = &self.admin_socket {
-            let _ = std::fs::remove_file(p);
+        let beside = self
+            .bound_at
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        for p in beside.iter().chain(&self.admin_socket) {
+            if self.holds_ours(p) {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
+}
+
+/// Where a successor binds its admin socket until it replaces the one at `path`.
+fn beside(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".takeover-{}", std::process::id()));
+    path.with_file_name(name)
 }
 
 /// Binds the Unix socket and restricts it to its owner. A stale socket file (nobody
@@ -140,6 +217,7 @@ fn bind_admin(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
 
 async fn serve(
     rollouts: Arc<Rollouts>,
+    handover: Arc<Handover>,
     admin: Option<std::os::unix::net::UnixListener>,
     metrics: Option<std::net::TcpListener>,
     dashboard: Option<Arc<dashboard::Dashboard>>,
@@ -149,7 +227,12 @@ async fn serve(
     if let Some(l) = admin {
         match tokio::net::UnixListener::from_std(l) {
             Ok(l) => {
-                tokio::spawn(admin_loop(Arc::clone(&rollouts), l, owner));
+                tokio::spawn(admin_loop(
+                    Arc::clone(&rollouts),
+                    Arc::clone(&handover),
+                    l,
+                    owner,
+                ));
             }
             Err(e) => log::error!("admin socket: {e}"),
         }
@@ -164,7 +247,12 @@ async fn serve(
     if let Some(l) = metrics {
         match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {
-                tokio::spawn(metrics_loop(Arc::clone(&rollouts), l, dashboard));
+                tokio::spawn(metrics_loop(
+                    Arc::clone(&rollouts),
+                    l,
+                    handover.subscribe(),
+                    dashboard,
+                ));
             }
             Err(e) => log::error!("metrics endpoint: {e}"),
         }
@@ -191,6 +279,7 @@ async fn serve(
 
 async fn admin_loop(
     rollouts: Arc<Rollouts>,
+    handover: Arc<Handover>,
     listener: tokio::net::UnixListener,
     owner: Option<u32>,
 ) {
@@ -205,12 +294,22 @@ async fn admin_loop(
             continue;
         }
         let who = format!("uid {}", uid.unwrap_or_default());
-        tokio::spawn(admin_conn(Arc::clone(&rollouts), stream, who));
+        tokio::spawn(admin_conn(
+            Arc::clone(&rollouts),
+            Arc::clone(&handover),
+            stream,
+            who,
+        ));
     }
 }
 
 /// Serves commands on one admin connection until it closes.
-async fn admin_conn(rollouts: Arc<Rollouts>, stream: tokio::net::UnixStream, who: String) {
+async fn admin_conn(
+    rollouts: Arc<Rollouts>,
+    handover: Arc<Handover>,
+    stream: tokio::net::UnixStream,
+    who: String,
+) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::with_capacity(256);
@@ -233,6 +332,18 @@ async fn admin_conn(rollouts: Arc<Rollouts>, stream: tokio::net::UnixStream, who
         } else {
             match std::str::from_utf8(&line) {
                 Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) if upgrade::asked(text) == Some(upgrade::Asked::Sockets) => {
+                    match upgrade::send_sockets(&handover, &mut write, &who).await {
+                        Ok(()) => continue,
+                        Err(e) => exec::Reply {
+                            ok: false,
+                            text: format!("error: takeover: {e}"),
+                        },
+                    }
+                }
+                Ok(text) if upgrade::asked(text) == Some(upgrade::Asked::Done) => {
+                    upgrade::done(&rollouts, &handover, &who)
+                }
                 Ok(text) => {
                     let rollouts = Arc::clone(&rollouts);
                     let (text, who) = (text.to_owned(), who.clone());
@@ -266,10 +377,17 @@ async fn admin_conn(rollouts: Arc<Rollouts>, stream: tokio::net::UnixStream, who
 async fn metrics_loop(
     rollouts: Arc<Rollouts>,
     listener: tokio::net::TcpListener,
+    mut handed_over: tokio::sync::watch::Receiver<bool>,
     dashboard: Option<Arc<dashboard::Dashboard>>,
 ) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        // Readiness-based (epoll): once a successor took the socket over, a scrape
+        // still queued on it is the successor's.
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = handed_over.wait_for(|done| *done) => return,
+        };
+        let Ok((mut stream, _)) = accepted else {
             continue;
         };
         let rollouts = Arc::clone(&rollouts);

@@ -123,6 +123,11 @@ pub(crate) struct RunArgs {
     /// that time carries `Connection: close`. A second signal, or `0s`, stops at once.
     #[arg(long, value_name = "DUR", value_parser = parse_duration_or_zero, default_value = "30s")]
     pub drain_timeout: Duration,
+    /// Binary upgrade: take the listening sockets over from the gateway whose admin
+    /// socket is PATH (start with its flags plus this one); once this one accepts, that
+    /// one stops accepting, drains (--drain-timeout) and exits. No connection is refused.
+    #[arg(long, value_name = "PATH")]
+    pub takeover: Option<PathBuf>,
     /// Terminate TLS on --listen with this certificate chain (PEM: leaf first, then its
     /// chain); with --config: `tls = [{ cert, key, server_names }]` on a stage.
     /// `reload tls` and SIGHUP re-read it.
@@ -414,6 +419,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     if args.canary_access_log.is_some() {
         server.canary_access_log.clone_from(&args.canary_access_log);
     }
+    server.takeover.clone_from(&args.takeover);
     let gateway =
         crate::runtime::start(config).map_err(|e| anyhow::anyhow!("{}", start_error(&e)))?;
     // Watched before anyone hears that the gateway is up (the `listening on` lines,
@@ -452,7 +458,10 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         gateway.workers()
     );
     crate::notify::notify(&[("READY", "1"), ("STATUS", &status)]);
-    let signals = Some(wait_on(signals));
+    let (signals, handed_over) = wait_for_stop(&gateway, signals);
+    if handed_over {
+        log::info!("a successor took the listening sockets over: draining");
+    }
     crate::notify::notify(&[("STOPPING", "1"), ("STATUS", "draining")]);
     drain(&gateway, args.drain_timeout, signals);
     log::info!("stopping");
@@ -542,6 +551,40 @@ fn ctl(args: &CtlArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Blocks until SIGINT or SIGTERM, or until a successor took the listening sockets over
+/// (`--takeover`; then true). Returns the handle that sees later signals.
+fn wait_for_stop(
+    gateway: &crate::Gateway,
+    signals: Option<signal_hook::iterator::Signals>,
+) -> (Option<signal_hook::iterator::Signals>, bool) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let handover = std::sync::Arc::clone(gateway.handover());
+    let Some(mut signals) = signals else {
+        // Signals cannot be caught (logged): only a takeover ends the wait.
+        handover.wait();
+        return (None, true);
+    };
+    let handle = signals.handle();
+    let waiter = std::sync::Arc::clone(&handover);
+    let spawned = std::thread::Builder::new()
+        .name("canarygate-handover".into())
+        .spawn(move || {
+            waiter.wait();
+            handle.close();
+        });
+    if spawned.is_err() {
+        log::warn!("cannot watch for a takeover; stop this gateway with SIGTERM after one");
+    }
+    if signals.forever().next().is_some() {
+        return (Some(signals), false);
+    }
+    // Closed by the handover: a fresh handle sees a signal sent during the drain.
+    (
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).ok(),
+        handover.is_done(),
+    )
 }
 
 /// Blocks until SIGINT or SIGTERM, then returns the handle that sees later ones. SIGHUP

@@ -254,6 +254,9 @@ pub struct ServerConfig {
     pub canary_access_log: Option<PathBuf>,
     /// File the configuration came from, re-read by `reload` and SIGHUP.
     pub source: Option<PathBuf>,
+    /// Command line only (`--takeover`): the admin socket of a running gateway whose
+    /// listening sockets this one takes over (binary upgrade); `None` = bind them.
+    pub takeover: Option<PathBuf>,
     /// Worker threads, one per core; 0 means one per available core.
     pub workers: usize,
     /// I/O driver.

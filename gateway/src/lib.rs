@@ -23,6 +23,7 @@ pub(crate) mod metrics;
 pub(crate) mod notify;
 pub(crate) mod rollout;
 pub(crate) mod runtime;
+pub(crate) mod takeover;
 pub(crate) mod tls;
 
 // What the binary, `tests/`, `benches/` and `fuzz/` use; everything else is crate-private

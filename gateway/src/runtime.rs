@@ -2,6 +2,12 @@
 //! own `SO_REUSEPORT` listener, upstream pools, random generator and metrics. Workers
 //! share nothing on the hot path but the atomic canary share and their own metrics
 //! (read, never written, by other threads).
+//!
+//! With `--takeover` the listeners come from the running gateway instead of `bind`
+//! ([`crate::takeover`]): each stage takes the old stage's sockets, the workers start on
+//! them, and only then is the old process told to stop accepting. A worker stops
+//! accepting by cancelling its pending accept; an accept that completed as it was
+//! cancelled still hands its connection over, and it is served.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,6 +17,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
 use monoio::time::TimeDriver;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
@@ -23,11 +30,15 @@ use crate::dataplane::route::split::Split;
 use crate::dataplane::worker::Worker;
 use crate::metrics::{Stats, WorkerMetrics};
 use crate::rollout::controller::Rollouts;
+use crate::takeover::wire::{self, Role};
+use crate::takeover::{Handover, Taken};
 
 /// io_uring submission queue entries per worker.
 const RING_ENTRIES: u32 = 1024;
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 4096;
+/// How often a worker looks whether a successor took its listening sockets over.
+const HANDOVER_POLL: Duration = Duration::from_millis(50);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +66,10 @@ pub enum StartError {
     /// `--kernel-accounting on`, and kernel accounting is unavailable.
     #[error("kernel accounting is unavailable: {0}")]
     Kernel(#[from] crate::kernel::KernelError),
+    /// `--takeover`: the running gateway's sockets could not be taken over, or do not
+    /// fit this configuration (the message names the flag).
+    #[error("{0}")]
+    Takeover(String),
     /// A worker's runtime could not be built.
     #[error("cannot start worker {worker}: {source}")]
     Worker {
@@ -95,8 +110,9 @@ pub struct Gateway {
     metrics: Vec<Arc<WorkerMetrics>>,
     driver: Driver,
     threads: Vec<JoinHandle<()>>,
-    /// Duplicates of the listening sockets, for [`Gateway::begin_drain`].
-    stop_handles: Vec<std::net::TcpListener>,
+    /// Duplicates of the listening sockets, for [`Gateway::begin_drain`] and for a
+    /// successor that takes them over.
+    handover: Arc<Handover>,
     _log: Option<AccessLog>,
     control_plane: Option<crate::admin::ControlPlane>,
     /// Kernel accounting; dropping the gateway detaches it (see `crate::kernel`).
@@ -130,11 +146,18 @@ impl Gateway {
     /// each response from now on carries `Connection: close`, and each client connection
     /// closes after its current response. Wait for [`Gateway::busy`] to reach 0, then
     /// drop the gateway.
+    /// After a takeover the sockets are the successor's too: they are left open and the
+    /// workers only stop accepting.
     pub fn begin_drain(&self) {
         self.control.shared().start_draining();
-        for l in &self.stop_handles {
-            let _ = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read);
+        if !self.handover.shut_listeners() {
+            self.control.shared().stop_accepting();
         }
+    }
+
+    /// What a successor takes over; [`Handover::wait`] returns once one did.
+    pub(crate) fn handover(&self) -> &Arc<Handover> {
+        &self.handover
     }
 
     /// Requests being served plus upgraded connections being tunnelled, all workers.
@@ -178,7 +201,31 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let workers = config.server.effective_workers();
     // Before any socket exists: the gateway may move itself into its own cgroup.
     let kernel = crate::kernel::start(config.server.kernel_accounting)?;
-    let (local_addrs, per_worker) = bind_listeners(&mut config, workers)?;
+    let mut taken = match config.server.takeover.clone() {
+        Some(path) => Some(Taken::connect(&path).map_err(|e| takeover_error(&path, &e))?),
+        None => None,
+    };
+    if taken.is_some() && matches!(kernel.status(), crate::kernel::KernelStatus::On(_)) {
+        log::warn!(
+            "kernel accounting: connections accepted on the sockets taken over belong to the \
+             old process's cgroup, so this process's kernel figures count its upstream \
+             traffic only (restart without --takeover to count client traffic again)"
+        );
+    }
+    let (local_addrs, per_worker) = bind_listeners(&mut config, workers, taken.as_mut())?;
+    let handover = Arc::new(Handover::default());
+    for (worker, listeners) in per_worker.iter().enumerate() {
+        for (stage, l) in listeners {
+            let role = Role::Listener {
+                stage: *stage,
+                worker,
+            };
+            handover.offer(role, l).map_err(|source| StartError::Bind {
+                addr: local_addrs[*stage],
+                source,
+            })?;
+        }
+    }
 
     let metrics: Vec<Arc<WorkerMetrics>> = (0..workers)
         .map(|_| Arc::new(WorkerMetrics::default()))
@@ -209,12 +256,28 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     } else {
         None
     };
+    let taken_metrics = taken
+        .as_mut()
+        .and_then(|t| t.metrics(server.metrics_listen));
+    if let Some(t) = taken.as_mut() {
+        for addr in t.close_unused() {
+            log::warn!(
+                "--takeover: the new configuration does not listen on {addr}; its socket is \
+                 closed here and stays the old process's until it exits"
+            );
+        }
+    }
     let control_plane = if server.admin_socket.is_some()
         || server.metrics_listen.is_some()
         || server.source.is_some()
     {
+        let plane = crate::admin::Plane {
+            handover: Arc::clone(&handover),
+            metrics: taken_metrics,
+            replace_admin: taken.is_some(),
+        };
         Some(
-            crate::admin::ControlPlane::start(server, rollouts)
+            crate::admin::ControlPlane::start(server, rollouts, plane)
                 .map_err(StartError::ControlPlane)?,
         )
     } else {
@@ -224,15 +287,6 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(workers);
-    // Second handles on every listening socket, so a graceful stop can shut them all
-    // (which wakes each worker's pending accept) from the main thread.
-    let mut stop_handles = Vec::new();
-    for l in per_worker.iter().flatten() {
-        stop_handles.push(l.try_clone().map_err(|source| StartError::Bind {
-            addr: l.local_addr().unwrap_or(local_addrs[0]),
-            source,
-        })?);
-    }
     for (id, listeners) in per_worker.into_iter().enumerate() {
         let m = Arc::clone(&metrics[id]);
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
@@ -258,6 +312,19 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     }
     drop(ready_tx);
     let driver = wait_ready(&ready_rx, workers)?;
+    if let Some(t) = taken {
+        // Every worker accepts on the sockets now: the old process may stop. Its admin
+        // socket path becomes ours only once it agreed.
+        let path = t.path().to_path_buf();
+        t.finish().map_err(|e| takeover_error(&path, &e))?;
+        if let Some(cp) = &control_plane {
+            cp.publish_admin().map_err(StartError::ControlPlane)?;
+        }
+        log::info!(
+            "took over from the gateway at {}: it drains now",
+            path.display()
+        );
+    }
     Ok(Gateway {
         local_addrs,
         split,
@@ -265,34 +332,68 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         metrics,
         driver,
         threads,
-        stop_handles,
+        handover,
         _log: log,
         control_plane,
         kernel,
     })
 }
 
+fn takeover_error(path: &std::path::Path, e: &str) -> StartError {
+    StartError::Takeover(format!("--takeover {}: {e}", path.display()))
+}
+
+/// One worker's listeners: the stage each serves, and the socket.
+type Listeners = Vec<(usize, std::net::TcpListener)>;
+
 /// Listeners: per stage, the first bind resolves port 0 (the config then records the real
 /// port, which reload relies on); every worker gets its own `SO_REUSEPORT` socket on the
-/// same address. Returns the stages' addresses and each worker's listeners.
+/// same address. A stage the old process listens on (`taken`) takes its sockets instead,
+/// spread over the workers ([`wire::spread`]); a worker left without one binds its own.
+/// Returns the stages' addresses and each worker's listeners.
 fn bind_listeners(
     config: &mut Config,
     workers: usize,
-) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net::TcpListener>>), StartError> {
+    mut taken: Option<&mut Taken>,
+) -> Result<(Vec<SocketAddr>, Vec<Listeners>), StartError> {
+    let wanted: Vec<SocketAddr> = config.stages.iter().map(|s| s.listen).collect();
+    let plan = match taken.as_deref() {
+        Some(t) => {
+            wire::plan(&t.stage_addrs(), &wanted).map_err(|e| takeover_error(t.path(), &e))?
+        }
+        None => vec![None; wanted.len()],
+    };
     let mut local_addrs = Vec::new();
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
-        (0..workers).map(|_| Vec::new()).collect();
-    for stage in &mut config.stages {
-        let first = bind(stage.listen)?;
-        let addr = first.local_addr().map_err(|source| StartError::Bind {
+    let mut per_worker: Vec<Listeners> = (0..workers).map(|_| Vec::new()).collect();
+    for (index, stage) in config.stages.iter_mut().enumerate() {
+        let passed = match (plan[index], taken.as_deref_mut()) {
+            (Some(old), Some(t)) => t.stage(old),
+            _ => Vec::new(),
+        };
+        let mut passed: Vec<Option<std::net::TcpListener>> = passed.into_iter().map(Some).collect();
+        let first = if let Some(l) = passed.first().and_then(Option::as_ref) {
+            l.local_addr()
+        } else {
+            let l = bind(stage.listen)?;
+            let addr = l.local_addr();
+            passed.push(Some(l));
+            addr
+        };
+        let addr = first.map_err(|source| StartError::Bind {
             addr: stage.listen,
             source,
         })?;
         stage.listen = addr;
         local_addrs.push(addr);
-        per_worker[0].push(first);
-        for listeners in per_worker.iter_mut().skip(1) {
-            listeners.push(bind(addr)?);
+        for (worker, mine) in wire::spread(passed.len(), workers).into_iter().enumerate() {
+            if mine.is_empty() {
+                per_worker[worker].push((index, bind(addr)?));
+            }
+            for j in mine {
+                if let Some(l) = passed[j].take() {
+                    per_worker[worker].push((index, l));
+                }
+            }
         }
     }
     Ok((local_addrs, per_worker))
@@ -321,7 +422,7 @@ fn wait_ready(
 
 type Ready = mpsc::Sender<Result<Driver, (usize, io::Error)>>;
 
-fn run_worker(worker: Rc<Worker>, listeners: Vec<std::net::TcpListener>, ready: &Ready) {
+fn run_worker(worker: Rc<Worker>, listeners: Listeners, ready: &Ready) {
     let id = worker.id;
     let (mut rt, driver) = match build_runtime(worker.config.io_driver) {
         Ok(x) => x,
@@ -332,9 +433,9 @@ fn run_worker(worker: Rc<Worker>, listeners: Vec<std::net::TcpListener>, ready: 
     };
     rt.block_on(async move {
         let mut accepting = Vec::with_capacity(listeners.len());
-        for l in listeners {
+        for (stage, l) in listeners {
             match TcpListener::from_std(l) {
-                Ok(l) => accepting.push(l),
+                Ok(l) => accepting.push((stage, l)),
                 Err(e) => {
                     let _ = ready.send(Err((id, e)));
                     return;
@@ -351,22 +452,45 @@ fn run_worker(worker: Rc<Worker>, listeners: Vec<std::net::TcpListener>, ready: 
                 sweeper.sweep_pools();
             }
         });
-        let last = accepting.len().saturating_sub(1);
-        for (stage, listener) in accepting.into_iter().enumerate() {
-            let w = Rc::clone(&worker);
-            if stage == last {
-                accept_loop(w, listener, stage).await;
-            } else {
-                monoio::spawn(accept_loop(w, listener, stage));
+        // One canceller for every accept of this worker: it fires once a successor took
+        // the sockets over (the flag is polled: nothing can wake this thread's ring
+        // from another thread).
+        let canceller = Canceller::new();
+        let cancel = canceller.handle();
+        let shared = Arc::clone(&worker.shared);
+        monoio::spawn(async move {
+            while shared.accepting() {
+                monoio::time::sleep(HANDOVER_POLL).await;
             }
+            let _ = canceller.cancel();
+        });
+        for (stage, listener) in accepting {
+            monoio::spawn(accept_loop(
+                Rc::clone(&worker),
+                listener,
+                stage,
+                cancel.clone(),
+            ));
         }
+        // The runtime lives as long as the process: requests in flight end with it.
+        std::future::pending::<()>().await;
     });
 }
 
-/// Accepts connections on one stage's listener for ever, one task per connection.
-async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, stage: usize) {
+/// Accepts connections on one stage's listener, one task per connection, until the
+/// listener is shut (graceful stop) or the accepts are cancelled (a successor took the
+/// sockets over).
+async fn accept_loop(
+    worker: Rc<Worker>,
+    listener: TcpListener,
+    stage: usize,
+    cancel: CancelHandle,
+) {
     loop {
-        match listener.accept().await {
+        match listener.cancelable_accept(cancel.clone()).await {
+            // Also an accept that completed while it was being cancelled: the connection
+            // is out of the kernel's queue, so this process serves it (dropping it would
+            // reset the client).
             Ok((stream, peer)) => {
                 monoio::spawn(crate::dataplane::conn::serve(
                     Rc::clone(&worker),
@@ -375,11 +499,9 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, stage: usize) {
                     stage,
                 ));
             }
-            Err(_) if worker.shared.draining() => {
-                // The listener was shut for a graceful stop. Returning would end the
-                // worker's runtime, and with it the requests still in flight.
-                std::future::pending::<()>().await;
-            }
+            // Handed over (the successor accepts on this very socket, so only this
+            // process's descriptor closes) or shut for a graceful stop.
+            Err(_) if !worker.shared.accepting() || worker.shared.draining() => return,
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning.
                 log::warn!("worker {}: accept failed: {e}", worker.id);

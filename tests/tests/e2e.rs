@@ -71,6 +71,8 @@ mod stagevars;
 mod thirdparty;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/upgrade.rs"]
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -17,11 +17,37 @@ use super::io::socket;
 use super::session::{self, Client, Next};
 use super::tls;
 use super::worker::Worker;
-use crate::metrics::TlsFailure;
+use crate::metrics::{Counter, TlsFailure};
+
+/// An accepted connection counts as busy until its first request is over (or it closed
+/// without one), so a graceful stop or a binary upgrade waits for a client that has
+/// connected and not yet sent, or not yet been read: closing it would reset a request
+/// the client believes it made. The header and TLS handshake timeouts bound the wait.
+struct Fresh<'a>(Option<&'a Counter>);
+
+impl<'a> Fresh<'a> {
+    fn new(busy: &'a Counter) -> Self {
+        busy.inc();
+        Fresh(Some(busy))
+    }
+
+    fn over(&mut self) {
+        if let Some(busy) = self.0.take() {
+            busy.dec();
+        }
+    }
+}
+
+impl Drop for Fresh<'_> {
+    fn drop(&mut self) {
+        self.over();
+    }
+}
 
 /// Serves one accepted TCP connection on stage `stage` until it closes. Runs as its own
 /// task.
 pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, stage: usize) {
+    let mut fresh = Fresh::new(&worker.metrics.busy);
     // Small heads must not wait for Nagle; failure only costs latency.
     let _ = stream.set_nodelay(true);
     socket::set_send_timeout(&stream, worker.config.timeouts.send);
@@ -35,7 +61,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
     let max_header = worker.config.limits.max_header_bytes;
     let Some(config) = tls else {
         let client = Client::new(stream, peer.ip(), false, stage, max_header);
-        serve_client(&worker, client).await;
+        serve_client(&worker, client, &mut fresh).await;
         return;
     };
     let m = &worker.metrics;
@@ -55,7 +81,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
                 m.tls_resumed.inc();
             }
             let client = Client::new(stream, peer.ip(), true, stage, max_header);
-            if let Some(mut stream) = serve_client(&worker, client).await {
+            if let Some(mut stream) = serve_client(&worker, client, &mut fresh).await {
                 // TLS closes with close_notify (RFC 8446 §6.1), so the client can tell
                 // the end of the connection from a truncation.
                 let _ = monoio::time::timeout(CLOSE_NOTIFY_TIME, stream.shutdown()).await;
@@ -73,12 +99,14 @@ const CLOSE_NOTIFY_TIME: Duration = Duration::from_secs(1);
 
 /// Serves requests on `c` until the connection ends. Returns the stream unless it was
 /// tunnelled or already shut down (a lingering close).
-async fn serve_client<S: Stream>(w: &Worker, mut c: Client<S>) -> Option<S> {
+async fn serve_client<S: Stream>(w: &Worker, mut c: Client<S>, fresh: &mut Fresh<'_>) -> Option<S> {
     let m = &w.metrics;
     m.accepted.inc();
     m.open.inc();
     let upgraded = loop {
-        match session::run(w, &mut c).await {
+        let next = session::run(w, &mut c).await;
+        fresh.over();
+        match next {
             // A graceful stop began while the response went out: close now rather than
             // wait for a next request (requests already buffered were pipelined before
             // the stop and are still answered).

@@ -17,6 +17,9 @@ pub struct Shared {
     generation: AtomicU64,
     /// Set once at shutdown: workers answer what they have with `Connection: close`.
     draining: AtomicBool,
+    /// Set once when another process took the listening sockets over: workers stop
+    /// accepting (without shutting the sockets, which are that process's too).
+    handed_over: AtomicBool,
 }
 
 impl Shared {
@@ -40,6 +43,17 @@ impl Shared {
     /// Tells every worker to close each client connection after its current response.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// False once the listening sockets belong to a successor (binary upgrade).
+    #[inline]
+    pub fn accepting(&self) -> bool {
+        !self.handed_over.load(Ordering::Relaxed)
+    }
+
+    /// Tells every worker to stop accepting: a successor accepts on the same sockets.
+    pub fn stop_accepting(&self) {
+        self.handed_over.store(true, Ordering::Relaxed);
     }
 
     /// Publishes `snapshot` to every worker.
