@@ -163,7 +163,13 @@ pub(crate) struct DemoArgs {
     /// Requests in the demo's opening burst.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub requests: u64,
-    /// Exit after the burst instead of serving until interrupted.
+    /// Address of `/metrics` and the live dashboard (`/dashboard`).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr, default_value = "127.0.0.1:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Admin socket of the demo gateway (default: canarygate-demo-PID.sock in the temp dir).
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// Exit after the demo instead of serving until interrupted.
     #[arg(long)]
     pub exit: bool,
 }

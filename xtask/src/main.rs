@@ -61,10 +61,12 @@ enum Task {
     },
     /// Install what `cargo xtask test` needs and nothing else (its first step alone).
     Tools,
-    /// Build `canarygate` in release mode and run `canarygate demo`.
+    /// Install the eBPF toolchain, build `canarygate` in release mode and run
+    /// `canarygate demo`.
     ///
-    /// The demo listens on 127.0.0.1:8080 by default, with built-in stable and canary
-    /// upstreams answering "v1" and "v2".
+    /// The demo listens on 127.0.0.1:8080 by default (dashboard and /metrics on
+    /// 127.0.0.1:9090), with built-in upstreams "v1" (stable), "v2" (a healthy canary,
+    /// rolled out and promoted) and "v3" (a failing canary, rolled back, then tripped).
     Demo {
         /// Passed to `canarygate demo`, e.g. `cargo xtask demo -- --listen 127.0.0.1:9090`.
         #[arg(last = true)]

@@ -418,7 +418,13 @@ fn demo_serves_builtin_upstreams() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(gateway_bin())
-        .args(["demo", "--listen", &listen])
+        .args([
+            "demo",
+            "--listen",
+            &listen,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -449,4 +455,61 @@ fn demo_serves_builtin_upstreams() {
         "{}",
         r.describe()
     );
+}
+
+/// The demo end to end (`--exit`): the burst's split and the kernel's figures, a healthy
+/// canary promoted through its steps with every verdict, a bad one rolled back by the
+/// judge, then tripped by the kill switch; in under a minute, without a transport error.
+#[test]
+fn demo_shows_kernel_figures_a_promotion_and_a_rollback() {
+    let dir = tests::TempDir::new("demo");
+    let socket = dir.path().join("admin.sock");
+    let out = run_cli(
+        &[
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--admin-socket",
+            &socket.to_string_lossy(),
+            "--requests",
+            "5000",
+            "--exit",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.is_some_and(|s| s.success()),
+        "demo failed ({:?}):\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    let text = &out.stdout;
+    for want in [
+        "within the 99.9% binomial bound",
+        "kernel  stable",
+        "kernel  canary",
+        "TCP RTT",
+        "step 1 at 10%: PASS",
+        "PROMOTED",
+        "step 1 at 10%: FAIL",
+        "ROLLED BACK by the judge",
+        "KILL SWITCH TRIPPED",
+        "0 transport errors",
+        "/dashboard",
+        "canarygate ctl --socket",
+    ] {
+        assert!(
+            text.contains(want),
+            "the demo did not show {want:?}:\n{text}"
+        );
+    }
+    let took: f64 = text
+        .split("the demo took ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next()?.parse().ok())
+        .expect("the demo says how long it took");
+    assert!(took < 60.0, "the demo took {took} s:\n{text}");
 }
