@@ -375,6 +375,16 @@ impl GatewayProc {
             .expect("the gateway announced no admin socket")
     }
 
+    /// `GET /metrics`, parsed by Prometheus's own client parser (panics with the text
+    /// when the status is not 200 or it does not parse).
+    pub fn scrape(&self) -> crate::PromText {
+        let r = crate::Client::connect(self.metrics_addr())
+            .and_then(|mut c| c.get("/metrics"))
+            .expect("GET /metrics");
+        assert_eq!(r.status, 200, "{}", r.describe());
+        crate::parse_prometheus(&r.text()).unwrap_or_else(|e| panic!("{e}\n{}", r.text()))
+    }
+
     /// The address of its `metrics on` line.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.announced

@@ -12,19 +12,11 @@ use std::time::{Duration, Instant};
 
 use tests::{
     BackgroundLoad, Client, ConfigFile, Expect, GatewayProc, PromText, TempDir, TunableUpstream,
-    parse_prometheus, run_cli, run_program,
+    run_cli, run_program,
 };
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CONNS: usize = 4;
-
-fn scrape(gw: &GatewayProc) -> PromText {
-    let r = Client::connect(gw.metrics_addr())
-        .and_then(|mut c| c.get("/metrics"))
-        .expect("GET /metrics");
-    assert_eq!(r.status, 200, "{}", r.describe());
-    parse_prometheus(&r.text()).expect("parse /metrics")
-}
 
 /// Runs headless Chromium on `url` with `what` (`--dump-dom` or `--screenshot=..`),
 /// giving the page's timers `budget_ms` of virtual time; returns stdout.
@@ -159,9 +151,9 @@ fn chromium_shows_the_figures_of_metrics_during_a_load() {
     let load = BackgroundLoad::start(gw.addr(), "/", CONNS, 1, Duration::from_secs(120));
     // A few seconds of history for the charts.
     thread::sleep(Duration::from_secs(3));
-    let before = scrape(&gw);
+    let before = gw.scrape();
     let dom = chromium(&url, &["--dump-dom"], 4000);
-    let after = scrape(&gw);
+    let after = gw.scrape();
     let figures = shown(&dom);
     let renders: u32 = dom
         .split("data-renders=\"")

@@ -15,19 +15,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tests::{
     AdminConn, Client, ConfigFile, Expect, Framing, GatewayProc, ManyPorts, ServerProc, TempDir,
-    TestUpstream, TunableUpstream, WsEchoUpstream, get_request, parse_prometheus, post_request,
-    refused_addr, ws_connect,
+    TestUpstream, TunableUpstream, WsEchoUpstream, get_request, post_request, refused_addr,
+    ws_connect,
 };
 
 use crate::start_gw;
-
-/// `/metrics`, parsed.
-fn scrape(gw: &GatewayProc) -> tests::PromText {
-    let r = Client::connect(gw.metrics_addr())
-        .and_then(|mut c| c.get("/metrics"))
-        .expect("GET /metrics");
-    parse_prometheus(&r.text()).expect("metrics parse")
-}
 
 /// `show endpoints ROUTE json`, as items.
 fn endpoints(admin: &mut AdminConn, route: &str) -> Vec<Value> {
@@ -307,7 +299,7 @@ fn endpoints_answering_503_are_ejected_within_max_ejection_percent_and_come_back
         other_bad["ejections_skipped"].as_u64().unwrap() >= 1,
         "the second bad endpoint crossed the threshold but was not ejected: {other_bad}"
     );
-    let prom = scrape(&gw);
+    let prom = gw.scrape();
     let labels = [
         ("route", "default"),
         ("variant", "stable"),
@@ -406,7 +398,7 @@ fn panic_mode_serves_from_endpoints_that_are_all_down_and_says_so() {
     assert_eq!(served.len(), 2, "both down endpoints serve: {served:?}");
     let text = admin.ok("show endpoints default");
     assert!(text.contains("PANIC"), "{text}");
-    let prom = scrape(&gw);
+    let prom = gw.scrape();
     assert_eq!(
         prom.int(
             "canarygate_deployment_panic",

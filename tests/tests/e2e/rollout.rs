@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::{
-    AdminConn, BackgroundLoad, Client, ConfigFile, Expect, GatewayProc, PromText, TunableUpstream,
-    ctl, parse_prometheus,
+    AdminConn, BackgroundLoad, Client, ConfigFile, Expect, GatewayProc, TunableUpstream, ctl,
 };
 
 /// Longest a rollout may take to reach what a test waits for.
@@ -132,13 +131,6 @@ fn verdicts(r: &Value) -> Vec<(u64, String)> {
         .collect()
 }
 
-fn scrape(gw: &GatewayProc) -> PromText {
-    let r = Client::connect(gw.metrics_addr())
-        .and_then(|mut c| c.get("/metrics"))
-        .expect("GET /metrics");
-    parse_prometheus(&r.text()).unwrap_or_else(|e| panic!("{e}\n{}", r.text()))
-}
-
 /// Asserts the canary upstream gets no new request for a while (its share is 0).
 fn assert_canary_idle(canary: &TunableUpstream) {
     thread::sleep(Duration::from_millis(200));
@@ -196,7 +188,7 @@ fn sequential_judge_promotes_a_healthy_canary_through_every_step() {
         report.errors.is_empty() && report.other_status.is_empty(),
         "{report:?}"
     );
-    let m = scrape(&s.gw);
+    let m = s.gw.scrape();
     let p = m.value(
         "canarygate_rollout_p_value",
         &[("route", "api"), ("test", "errors")],
@@ -393,7 +385,7 @@ fn healthy_canary_goes_through_every_step_and_is_promoted() {
         assert_eq!(client.get("/").unwrap().text(), "canary");
     }
     assert_eq!(s.stable.requests(), before);
-    let m = scrape(&s.gw);
+    let m = s.gw.scrape();
     assert_eq!(
         m.int(
             "canarygate_rollout_state",
@@ -562,7 +554,7 @@ fn kill_switch_drops_a_failing_canary_within_its_window() {
     );
     let text = s.admin.ok("show canary api");
     assert!(text.contains("kill switch: TRIPPED ("), "{text}");
-    let m = scrape(&s.gw);
+    let m = s.gw.scrape();
     assert_eq!(
         m.int("canarygate_kill_switch_tripped", &[("route", "api")]),
         1

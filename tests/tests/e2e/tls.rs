@@ -80,16 +80,8 @@ fn serial_hex(serial: u64) -> String {
     tests::tls::TestCa::serial_text(serial)
 }
 
-/// `/metrics`, parsed.
-fn scrape(gw: &GatewayProc) -> tests::PromText {
-    let r = Client::connect(gw.metrics_addr())
-        .and_then(|mut c| c.get("/metrics"))
-        .expect("GET /metrics");
-    tests::parse_prometheus(&r.text()).expect("valid exposition")
-}
-
 fn failures(gw: &GatewayProc, reason: &str) -> u64 {
-    scrape(gw).int(
+    gw.scrape().int(
         "canarygate_tls_handshake_failures_total",
         &[("reason", reason)],
     )
@@ -176,7 +168,7 @@ fn curl_and_openssl_get_the_certificate_of_their_sni_name() {
         text.contains("a.test") && text.contains("expires in"),
         "{text}"
     );
-    let left = scrape(&gw).value(
+    let left = gw.scrape().value(
         "canarygate_tls_certificate_expiry_seconds",
         &[
             ("stage", "edge"),
@@ -565,7 +557,7 @@ fn sessions_resume_with_tickets_across_a_certificate_reload() {
         &["-servername", "a.test", "-tls1_2", "-sess_in", &sess],
     );
     assert!(out.contains("Reused, TLSv1.2"), "{out}");
-    let p = scrape(&gw);
+    let p = gw.scrape();
     assert!(p.int("canarygate_tls_handshakes_total", &[("kind", "resumed")]) >= 3);
     assert!(p.int("canarygate_tls_handshakes_total", &[("kind", "full")]) >= 2);
 }
@@ -613,7 +605,8 @@ fn handshakes_beyond_the_per_worker_limit_are_closed_at_once() {
     let mut c = Client::connect_tls(gw.addr(), config, "a.test").unwrap();
     assert_eq!(c.get("/").unwrap().status, 200);
     assert_eq!(
-        scrape(&gw).int("canarygate_tls_handshakes_in_progress", &[]),
+        gw.scrape()
+            .int("canarygate_tls_handshakes_in_progress", &[]),
         0
     );
 }
