@@ -110,6 +110,8 @@ show rollout [ROUTE] [json]                    rollout progress and every verdic
 show endpoints [ROUTE] [json]                  endpoint health: state, checks, ejections
 set endpoint ROUTE ADDR drain|maint|ready      take an endpoint out (drain: in-flight
                                                requests finish) or put it back
+takeover, takeover done                        sent by `canarygate run --takeover`: hand
+                                               the listening sockets over, then drain
 expect VERSION <command>                       apply only if the version is still VERSION";
 
 /// Parses one command line.

@@ -13,7 +13,7 @@ use tests::{
 };
 
 /// Every `run` flag the README lists.
-const RUN_FLAGS: [&str; 35] = [
+const RUN_FLAGS: [&str; 38] = [
     "--listen",
     "--stable",
     "--canary",
@@ -49,6 +49,9 @@ const RUN_FLAGS: [&str; 35] = [
     "--tls-min-version",
     "--tls-handshake-timeout",
     "--max-tls-handshakes",
+    "--dashboard",
+    "--log-format",
+    "--takeover",
 ];
 
 /// Whether `text` mentions `flag` as a whole flag (`--canary` does not count inside
