@@ -460,6 +460,7 @@ fn respond(
         show::prometheus::render(&mut text, rollouts);
         show::endpoints::render(&mut text, control);
         show::tls::render(&mut text, control);
+        show::fleet::render(&mut text, control);
         return (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",

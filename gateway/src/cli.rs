@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod docs;
+mod fleet;
 mod health;
 mod logging;
 
@@ -51,6 +52,9 @@ pub(crate) enum Command {
     },
     /// Send an admin command to a running gateway (try: canarygate ctl help).
     Ctl(CtlArgs),
+    /// Move a fleet's configuration into or out of etcd (fleet mode, see run --etcd).
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell) on stdout.
     Completions {
         /// The shell.
@@ -89,10 +93,10 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "stable", "canary"])]
     pub config: Option<PathBuf>,
     /// Address to listen on, e.g. 0.0.0.0:8080 (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr, required_unless_present = "config")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr, required_unless_present_any = ["config", "etcd"])]
     pub listen: Option<SocketAddr>,
     /// Stable deployment endpoints, comma-separated host:port (round-robin).
-    #[arg(long, value_name = "ADDR[,ADDR..]", value_parser = parse_addr, value_delimiter = ',', required_unless_present = "config")]
+    #[arg(long, value_name = "ADDR[,ADDR..]", value_parser = parse_addr, value_delimiter = ',', required_unless_present_any = ["config", "etcd"], requires = "listen")]
     pub stable: Vec<SocketAddr>,
     /// Canary deployment endpoints, comma-separated host:port (round-robin).
     #[arg(long, value_name = "ADDR[,ADDR..]", value_parser = parse_addr, value_delimiter = ',')]
@@ -152,6 +156,8 @@ pub(crate) struct RunArgs {
     pub tuning: Tuning,
     #[command(flatten)]
     pub health: health::HealthArgs,
+    #[command(flatten)]
+    pub fleet: fleet::FleetArgs,
 }
 
 /// Flags of `canarygate demo`.
@@ -323,6 +329,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => crate::demo::run(&args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Ctl(args) => return ctl(&args),
+        Command::Fleet(command) => fleet::run(&command),
         Command::Completions { shell } => {
             docs::completions(shell);
             Ok(())
@@ -363,9 +370,12 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
             )
             .into());
         }
-        let listen = args
-            .listen
-            .ok_or_else(|| anyhow::anyhow!("--listen is required without --config"))?;
+        let Some(listen) = args.listen else {
+            // Fleet mode without local stages: they come from etcd.
+            let mut c = Config::default();
+            args.fleet.apply(&mut c).map_err(BadFlag)?;
+            return serve(args, c);
+        };
         let mut c = Config::single_route(
             listen,
             args.stable.clone(),
@@ -398,6 +408,13 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         crate::control::tls::TlsState::load(&config, None)
             .map_err(|e| BadFlag(format!("--tls-cert: {e}")))?;
     }
+    args.fleet.apply(&mut config).map_err(BadFlag)?;
+    serve(args, config)
+}
+
+/// Puts the server flags over `config`, joins the fleet in fleet mode, starts the gateway
+/// and serves until a signal.
+fn serve(args: &RunArgs, mut config: Config) -> anyhow::Result<()> {
     args.tuning.apply_explicit(&mut config.server);
     let server = &mut config.server;
     if args.admin_socket.is_some() {
@@ -426,8 +443,16 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         server.canary_access_log.clone_from(&args.canary_access_log);
     }
     server.takeover.clone_from(&args.takeover);
-    let gateway =
-        crate::runtime::start(config).map_err(|e| anyhow::anyhow!("{}", start_error(&e)))?;
+    let joined = match &config.server.fleet {
+        Some(_) => {
+            let joined = crate::fleet::join(&config).map_err(|e| anyhow::anyhow!(e))?;
+            config = joined.config.clone();
+            Some(joined)
+        }
+        None => None,
+    };
+    let gateway = crate::runtime::start_in(config, joined)
+        .map_err(|e| anyhow::anyhow!("{}", start_error(&e)))?;
     // Watched before anyone hears that the gateway is up (the `listening on` lines,
     // READY=1): a SIGTERM sent right after must drain, not kill with the default action.
     let signals = watch_signals();

@@ -7,13 +7,16 @@
 //! server parts (workers, listeners, timeouts) need a restart.
 
 pub(crate) mod file;
+pub(crate) mod fleet;
 pub(crate) mod health;
 pub(crate) mod killswitch;
+pub(crate) mod render;
 pub(crate) mod template;
 pub(crate) mod tls;
 mod validate;
 pub(crate) mod value;
 
+pub use fleet::FleetConfig;
 pub use tls::{StageTls, TlsCert, TlsVersion, UpstreamTls};
 pub use validate::ConfigError;
 
@@ -272,6 +275,9 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// Limits.
     pub limits: Limits,
+    /// Fleet mode: the routing configuration is the fleet's, in etcd; `None` = this
+    /// process's own.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// Kernel accounting of `canarygate run` and `canarygate demo` when `--kernel-accounting`

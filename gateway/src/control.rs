@@ -15,7 +15,9 @@
 //! - [`health`]: endpoint health (active checks, outlier ejection, drain), published
 //!   to the workers as one state word per endpoint;
 //! - [`tls`]: loaded certificates and TLS configurations, swapped whole on reload;
-//! - [`stats`]: merging worker figures.
+//! - [`stats`]: merging worker figures;
+//! - [`store`]: the shared home of the configuration in fleet mode (etcd), which every
+//!   change goes through first when one is attached.
 
 pub(crate) mod edit;
 pub(crate) mod health;
@@ -23,6 +25,7 @@ pub(crate) mod killswitch;
 pub(crate) mod reload;
 pub(crate) mod state;
 pub(crate) mod stats;
+pub(crate) mod store;
 pub(crate) mod tls;
 
 pub(crate) use state::{Control, ControlError};

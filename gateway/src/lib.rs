@@ -7,7 +7,8 @@
 //! (per-core counters and latency histograms). [`config`] and [`cli`] describe what to run;
 //! [`control`] holds the routing state operators change through [`admin`] (the admin
 //! socket, `/metrics`, `canarygate ctl`); [`accesslog`] writes per-variant logs off the hot
-//! path; [`kernel`] accounts each variant's TCP traffic in the kernel (eBPF); [`notify`]
+//! path; [`kernel`] accounts each variant's TCP traffic in the kernel (eBPF); [`fleet`] keeps the routing
+//! configuration of many gateways in etcd (fleet mode); [`notify`]
 //! tells systemd when the gateway is ready and when it stops; [`demo`] is the
 //! self-contained tour behind `canarygate demo`.
 
@@ -17,6 +18,7 @@ pub(crate) mod config;
 pub(crate) mod control;
 pub mod dataplane;
 pub(crate) mod demo;
+pub(crate) mod fleet;
 pub(crate) mod judge;
 pub(crate) mod kernel;
 pub(crate) mod metrics;
@@ -32,9 +34,9 @@ pub use admin::protocol::parse as parse_admin_command;
 pub use cli::main;
 pub use config::file::parse as parse_config_file;
 pub use config::{
-    Assignment, Canary, Config, ConfigError, Deployment, DriverChoice, KernelAccounting, Limits,
-    LogFormat, RouteConfig, ServerConfig, StageConfig, StageTls, StickyKey, Timeouts, TlsCert,
-    TlsVersion, UpstreamTls,
+    Assignment, Canary, Config, ConfigError, Deployment, DriverChoice, FleetConfig,
+    KernelAccounting, Limits, LogFormat, RouteConfig, ServerConfig, StageConfig, StageTls,
+    StickyKey, Timeouts, TlsCert, TlsVersion, UpstreamTls,
 };
 pub use control::health::Admin as EndpointAdmin;
 pub use control::state::Control;

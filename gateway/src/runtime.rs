@@ -115,6 +115,8 @@ pub struct Gateway {
     handover: Arc<Handover>,
     _log: Option<AccessLog>,
     control_plane: Option<crate::admin::ControlPlane>,
+    /// Fleet mode: this gateway in its fleet (its etcd thread lives as long as this).
+    _fleet: Option<std::sync::Arc<crate::fleet::Fleet>>,
     /// Kernel accounting; dropping the gateway detaches it (see `crate::kernel`).
     pub(crate) kernel: crate::kernel::KernelGuard,
 }
@@ -196,7 +198,16 @@ impl Gateway {
 /// Binds the listeners, starts one pinned worker per core (and the control plane when an
 /// admin socket, metrics endpoint or config file asks for it) and returns once all of
 /// them accept connections.
-pub fn start(mut config: Config) -> Result<Gateway, StartError> {
+pub fn start(config: Config) -> Result<Gateway, StartError> {
+    start_in(config, None)
+}
+
+/// [`start`] for a gateway that joined a fleet ([`crate::fleet::join`]): its changes are
+/// stored in etcd and it takes on the fleet's from there on.
+pub(crate) fn start_in(
+    mut config: Config,
+    fleet: Option<crate::fleet::Joined>,
+) -> Result<Gateway, StartError> {
     config.validate()?;
     let workers = config.server.effective_workers();
     // Before any socket exists: the gateway may move itself into its own cgroup.
@@ -234,6 +245,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let control = Arc::new(
         Control::new(config.clone(), metrics.clone(), kernel_handle).map_err(StartError::Tls)?,
     );
+    let fleet = fleet.map(|j| j.run(&control));
     // The rollout controller owns the rollouts the file plans, and starts them now.
     let rollouts = Arc::new(Rollouts::new(
         Arc::clone(&control),
@@ -270,6 +282,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
     let control_plane = if server.admin_socket.is_some()
         || server.metrics_listen.is_some()
         || server.source.is_some()
+        || fleet.is_some()
     {
         let plane = crate::admin::Plane {
             handover: Arc::clone(&handover),
@@ -335,6 +348,7 @@ pub fn start(mut config: Config) -> Result<Gateway, StartError> {
         handover,
         _log: log,
         control_plane,
+        _fleet: fleet,
         kernel,
     })
 }

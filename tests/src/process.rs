@@ -496,6 +496,21 @@ pub struct CliOutput {
     pub stderr: String,
 }
 
+impl CliOutput {
+    /// True when it exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// Status, stdout and stderr, for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
 /// Runs `canarygate ARGS..` to completion, killing it (by PID) after `timeout`.
 pub fn run_cli(args: &[&str], timeout: Duration) -> CliOutput {
     run_program(gateway_bin().as_os_str(), args, timeout)

@@ -15,7 +15,7 @@
 //! upstreams ([`tls`]). Last, how it is shipped: the Debian package, its systemd unit
 //! and sd_notify ([`package`]), the
 //! Grafana dashboard and alert rules against a real scrape ([`deploy`]) and the process's
-//! log format ([`logs`]).
+//! log format ([`logs`]). Fleet mode, many gateways on one etcd, comes last ([`fleet`]).
 //! The crate root is a file, not `main.rs`, so the modules under `e2e/` are named with
 //! `#[path]`.
 
@@ -41,6 +41,8 @@ mod dashboard;
 mod deploy;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/fleet.rs"]
+mod fleet;
 #[path = "e2e/framing.rs"]
 mod framing;
 #[path = "e2e/health.rs"]

@@ -69,6 +69,10 @@ pub(crate) fn execute(rollouts: &Rollouts, line: &str, who: &str) -> Reply {
         Command::Reload => reload(rollouts, expect),
         Command::ReloadTls => result(control.reload_tls(expect)),
         Command::ShowTls { json } => Reply::ok(super::show::tls::show(control, json)),
+        Command::ShowFleet { json } => match super::show::fleet::show(control, json) {
+            Ok(text) => Reply::ok(text),
+            Err(e) => Reply::err(e),
+        },
         Command::Rollout(ref cmd) => result(rollouts.rollout(expect, cmd, who)),
         Command::ShowRollout { route, json } => {
             shown(super::show::rollout::show(rollouts, route.as_deref(), json))
@@ -112,6 +116,16 @@ fn result(r: Result<String, crate::control::ControlError>) -> Reply {
 /// through the rollout controller (which keeps rollouts' shares).
 pub(crate) fn reload(rollouts: &Rollouts, expect: Option<u64>) -> Reply {
     let control = rollouts.control();
+    if control.store().is_some() {
+        // The file's stages are not the fleet's: re-reading them on every member's
+        // SIGHUP would undo what operators changed. Certificates are still local files.
+        return match control.reload_tls(expect) {
+            Ok(tls) => Reply::ok(format!(
+                "fleet mode: routes come from etcd (`canarygate fleet import FILE` changes them); {tls}"
+            )),
+            Err(e) => Reply::err(e),
+        };
+    }
     let current = control.config();
     let Some(source) = current.server.source.as_deref() else {
         return Reply::err("reload: the gateway was not started with --config");

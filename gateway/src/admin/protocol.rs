@@ -47,6 +47,8 @@ pub enum Command {
     ReloadTls,
     /// `show tls [json]`
     ShowTls { json: bool },
+    /// `show fleet [json]`
+    ShowFleet { json: bool },
     /// `rollout start|pause|resume|abort ROUTE ...`
     Rollout(crate::rollout::RolloutCommand),
     /// `show rollout [ROUTE] [json]`
@@ -73,6 +75,7 @@ impl Command {
                 | Command::ShowRollout { .. }
                 | Command::ShowEndpoints { .. }
                 | Command::ShowTls { .. }
+                | Command::ShowFleet { .. }
         )
     }
 }
@@ -103,6 +106,8 @@ reload tls                                     re-read the certificate, key and 
                                                (SIGHUP does this without a config file)
 show tls [json]                                listener certificates: names, issuer,
                                                serial, expiry
+show fleet [json]                              fleet mode: etcd, members, versions,
+                                               heartbeats, leader, refused changes
 rollout start ROUTE [steps P,P,.. interval DUR judge sequential|fixed ...]
                                                step-wise rollout, judged continuously
 rollout pause|resume|abort ROUTE               hold, continue, or stop (canary to 0)
@@ -189,10 +194,12 @@ pub fn parse(line: &str) -> Result<Request, String> {
         ["reload", "tls"] => Command::ReloadTls,
         ["show", "tls"] => Command::ShowTls { json: false },
         ["show", "tls", "json"] => Command::ShowTls { json: true },
+        ["show", "fleet"] => Command::ShowFleet { json: false },
+        ["show", "fleet", "json"] => Command::ShowFleet { json: true },
         ["set" | "del", "canary", ..] => {
             return Err("usage: set canary ROUTE percent P | var KEY VALUE | deployment ID ADDR[,ADDR..]; del canary ROUTE var KEY".into());
         }
-        ["show", ..] => return Err("usage: show version | show canary [ROUTE] [json] | show stats [ROUTE] [json] | show rollout [ROUTE] [json] | show endpoints [ROUTE] [json] | show tls [json]".into()),
+        ["show", ..] => return Err("usage: show version | show canary [ROUTE] [json] | show stats [ROUTE] [json] | show rollout [ROUTE] [json] | show endpoints [ROUTE] [json] | show tls [json] | show fleet [json]".into()),
         ["promote" | "rollback", ..] => return Err(format!("usage: {} ROUTE", words[0])),
         [other, ..] => return Err(format!("unknown command '{}' (try: help)", other.chars().take(64).collect::<String>())),
     };

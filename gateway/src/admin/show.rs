@@ -11,6 +11,7 @@
 
 pub(crate) mod canary;
 pub(crate) mod endpoints;
+pub(crate) mod fleet;
 pub(crate) mod killswitch;
 pub(crate) mod prometheus;
 pub(crate) mod rollout;

@@ -30,8 +30,8 @@ use super::health::{FileHealthCheck, FileOutlier, HealthConfig};
 use super::tls::parse_server_name;
 use super::value::{parse_addr, parse_duration, parse_header_name};
 use super::{
-    Assignment, Canary, Config, Deployment, RouteConfig, ServerConfig, StageConfig, StageTls,
-    StickyKey, TlsCert, TlsVersion, UpstreamTls,
+    Assignment, Canary, Config, Deployment, FleetConfig, RouteConfig, ServerConfig, StageConfig,
+    StageTls, StickyKey, TlsCert, TlsVersion, UpstreamTls,
 };
 use crate::config::template::Template;
 use crate::config::value::parse_percent;
@@ -74,6 +74,18 @@ struct FileConfig {
     server: FileServer,
     #[serde(default)]
     stage: Vec<FileStage>,
+    /// Fleet mode: the stages come from etcd (and may be left out here).
+    fleet: Option<FileFleet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFleet {
+    etcd: Spanned<Vec<String>>,
+    prefix: Option<Spanned<String>>,
+    member: Option<Spanned<String>>,
+    cache: Option<PathBuf>,
+    lease: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,7 +246,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, FileError> {
     let cx = Cx { text, path };
     let mut config = Config::default();
     cx.server(&file.server, &mut config.server)?;
-    if file.stage.is_empty() {
+    if let Some(f) = &file.fleet {
+        config.server.fleet = Some(cx.fleet(f)?);
+    }
+    if file.stage.is_empty() && file.fleet.is_none() {
         return Err(cx.invalid(0..0, "at least one [[stage]] is needed"));
     }
     let mut route_names = HashSet::new();
@@ -318,6 +333,43 @@ impl Cx<'_> {
                 .map_err(|e| self.invalid(v.span(), format!("{what}: {e}")))?;
         }
         Ok(())
+    }
+
+    fn fleet(&self, f: &FileFleet) -> Result<FleetConfig, FileError> {
+        use super::fleet::{parse_etcd_url, parse_member, parse_prefix};
+        let span = f.etcd.span();
+        let etcd = f
+            .etcd
+            .get_ref()
+            .iter()
+            .map(|u| parse_etcd_url(u))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.invalid(span.clone(), format!("fleet.etcd: {e}")))?;
+        if etcd.is_empty() {
+            return Err(self.invalid(span, "fleet.etcd: give at least one etcd URL"));
+        }
+        let mut c = FleetConfig::new(etcd);
+        if let Some(p) = &f.prefix {
+            let prefix = parse_prefix(p.get_ref())
+                .map_err(|e| self.invalid(p.span(), format!("fleet.prefix: {e}")))?;
+            c.set_prefix(prefix);
+        }
+        if let Some(m) = &f.member {
+            c.member = parse_member(m.get_ref())
+                .map_err(|e| self.invalid(m.span(), format!("fleet.member: {e}")))?;
+        }
+        if let Some(path) = &f.cache {
+            c.cache = Some(path.clone());
+        }
+        self.duration(f.lease.as_ref(), "fleet.lease", &mut c.lease)?;
+        if c.lease < std::time::Duration::from_secs(1) {
+            let span = f.lease.as_ref().map_or(0..0, Spanned::span);
+            return Err(self.invalid(
+                span,
+                "fleet.lease: at least 1s (etcd leases are whole seconds)",
+            ));
+        }
+        Ok(c)
     }
 
     fn server(&self, s: &FileServer, c: &mut ServerConfig) -> Result<(), FileError> {

@@ -1,22 +1,17 @@
 //! The edits admin commands make to one route's configuration, as pure functions over a
-//! copy of it (and its split, which follows the share): [`super::state::Control`] applies
-//! one under its lock and keeps the copy only when the edit succeeds.
+//! copy of it: [`super::state::Control`] applies one under its lock, keeps the copy only
+//! when the edit (and, in fleet mode, the store) succeeds, and then sets the route's
+//! split to the share the copy has.
 
 use super::ControlError;
 use crate::config::RouteConfig;
 use crate::config::value::format_percent;
-use crate::dataplane::route::split::Split;
 
-pub(super) fn set_route_percent(
-    r: &mut RouteConfig,
-    split: &Split,
-    ppm: u32,
-) -> Result<String, ControlError> {
+pub(super) fn set_route_percent(r: &mut RouteConfig, ppm: u32) -> Result<String, ControlError> {
     let name = r.name.clone();
     let canary = r.canary.as_mut().ok_or(ControlError::NoCanary(name))?;
     let old = canary.ppm;
     canary.ppm = ppm;
-    split.set_ppm(ppm);
     Ok(format!(
         "route {}: canary percent {} -> {}",
         r.name,
@@ -25,25 +20,23 @@ pub(super) fn set_route_percent(
     ))
 }
 
-pub(super) fn promote_route(r: &mut RouteConfig, split: &Split) -> Result<String, ControlError> {
+pub(super) fn promote_route(r: &mut RouteConfig) -> Result<String, ControlError> {
     let name = r.name.clone();
     let canary = r.canary.take().ok_or(ControlError::NoCanary(name))?;
     let old = std::mem::replace(&mut r.stable.id, canary.deployment.id.clone());
     r.stable.endpoints = canary.deployment.endpoints;
     r.stable.variables.extend(canary.deployment.variables);
-    split.set_ppm(0);
     Ok(format!(
         "route {}: promoted canary {} to stable (was {old})",
         r.name, r.stable.id
     ))
 }
 
-pub(super) fn rollback_route(r: &mut RouteConfig, split: &Split) -> Result<String, ControlError> {
+pub(super) fn rollback_route(r: &mut RouteConfig) -> Result<String, ControlError> {
     let name = r.name.clone();
     let canary = r.canary.as_mut().ok_or(ControlError::NoCanary(name))?;
     let old = canary.ppm;
     canary.ppm = 0;
-    split.set_ppm(0);
     Ok(format!(
         "route {}: rolled back, canary percent {} -> 0 (deployment {} kept)",
         r.name,

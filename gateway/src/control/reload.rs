@@ -12,6 +12,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use super::state::{State, check_version};
+use super::store::StoreError;
 use crate::config::value::format_percent;
 use crate::config::{Config, RouteConfig};
 use crate::control::{Control, ControlError};
@@ -159,7 +160,7 @@ fn same_listeners(old: &Config, new: &Config) -> Result<Vec<SocketAddr>, Control
 impl Control {
     /// Replaces the routing part of the configuration with `new`, if the version is
     /// still `expect` (when given), as the list of [`Change`]s [`diff`] finds; publishes
-    /// the result as one new version.
+    /// the result as one new version. In fleet mode `new` is stored first.
     pub(crate) fn reload(
         &self,
         expect: Option<u64>,
@@ -167,13 +168,65 @@ impl Control {
     ) -> Result<Reloaded, ControlError> {
         let mut st = self.lock();
         check_version(&st, expect)?;
+        same_listeners(&st.config, &new)?;
+        let version = match self.store() {
+            None => st.version + 1,
+            Some(store) => match store.commit(st.version, &new) {
+                Ok(version) => version,
+                Err(StoreError::Moved { config, version }) => {
+                    self.adopt_locked(&mut st, *config, version)?;
+                    return Err(ControlError::VersionMismatch {
+                        expected: expect.unwrap_or(version.saturating_sub(1)),
+                        current: version,
+                    });
+                }
+                Err(StoreError::Unavailable(why)) => return Err(ControlError::Store(why)),
+            },
+        };
+        let changes = self.replace_locked(&mut st, new, version)?;
+        Ok(Reloaded {
+            changes,
+            version: st.version,
+        })
+    }
+
+    /// Fleet mode: takes on `new`, the configuration another gateway stored as `version`
+    /// (nothing happens when this gateway is there already). Returns the changes.
+    pub(crate) fn adopt(&self, new: Config, version: u64) -> Result<Vec<Change>, ControlError> {
+        let mut st = self.lock();
+        self.adopt_locked(&mut st, new, version)
+    }
+
+    pub(super) fn adopt_locked(
+        &self,
+        st: &mut State,
+        new: Config,
+        version: u64,
+    ) -> Result<Vec<Change>, ControlError> {
+        if version <= st.version {
+            return Ok(Vec::new());
+        }
+        let changes = self.replace_locked(st, new, version)?;
+        for change in &changes {
+            log::info!(target: "canarygate::audit", "fleet version {version}: {change}");
+        }
+        Ok(changes)
+    }
+
+    /// Replaces the routing configuration with `new` and publishes it as `version`.
+    fn replace_locked(
+        &self,
+        st: &mut State,
+        new: Config,
+        version: u64,
+    ) -> Result<Vec<Change>, ControlError> {
         let bound = same_listeners(&st.config, &new)?;
         // Every TLS file must load before anything changes.
         let tls = super::tls::TlsState::load(&new, Some(st.tls.resumption()))
             .map_err(ControlError::Reload)?;
         let mut changes = diff(&st.config, &new);
         for change in &changes {
-            self.apply(&mut st, change);
+            self.apply(st, change);
         }
         let mut stages = new.stages;
         for (stage, addr) in stages.iter_mut().zip(bound) {
@@ -185,7 +238,7 @@ impl Control {
             changes.push(Change::Certificates { stage, count });
         }
         // Kill switches follow the file; a share that became non-zero re-arms its switch.
-        Self::configure_kill_switches(&st);
+        Self::configure_kill_switches(st);
         for change in &changes {
             let armed = match change {
                 Change::AddRoute { route, ppm }
@@ -198,12 +251,9 @@ impl Control {
                 rt.kill.arm();
             }
         }
-        st.version += 1;
-        self.publish(&st);
-        Ok(Reloaded {
-            changes,
-            version: st.version,
-        })
+        st.version = version;
+        self.publish(st);
+        Ok(changes)
     }
 
     /// Applies one change to the runtime (the configuration itself is stored whole).

@@ -8,12 +8,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use gateway_common::VARIANT_COUNT;
 
 use super::edit::{check_var_name, promote_route, rollback_route, set_route_percent};
 use super::health::Health;
+use super::store::{Store, StoreError};
 use super::tls::TlsState;
 use crate::config::killswitch::KillSwitchConfig;
 use crate::config::{Canary, Config, Deployment, RouteConfig};
@@ -49,7 +50,14 @@ pub enum ControlError {
     /// A value is not acceptable.
     #[error("{0}")]
     Invalid(String),
+    /// The shared store (fleet mode's etcd) did not take the change; nothing changed.
+    #[error("{0}")]
+    Store(String),
 }
+
+/// How many times a change without `expect` is tried again on the store's newer version
+/// after another gateway changed the configuration first.
+const STORE_RETRIES: usize = 3;
 
 /// What a route has at run time besides its configuration; shared with the snapshots.
 #[derive(Debug)]
@@ -85,6 +93,8 @@ pub struct Control {
     kernel: Kernel,
     /// Endpoint health of every route's deployments.
     health: Arc<Health>,
+    /// Fleet mode: where every change is stored before it is applied.
+    store: OnceLock<Arc<dyn Store>>,
 }
 
 impl Control {
@@ -109,6 +119,7 @@ impl Control {
             }),
             shared: Arc::new(Shared::default()),
             health: Arc::new(Health::new(workers.len())),
+            store: OnceLock::new(),
             workers,
             kernel,
         };
@@ -131,6 +142,21 @@ impl Control {
             Self::configure_kill_switches(&st);
         }
         Ok(control)
+    }
+
+    /// Fleet mode: from now on every change is stored in `store` first; `version` is the
+    /// store's version of the configuration this gateway started with.
+    pub(crate) fn attach_store(&self, store: Arc<dyn Store>, version: u64) {
+        let mut st = self.lock();
+        if self.store.set(store).is_ok() {
+            st.version = version;
+            self.publish(&st);
+        }
+    }
+
+    /// The store changes go through, in fleet mode.
+    pub(crate) fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.get()
     }
 
     /// Every worker's figures, in worker order.
@@ -231,39 +257,73 @@ impl Control {
         &self,
         expect: Option<u64>,
         name: &str,
-        change: impl FnOnce(&mut RouteConfig, &Split) -> Result<String, ControlError>,
+        change: impl Fn(&mut RouteConfig) -> Result<String, ControlError>,
     ) -> Result<String, ControlError> {
         let mut st = self.lock();
         self.change_locked(&mut st, expect, name, change)
     }
 
     /// [`Control::change`] with the lock already held (a kill-switch trip acts under it).
+    /// In fleet mode the changed configuration is stored first; when another gateway
+    /// changed it in between, this one adopts the store's version and, unless the caller
+    /// expected a version, makes its change again on top of it.
     pub(super) fn change_locked(
         &self,
         st: &mut State,
         expect: Option<u64>,
         name: &str,
-        change: impl FnOnce(&mut RouteConfig, &Split) -> Result<String, ControlError>,
+        change: impl Fn(&mut RouteConfig) -> Result<String, ControlError>,
     ) -> Result<String, ControlError> {
         check_version(st, expect)?;
-        let split = st
-            .runtime
-            .get(name)
-            .map(|r| Arc::clone(&r.split))
-            .ok_or_else(|| ControlError::NoRoute(name.into()))?;
-        let route = st
-            .config
-            .stages
-            .iter_mut()
-            .flat_map(|s| s.routes.iter_mut())
-            .find(|r| r.name == name)
-            .ok_or_else(|| ControlError::NoRoute(name.into()))?;
-        let mut updated = route.clone();
-        let what = change(&mut updated, &split)?;
-        *route = updated;
-        st.version += 1;
-        self.publish(st);
-        Ok(format!("{what} (version {})", st.version))
+        let mut tries = 0;
+        loop {
+            let split = st
+                .runtime
+                .get(name)
+                .map(|r| Arc::clone(&r.split))
+                .ok_or_else(|| ControlError::NoRoute(name.into()))?;
+            let mut candidate = st.config.clone();
+            let route = route_config_mut(&mut candidate, name)
+                .ok_or_else(|| ControlError::NoRoute(name.into()))?;
+            let what = change(route)?;
+            let ppm = route.canary.as_ref().map_or(0, |c| c.ppm);
+            let Some(store) = self.store.get() else {
+                st.config = candidate;
+                st.version += 1;
+                split.set_ppm(ppm);
+                self.publish(st);
+                return Ok(format!("{what} (version {})", st.version));
+            };
+            match store.commit(st.version, &candidate) {
+                Ok(version) => {
+                    st.config = candidate;
+                    st.version = version;
+                    split.set_ppm(ppm);
+                    self.publish(st);
+                    return Ok(format!(
+                        "{what} (version {}, {})",
+                        st.version,
+                        store.scope()
+                    ));
+                }
+                Err(StoreError::Moved { config, version }) => {
+                    self.adopt_locked(st, *config, version)?;
+                    if let Some(expected) = expect {
+                        return Err(ControlError::VersionMismatch {
+                            expected,
+                            current: version,
+                        });
+                    }
+                    tries += 1;
+                    if tries > STORE_RETRIES {
+                        return Err(ControlError::Store(format!(
+                            "fleet: the configuration kept changing under this change ({tries} tries); try again"
+                        )));
+                    }
+                }
+                Err(StoreError::Unavailable(why)) => return Err(ControlError::Store(why)),
+            }
+        }
     }
 
     /// Sets the canary share of `route`.
@@ -273,7 +333,7 @@ impl Control {
         route: &str,
         ppm: u32,
     ) -> Result<String, ControlError> {
-        let what = self.change(expect, route, |r, split| set_route_percent(r, split, ppm))?;
+        let what = self.change(expect, route, |r| set_route_percent(r, ppm))?;
         // A share set again re-arms a tripped kill switch.
         self.arm_kill_switch(route, ppm);
         Ok(what)
@@ -288,7 +348,7 @@ impl Control {
         value: &str,
     ) -> Result<String, ControlError> {
         check_var_name(key)?;
-        self.change(expect, route, |r, _| {
+        self.change(expect, route, |r| {
             let name = r.name.clone();
             let canary = r.canary.as_mut().ok_or(ControlError::NoCanary(name))?;
             canary
@@ -306,7 +366,7 @@ impl Control {
         route: &str,
         key: &str,
     ) -> Result<String, ControlError> {
-        self.change(expect, route, |r, _| {
+        self.change(expect, route, |r| {
             let name = r.name.clone();
             let canary = r.canary.as_mut().ok_or(ControlError::NoCanary(name))?;
             if canary.deployment.variables.remove(key).is_none() {
@@ -332,7 +392,7 @@ impl Control {
                 "a deployment needs at least one endpoint".into(),
             ));
         }
-        self.change(expect, route, |r, _| {
+        self.change(expect, route, |r| {
             let list = endpoints
                 .iter()
                 .map(ToString::to_string)
@@ -428,9 +488,7 @@ impl Control {
         ppm: u32,
     ) -> Result<String, ControlError> {
         let mut st = self.lock();
-        let what = self.change_locked(&mut st, expect, name, |r, split| {
-            set_route_percent(r, split, ppm)
-        })?;
+        let what = self.change_locked(&mut st, expect, name, |r| set_route_percent(r, ppm))?;
         if let Some(rt) = st.runtime.get(name) {
             rt.kill.arm();
         }
