@@ -9,6 +9,7 @@
 //! both sides share and the deterministic body pattern; [`load`] drives the split-accuracy
 //! and hitless-change tests. [`control`] speaks to the control plane: config files, the
 //! admin socket (raw and through `canarygate ctl`) and a real Prometheus parser.
+//! [`etcd`] runs a real one-member etcd on loopback for the fleet-mode tests.
 //!
 //! Everything binds `127.0.0.1` only, every socket read has a timeout, and every process
 //! started here is killed by its own PID when its handle drops.
@@ -16,6 +17,7 @@
 pub mod client;
 pub mod control;
 pub mod dead_end;
+pub mod etcd;
 pub mod load;
 pub mod peers;
 pub mod process;
@@ -34,6 +36,7 @@ pub use client::{
 };
 pub use control::{AdminConn, ConfigFile, PromText, Reply, ctl, parse_prometheus};
 pub use dead_end::{Blackhole, refused_addr};
+pub use etcd::Etcd;
 pub use load::{BackgroundLoad, LoadReport, pipelined_gets};
 pub use peers::{ManyPorts, ServerProc, node_sse_client};
 pub use process::{

@@ -1,5 +1,6 @@
 //! Tests of the harness itself, without the gateway: the client against the test upstream
-//! directly, the WebSocket pair, nginx and curl. If these fail, e2e failures mean nothing.
+//! directly, the WebSocket pair, nginx, curl and etcd. If these fail, e2e failures mean
+//! nothing.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use tungstenite::Message;
 
 use crate::upstream::RESPONSE_CHUNK_SIZES;
 use crate::{
-    Behavior, Client, Digest, Framing, HOST, Nginx, TestUpstream, WsEchoUpstream, curl,
+    Behavior, Client, Digest, Etcd, Framing, HOST, Nginx, TestUpstream, WsEchoUpstream, curl,
     first_pattern_mismatch, get_request, pattern_bytes, pipelined_gets, post_request,
     thirdparty::NGINX_BLOB_LEN, ws_connect,
 };
@@ -135,4 +136,38 @@ fn prometheus_parser_accepts_good_text_and_rejects_bad() {
     ] {
         assert!(crate::parse_prometheus(bad).is_err(), "{bad:?} parsed");
     }
+}
+
+#[test]
+fn etcd_keeps_keys_across_a_restart() {
+    let mut etcd = Etcd::start();
+    let url = etcd.url();
+    assert_eq!(url, format!("http://{}", etcd.addr()));
+    etcd.put("/canarygate/e2e/key", "v1 with spaces");
+    assert_eq!(
+        etcd.get("/canarygate/e2e/key").as_deref(),
+        Some("v1 with spaces")
+    );
+    assert_eq!(etcd.get("/canarygate/e2e/absent"), None);
+    etcd.stop();
+    assert_eq!(etcd.pid(), None);
+    let refused = std::net::TcpStream::connect_timeout(&etcd.addr(), Duration::from_secs(1));
+    assert!(
+        refused.is_err(),
+        "{url} still accepts connections after stop"
+    );
+    etcd.start_again();
+    assert_eq!(etcd.url(), url, "start_again moved the client port");
+    assert_eq!(
+        etcd.get("/canarygate/e2e/key").as_deref(),
+        Some("v1 with spaces")
+    );
+    etcd.kill();
+    etcd.start_again();
+    let out = etcd.etcdctl(&["endpoint", "health"]);
+    assert!(
+        out.status.success(),
+        "etcdctl endpoint health: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

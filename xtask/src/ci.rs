@@ -37,7 +37,8 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
     let mut plan = Plan::new(7);
     plan.step(
         "tools",
-        "rustfmt, clippy, nginx-light, curl, openssl, chromium, node, gunicorn, eBPF toolchain",
+        "rustfmt, clippy, protoc, nginx-light, curl, openssl, chromium, etcd, node, gunicorn, \
+         eBPF toolchain",
         || tools::ensure(root),
     )?;
     plan.command("fmt", cargo(root).args(["fmt", "--all", "--", "--check"]))?;

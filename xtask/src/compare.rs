@@ -230,8 +230,13 @@ pub(crate) fn run(root: &Path, args: &CompareArgs) -> Result<()> {
 
 /// Installs missing tools, builds the binaries, prepares the output directories.
 fn setup(root: &Path, args: &CompareArgs, plan: &mut Plan, packages: &[Package]) -> Result<Setup> {
-    let names: Vec<&str> = packages.iter().map(|p| p.name).collect();
-    plan.step("tools", &names.join(", "), || ensure_packages(packages))?;
+    let mut names = vec!["protobuf-compiler"];
+    names.extend(packages.iter().map(|p| p.name));
+    // The builds below compile the gateway (cg-load links it too), which needs protoc.
+    plan.step("tools", &names.join(", "), || {
+        crate::tools::ensure_build()?;
+        ensure_packages(packages)
+    })?;
     let release = target_dir(root).join("release");
     let canarygate = if let Some(path) = &args.canarygate {
         plan.command(

@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: installs what the whole feature set needs (the eBPF toolchain that
-//! `cargo xtask test` installs too, so the demo shows the kernel's figures), builds the
+//! `cargo xtask test` installs too, so the demo shows the kernel's figures, and the
+//! `protoc` every gateway build needs, see [`crate::tools::ensure_build`]), builds the
 //! release binary, then replaces the xtask process with `canarygate demo` so Ctrl-C and
 //! the exit code belong to the gateway itself. On a fresh machine the toolchain takes a
 //! few minutes (apt packages, `cargo install bpf-linker`, nightly rust-src) and the
@@ -16,11 +17,16 @@ use anyhow::{Context as _, Result};
 use crate::step::Plan;
 use crate::{cargo, target_dir};
 
-/// Sets up the eBPF toolchain, builds `canarygate` (release) and execs
+/// Installs protoc and the eBPF toolchain, builds `canarygate` (release) and execs
 /// `canarygate demo <args>`; returns only on error.
 pub(crate) fn run(root: &Path, args: &[OsString]) -> Result<()> {
     let started = Instant::now();
-    let mut plan = Plan::new(2);
+    let mut plan = Plan::new(3);
+    plan.step(
+        "build tools",
+        "protobuf-compiler (protoc, for etcd-client's build script)",
+        crate::tools::ensure_build,
+    )?;
     plan.step(
         "eBPF toolchain",
         "nightly rust-src, bpf-linker and the kernel tools, for kernel accounting",

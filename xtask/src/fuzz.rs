@@ -5,7 +5,8 @@
 //!
 //! Needs the nightly toolchain (installed for the eBPF build) and cargo-fuzz, which is
 //! installed with `cargo install cargo-fuzz --locked` when missing. The targets build the
-//! gateway without its eBPF object (`AYA_BUILD_SKIP=1`): the parsers do not need it.
+//! gateway without its eBPF object (`AYA_BUILD_SKIP=1`): the parsers do not need it. They
+//! still build etcd-client, so `protoc` is installed first ([`crate::tools::ensure_build`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -35,8 +36,10 @@ fn nightly_cargo(root: &Path) -> Command {
     cmd
 }
 
-/// Installs cargo-fuzz when `cargo fuzz` is not there.
+/// Installs protoc (the targets build the gateway) and cargo-fuzz when `cargo fuzz` is
+/// not there.
 pub(crate) fn ensure(root: &Path) -> Result<()> {
+    crate::tools::ensure_build()?;
     if succeeds(nightly_cargo(root).args(["fuzz", "--version"])) {
         return Ok(());
     }

@@ -49,7 +49,8 @@ struct Cli {
 enum Task {
     /// Install missing tools, then fmt, clippy, build and every test (`ci` profile).
     ///
-    /// Tools: rustup components rustfmt and clippy, Debian packages nginx-light and curl.
+    /// Tools: rustup components rustfmt and clippy, protobuf-compiler (protoc, for the
+    /// build), the Debian packages the tests run (nginx-light, curl, etcd-server, ...).
     /// Steps: `cargo fmt --all -- --check`, `cargo clippy --workspace --all-targets
     /// --profile ci -- -D warnings`, `cargo build -p gateway --profile ci`,
     /// `cargo test --workspace --profile ci [-- ARGS]`. Stops at the first failure.

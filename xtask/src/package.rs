@@ -80,6 +80,7 @@ pub(crate) fn run_package(root: &Path, args: &PackageArgs) -> Result<()> {
     let binary = if let Some(b) = &args.binary {
         b.clone()
     } else {
+        crate::tools::ensure_build()?;
         let mut build = crate::cargo(root);
         build.args(["build", "--release", "-p", "gateway", "--bin", NAME]);
         eprintln!("xtask: {}", display(&build));

@@ -1,13 +1,17 @@
 //! Makes sure the tools `cargo xtask test` needs are present on a fresh machine, and
 //! installs only what is missing:
 //! - rustup components `rustfmt` and `clippy` for the active toolchain;
+//! - what every build of the gateway needs, also before the other tasks' builds
+//!   ([`ensure_build`]): Debian's `protobuf-compiler`, whose `protoc` etcd-client's build
+//!   script runs;
 //! - Debian packages `nginx-light`, `curl`, `openssl` and `prometheus`: the end-to-end tests run
 //!   `/usr/sbin/nginx` as an upstream, `/usr/bin/curl` as a client and
 //!   `openssl s_client` against TLS listeners; `chromium` loads the dashboard headless;
 //!   `dpkg-dev`, `systemd` and `python3-seccomp` for the package tests
 //!   (`dpkg-shlibdeps`, `systemd-analyze`, the unit's system-call filter). `prometheus` for
-//!   `/usr/bin/promtool` (checks and unit-tests `deploy/prometheus`). They are
-//!   installed with
+//!   `/usr/bin/promtool` (checks and unit-tests `deploy/prometheus`). `etcd-server` and
+//!   `etcd-client` for the fleet-mode tests, which start a real `/usr/bin/etcd` on
+//!   loopback and inspect it with `/usr/bin/etcdctl`. They are installed with
 //!   `apt-get install -y`; `apt-get update` runs only when that fails, and `sudo` is used
 //!   only when not root.
 //!
@@ -55,7 +59,15 @@ pub(crate) struct Package {
     pub(crate) program: &'static str,
 }
 
-const PACKAGES: [Package; 8] = [
+/// What building the gateway needs: etcd-client's build script compiles etcd's `.proto`
+/// files with `protoc` (through tonic-build), so without it no gateway build gets past
+/// etcd-client's build script.
+const BUILD_PACKAGES: [Package; 1] = [Package {
+    name: "protobuf-compiler",
+    program: "/usr/bin/protoc",
+}];
+
+const PACKAGES: [Package; 10] = [
     Package {
         name: "nginx-light",
         program: "/usr/sbin/nginx",
@@ -93,12 +105,30 @@ const PACKAGES: [Package; 8] = [
         name: "prometheus",
         program: "/usr/bin/promtool",
     },
+    // The fleet-mode tests start a real etcd on loopback (tests/src/etcd.rs) and read
+    // and write its keys with etcdctl.
+    Package {
+        name: "etcd-server",
+        program: "/usr/bin/etcd",
+    },
+    Package {
+        name: "etcd-client",
+        program: "/usr/bin/etcdctl",
+    },
 ];
+
+/// Installs what any build of the gateway needs (`protoc`, see [`BUILD_PACKAGES`]); every
+/// task that runs cargo on the gateway calls it before its first build, so a fresh
+/// machine fails here with a message about a package rather than in a build script.
+pub(crate) fn ensure_build() -> Result<()> {
+    ensure_packages(&BUILD_PACKAGES)
+}
 
 /// Installs whatever is missing; fails with a message saying what to do by hand when
 /// installing is impossible (no rustup, no apt-get, no sudo).
 pub(crate) fn ensure(root: &Path) -> Result<()> {
     ensure_components(root)?;
+    ensure_build()?;
     ensure_packages(&PACKAGES)?;
     ensure_peers()?;
     // Kernel accounting: nightly + rust-src, bpf-linker, bpftool/tc/setpriv for its tests.
