@@ -238,6 +238,9 @@ fn add_kernel_sums_every_figure() {
     );
 }
 
+/// A change that breaks one field of an encoded value.
+type Edit = Box<dyn FnOnce(&mut Value)>;
+
 /// `variant_json(sample)` with `edit` applied; the error message of decoding it.
 fn variant_error(edit: impl FnOnce(&mut Value)) -> String {
     let mut j = variant_json(&sample_variant(0));
@@ -266,7 +269,7 @@ fn malformed_variant_names_the_field() {
             .contains("expected an object")
     );
     assert!(variant_from_json(&Value::Null).is_err());
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "retries",
             Box::new(|j| drop(j.as_object_mut().unwrap().remove("retries"))),
@@ -346,7 +349,7 @@ fn unknown_members_are_ignored() {
 #[test]
 fn malformed_kernel_names_the_field() {
     assert!(kernel_from_json(&json!("x")).is_err());
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         ("variants", Box::new(|j| j["variants"] = json!([]))),
         ("variants", Box::new(|j| j["variants"] = json!(7))),
         (
