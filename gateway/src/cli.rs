@@ -3,6 +3,7 @@
 //! one line on stderr that names it.
 
 use std::fmt;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ mod health;
 mod logging;
 
 use clap::builder::PossibleValue;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::KernelAccounting;
@@ -570,7 +572,8 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
 fn ctl(args: &CtlArgs) -> ExitCode {
     match crate::admin::ctl::send(&args.socket, &args.command.join(" ")) {
         Ok((ok, text)) => {
-            println!("{text}");
+            // A reader that stopped (`ctl show fleet | head`) is not an error here.
+            let _ = writeln!(std::io::stdout(), "{text}");
             if ok {
                 ExitCode::SUCCESS
             } else {

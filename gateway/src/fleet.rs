@@ -14,11 +14,14 @@
 //!
 //! - [`etcd`]: the requests;
 //! - [`sync`]: the watch that takes on other gateways' versions;
-//! - [`member`]: this gateway's lease and heartbeat, and the list of members;
+//! - [`member`]: this gateway's lease and heartbeat, the list of members, the
+//!   leadership of rollouts;
+//! - [`figures`]: every member's figures, merged for the fleet's judge;
 //! - [`cache`]: the local copy.
 
 pub(crate) mod cache;
 pub(crate) mod etcd;
+mod figures;
 mod member;
 mod sync;
 
@@ -32,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::{Config, FleetConfig, ServerConfig};
 use crate::control::Control;
 use crate::control::store::{MemberStatus, Store, StoreError, StoreStatus};
+use crate::rollout::steering::{Figures, Steering, Stored};
 
 /// A change waits at most this long for etcd's answer (then it is refused).
 const COMMIT_WAIT: Duration = Duration::from_secs(3);
@@ -43,6 +47,13 @@ enum Job {
         base: u64,
         text: String,
         reply: std::sync::mpsc::Sender<Result<etcd::Cas, String>>,
+    },
+    /// Store a value compare-and-set on `base` (rollouts).
+    Put {
+        key: String,
+        value: String,
+        base: u64,
+        reply: std::sync::mpsc::Sender<Result<Option<u64>, String>>,
     },
 }
 
@@ -71,6 +82,15 @@ pub(crate) struct Shared {
     refused: AtomicU64,
     outages: AtomicU64,
     started: SystemTime,
+    /// This run of this member, among its runs (`PID-STARTED_MS`).
+    boot: String,
+    /// Every member's figures.
+    ledger: Mutex<figures::Ledger>,
+    /// The member that runs rollouts, as last read.
+    leader: Mutex<Option<String>>,
+    is_leader: AtomicBool,
+    /// The fleet's rollouts, as last read.
+    stored: Mutex<Vec<Stored>>,
 }
 
 impl Shared {
@@ -191,6 +211,7 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Job::Commit { base, .. } => write!(f, "Commit({base})"),
+            Job::Put { key, base, .. } => write!(f, "Put({key}, {base})"),
         }
     }
 }
@@ -237,6 +258,15 @@ pub(crate) fn join(local: &Config) -> Result<Joined, String> {
         refused: AtomicU64::new(0),
         outages: AtomicU64::new(0),
         started: SystemTime::now(),
+        boot: format!(
+            "{}-{}",
+            std::process::id(),
+            unix_ms(SystemTime::now())
+        ),
+        ledger: Mutex::new(figures::Ledger::default()),
+        leader: Mutex::new(None),
+        is_leader: AtomicBool::new(false),
+        stored: Mutex::new(Vec::new()),
         cfg,
     });
     let (jobs, job_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -364,8 +394,8 @@ impl Store for Fleet {
             endpoints: shared.cfg.etcd.clone(),
             prefix: shared.cfg.prefix.clone(),
             member: shared.cfg.member.clone(),
-            leader: None,
-            is_leader: false,
+            leader: lock(&shared.leader).clone(),
+            is_leader: shared.is_leader.load(Ordering::Acquire),
             outage: h
                 .down_since
                 .map(|(wall, at)| (wall, at.elapsed(), h.error.clone())),
@@ -382,5 +412,77 @@ impl Store for Fleet {
             "stored in fleet {} for its {n} member(s)",
             self.shared.cfg.prefix
         )
+    }
+}
+
+impl Steering for Fleet {
+    fn leads(&self) -> bool {
+        self.shared.is_leader.load(Ordering::Acquire) && self.shared.up.load(Ordering::Acquire)
+    }
+
+    fn figures(&self, route: &str) -> Figures {
+        lock(&self.shared.ledger).figures(route)
+    }
+
+    fn mark(&self, route: &str) -> serde_json::Value {
+        lock(&self.shared.ledger).mark(route)
+    }
+
+    fn at_mark(&self, _route: &str, mark: &serde_json::Value) -> Figures {
+        lock(&self.shared.ledger).at_mark(mark)
+    }
+
+    fn coverage(&self, mark: &serde_json::Value) -> (String, serde_json::Value) {
+        let members: Vec<String> = lock(&self.shared.members)
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+        // Figures older than two leases are missing: the member stopped publishing.
+        let fresh = self.shared.cfg.lease * 2;
+        lock(&self.shared.ledger).coverage(mark, &members, unix_ms(SystemTime::now()), fresh)
+    }
+
+    fn stored(&self) -> Vec<Stored> {
+        lock(&self.shared.stored).clone()
+    }
+
+    fn store(&self, route: &str, value: &serde_json::Value, base: u64) -> Result<u64, String> {
+        let shared = &self.shared;
+        if !shared.up.load(Ordering::Acquire) {
+            return Err(shared.refusal());
+        }
+        let key = format!("{}{route}", etcd::rollouts_key(&shared.cfg.prefix));
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.jobs
+            .send(Job::Put {
+                key: key.clone(),
+                value: value.to_string(),
+                base,
+                reply,
+            })
+            .map_err(|_| "fleet: the etcd thread is gone".to_owned())?;
+        match answer.recv_timeout(COMMIT_WAIT) {
+            Ok(Ok(Some(revision))) => {
+                let mut stored = lock(&shared.stored);
+                stored.retain(|s| s.route != route);
+                stored.push(Stored {
+                    route: route.to_owned(),
+                    value: value.clone(),
+                    revision,
+                });
+                Ok(revision)
+            }
+            Ok(Ok(None)) => Err(format!(
+                "fleet: the rollout at {key} changed on another member first"
+            )),
+            Ok(Err(e)) => {
+                shared.fail(&e);
+                Err(shared.refusal())
+            }
+            Err(_) => {
+                shared.fail("no answer in time");
+                Err(shared.refusal())
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@ pub(crate) mod controller;
 pub(crate) mod killswitch;
 pub(crate) mod machine;
 pub(crate) mod plan;
+pub(crate) mod steering;
 
 pub(crate) use command::RolloutCommand;
 pub(crate) use machine::{Action, Phase, Rollout};

@@ -247,9 +247,13 @@ pub(crate) fn start_in(
     );
     let fleet = fleet.map(|j| j.run(&control));
     // The rollout controller owns the rollouts the file plans, and starts them now.
+    let steering = fleet
+        .as_ref()
+        .map(|f| Arc::clone(f) as Arc<dyn crate::rollout::steering::Steering>);
     let rollouts = Arc::new(Rollouts::new(
         Arc::clone(&control),
         std::time::Instant::now(),
+        steering,
     ));
     let first_route = config.stages[0].routes[0].name.clone();
     let split = control

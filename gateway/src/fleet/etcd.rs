@@ -126,3 +126,95 @@ pub(crate) async fn list(
         })
         .collect())
 }
+
+/// Prefix of the members' figures.
+pub(crate) fn stats_key(prefix: &str) -> String {
+    format!("{prefix}/stats/")
+}
+
+/// Prefix of the rollouts.
+pub(crate) fn rollouts_key(prefix: &str) -> String {
+    format!("{prefix}/rollouts/")
+}
+
+/// The leader's key.
+pub(crate) fn leader_key(prefix: &str) -> String {
+    format!("{prefix}/leader")
+}
+
+/// Every key, value and `mod_revision` under `prefix`.
+pub(crate) async fn list_revisions(
+    client: &mut Client,
+    prefix: &str,
+) -> Result<Vec<(String, String, u64)>, String> {
+    let r = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(r.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+                kv.mod_revision().unsigned_abs(),
+            )
+        })
+        .collect())
+}
+
+/// Stores `value` at `key` if the key is still at revision `base` (0: absent). Returns
+/// the new revision, or `None` when the key had moved.
+pub(crate) async fn put_if(
+    client: &mut Client,
+    key: &str,
+    value: &str,
+    base: u64,
+) -> Result<Option<u64>, String> {
+    let compare = if base == 0 {
+        Compare::create_revision(key, CompareOp::Equal, 0)
+    } else {
+        Compare::mod_revision(key, CompareOp::Equal, base.cast_signed())
+    };
+    let txn = Txn::new()
+        .when([compare])
+        .and_then([TxnOp::put(key, value, None)]);
+    let r = client.txn(txn).await.map_err(|e| e.to_string())?;
+    Ok(r
+        .succeeded()
+        .then(|| r.header().map_or(0, |h| h.revision().unsigned_abs())))
+}
+
+/// Takes the leader's key for `member` under `lease` unless someone holds it; returns
+/// who holds it now.
+pub(crate) async fn campaign(
+    client: &mut Client,
+    prefix: &str,
+    member: &str,
+    lease: i64,
+) -> Result<String, String> {
+    let key = leader_key(prefix);
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
+            key.clone(),
+            member,
+            Some(PutOptions::new().with_lease(lease)),
+        )])
+        .or_else([TxnOp::get(key, None)]);
+    let r = client.txn(txn).await.map_err(|e| e.to_string())?;
+    if r.succeeded() {
+        log::info!(target: "canarygate::audit", "fleet: {member} is the leader now (it runs the fleet's rollouts)");
+        return Ok(member.to_owned());
+    }
+    Ok(r.op_responses()
+        .into_iter()
+        .find_map(|op| match op {
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+            _ => None,
+        })
+        .unwrap_or_default())
+}

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use etcd_client::Client;
 use serde::{Deserialize, Serialize};
 
-use super::{Shared, etcd, lock, unix_ms};
+use super::{Shared, etcd, figures, lock, unix_ms};
+use crate::control::Control;
+use crate::rollout::steering::Stored;
 
 /// A member as its heartbeat describes it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -58,21 +60,24 @@ pub(super) async fn claim_name(shared: &Shared, client: &mut Client) -> Result<(
 }
 
 /// Keeps the lease and the heartbeat going for ever, and the member list fresh.
-pub(super) async fn heartbeat(shared: Arc<Shared>, mut client: Client) {
+pub(super) async fn heartbeat(shared: Arc<Shared>, mut client: Client, control: Arc<Control>) {
     let ttl = shared.cfg.lease.as_secs().max(1).cast_signed();
     let every = (shared.cfg.lease / 3).clamp(Duration::from_millis(200), Duration::from_secs(1));
     loop {
-        if let Err(e) = one_lease(&shared, &mut client, ttl, every).await {
+        if let Err(e) = one_lease(&shared, &mut client, &control, ttl, every).await {
             shared.fail(&e);
         }
+        // Without a lease this gateway cannot lead: another takes over.
+        shared.is_leader.store(false, Ordering::Release);
         tokio::time::sleep(super::sync::RETRY).await;
     }
 }
 
 /// One lease, from grant until it is lost.
 async fn one_lease(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     client: &mut Client,
+    control: &Arc<Control>,
     ttl: i64,
     every: Duration,
 ) -> Result<(), String> {
@@ -110,6 +115,54 @@ async fn one_lease(
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
         *lock(&shared.members) = members;
+        publish_figures(shared, client, control, lease).await?;
+        let prefix = &shared.cfg.prefix;
+        let leader = etcd::campaign(client, prefix, &shared.cfg.member, lease).await?;
+        let leads = leader == shared.cfg.member;
+        if shared.is_leader.swap(leads, Ordering::AcqRel) != leads && !leads {
+            log::info!("fleet: {leader} leads the fleet's rollouts now");
+        }
+        *lock(&shared.leader) = Some(leader);
+        let stored = etcd::list_revisions(client, &etcd::rollouts_key(prefix)).await?;
+        *lock(&shared.stored) = stored
+            .into_iter()
+            .filter_map(|(key, value, revision)| {
+                let route = key.strip_prefix(&etcd::rollouts_key(prefix))?.to_owned();
+                let value = serde_json::from_str(&value).ok()?;
+                Some(Stored {
+                    route,
+                    value,
+                    revision,
+                })
+            })
+            .collect();
         shared.ok();
     }
+}
+
+/// Publishes this gateway's figures under its lease and reads every member's back.
+async fn publish_figures(
+    shared: &Arc<Shared>,
+    client: &mut Client,
+    control: &Arc<Control>,
+    lease: i64,
+) -> Result<(), String> {
+    let (c, member, boot) = (
+        Arc::clone(control),
+        shared.cfg.member.clone(),
+        shared.boot.clone(),
+    );
+    let at = unix_ms(SystemTime::now());
+    let mine = tokio::task::spawn_blocking(move || figures::publication(&c, &member, &boot, at))
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = format!(
+        "{}{}",
+        etcd::stats_key(&shared.cfg.prefix),
+        shared.cfg.member
+    );
+    etcd::put_leased(client, &key, &mine.to_string(), lease).await?;
+    let listed = etcd::list(client, &etcd::stats_key(&shared.cfg.prefix)).await?;
+    lock(&shared.ledger).ingest(&listed);
+    Ok(())
 }

@@ -44,7 +44,11 @@ pub(super) async fn main(
     let Ok(control) = start.await else {
         return;
     };
-    tokio::spawn(member::heartbeat(Arc::clone(&shared), client.clone()));
+    tokio::spawn(member::heartbeat(
+        Arc::clone(&shared),
+        client.clone(),
+        Arc::clone(&control),
+    ));
     tokio::spawn(watch(Arc::clone(&shared), client.clone(), control));
     while let Some(job) = jobs.recv().await {
         match job {
@@ -52,6 +56,17 @@ pub(super) async fn main(
                 let (mut client, prefix) = (client.clone(), shared.cfg.prefix.clone());
                 tokio::spawn(async move {
                     let _ = reply.send(etcd::put_config(&mut client, &prefix, base, &text).await);
+                });
+            }
+            Job::Put {
+                key,
+                value,
+                base,
+                reply,
+            } => {
+                let mut client = client.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(etcd::put_if(&mut client, &key, &value, base).await);
                 });
             }
         }

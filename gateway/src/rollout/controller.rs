@@ -27,6 +27,7 @@
 //!   further than the file says, and the judge starts over with fresh counters anyway.
 
 mod command;
+mod fleet;
 mod reload;
 mod tick;
 
@@ -35,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::killswitch::ROLLOUT_DEFAULT;
+use super::steering::{Figures, Steering};
 use super::{Plan, Rollout};
 use crate::config::RouteConfig;
 use crate::control::{Control, ControlError};
@@ -54,16 +56,31 @@ type Book = BTreeMap<String, Rollout>;
 pub(crate) struct Rollouts {
     book: Mutex<Book>,
     control: Arc<Control>,
+    /// Fleet mode: the fleet's figures, leadership and stored rollouts.
+    steering: Option<Arc<dyn Steering>>,
+    /// Fleet mode: what this member knows of the stored rollouts (taken after `book`).
+    journal: Mutex<fleet::Journal>,
 }
 
 impl Rollouts {
     /// Takes charge of `control`'s routes: every route with a plan and a canary starts its
-    /// rollout at the first step.
-    pub(crate) fn new(control: Arc<Control>, now: Instant) -> Rollouts {
+    /// rollout at the first step. In fleet mode (`steering`) the fleet's stored rollouts
+    /// are the rollouts, and the file's plans start with `rollout start ROUTE`.
+    pub(crate) fn new(
+        control: Arc<Control>,
+        now: Instant,
+        steering: Option<Arc<dyn Steering>>,
+    ) -> Rollouts {
+        let fleet = steering.is_some();
         let rollouts = Rollouts {
             book: Mutex::new(BTreeMap::new()),
             control,
+            steering,
+            journal: Mutex::new(fleet::Journal::default()),
         };
+        if fleet {
+            return rollouts;
+        }
         {
             let mut book = rollouts.lock();
             let planned: Vec<(String, Plan)> = rollouts
@@ -86,6 +103,22 @@ impl Rollouts {
     /// The routing state the rollouts steer.
     pub(crate) fn control(&self) -> &Arc<Control> {
         &self.control
+    }
+
+    fn journal(&self) -> MutexGuard<'_, fleet::Journal> {
+        self.journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Route `name`'s figures for the judge: the fleet's in fleet mode, else this
+    /// process's.
+    fn figures(&self, name: &str) -> Option<Figures> {
+        let counters = self.control.counters(name)?;
+        Some(match &self.steering {
+            Some(s) => s.figures(name),
+            None => (counters, self.control.kernel_stats()),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Book> {
@@ -123,15 +156,9 @@ impl Rollouts {
         now: Instant,
     ) -> Option<String> {
         let deployment = self.control.route(name)?.canary?.deployment.id;
-        let baseline = self.control.counters(name)?;
-        let r = Rollout::new(
-            plan,
-            &deployment,
-            origin,
-            now,
-            baseline,
-            self.control.kernel_stats(),
-        );
+        let (baseline, kernel) = self.figures(name)?;
+        self.mark_window(name);
+        let r = Rollout::new(plan, &deployment, origin, now, baseline, kernel);
         let line = format!(
             "route {name}: rollout of {deployment} started by {origin}: {}",
             r.plan.describe()

@@ -10,6 +10,8 @@
 //!           Paused          fail / kill switch --> RolledBack     abort --> Aborted
 //! ```
 
+pub(crate) mod record;
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 

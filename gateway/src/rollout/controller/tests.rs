@@ -54,7 +54,7 @@ fn control(r: RouteConfig) -> Rollouts {
         crate::kernel::Kernel::default(),
     )
     .unwrap();
-    Rollouts::new(Arc::new(control), Instant::now())
+    Rollouts::new(Arc::new(control), Instant::now(), None)
 }
 
 /// Records `n` requests of `variant`: latency `us` (+ a little spread), `errors` 5xx.

@@ -40,16 +40,25 @@ impl Rollouts {
     /// rollout, and judges the steps that are due.
     pub(crate) fn tick(&self, now: Instant) {
         let mut book = self.lock();
+        if let Some(s) = &self.steering {
+            self.mirror(&mut book, s.as_ref(), now);
+        }
         self.record_trips_locked(&mut book);
-        let active: Vec<String> = book
-            .iter()
-            .filter(|(_, r)| r.phase.is_active())
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in active {
-            self.tick_one(&mut book, &name, now);
+        // In a fleet only the leader judges and steps; the others follow its stores.
+        if self.steering.as_ref().is_none_or(|s| s.leads()) {
+            let active: Vec<String> = book
+                .iter()
+                .filter(|(_, r)| r.phase.is_active())
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in active {
+                self.tick_one(&mut book, &name, now);
+            }
         }
         self.sync_kill_switches(&book);
+        if let Some(s) = &self.steering {
+            self.store_changes(&book, s.as_ref(), now);
+        }
     }
 
     /// Does what `action` says to route `name` and restarts the rollout's window after a
@@ -65,9 +74,10 @@ impl Rollouts {
             Action::None => return Ok(None),
             Action::SetPercent(ppm) => {
                 let what = self.control.set_step(None, name, ppm)?;
-                if let (Some(baseline), Some(r)) = (self.control.counters(name), book.get_mut(name))
+                if let (Some((baseline, kernel)), Some(r)) = (self.figures(name), book.get_mut(name))
                 {
-                    r.restart_window(now, baseline, self.control.kernel_stats());
+                    r.restart_window(now, baseline, kernel);
+                    self.mark_window(name);
                 }
                 what
             }
@@ -123,10 +133,9 @@ impl Rollouts {
         if !r.due(now) {
             return;
         }
-        let Some(counters) = self.control.counters(name) else {
+        let Some((counters, kernel_now)) = self.figures(name) else {
             return;
         };
-        let kernel_now = self.control.kernel_stats();
         let between = |base: &[VariantStats], v: Variant| {
             Sample::between(&base[v.index()], &counters[v.index()])
         };
@@ -156,11 +165,14 @@ impl Rollouts {
         };
         let (step, ppm) = (r.step + 1, r.step_ppm());
         let action = r.conclude(now, &j);
-        let line = format!(
+        let mut line = format!(
             "route {name}: rollout step {step} ({}%) verdict: {}",
             format_percent(ppm),
             j.summary()
         );
+        if let Some(fleet) = self.note_coverage(r, name) {
+            line = format!("{line}; {fleet}");
+        }
         if j.verdict == crate::judge::Verdict::Fail {
             log::warn!(target: "canarygate::audit", "{line}");
         } else {
