@@ -9,6 +9,7 @@
 pub(crate) mod file;
 pub(crate) mod health;
 pub(crate) mod killswitch;
+pub(crate) mod render;
 pub(crate) mod template;
 pub(crate) mod tls;
 mod validate;
