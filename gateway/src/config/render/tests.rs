@@ -129,7 +129,7 @@ fn repository_configs() -> Vec<PathBuf> {
             }
             if path.is_dir() {
                 walk(&path, found);
-            } else if name.ends_with(".toml")
+            } else if path.extension().is_some_and(|e| e == "toml")
                 && name != "Cargo.toml"
                 && std::fs::read_to_string(&path).is_ok_and(|t| t.contains("[[stage]]"))
             {
