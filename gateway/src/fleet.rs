@@ -135,7 +135,11 @@ impl Shared {
 
     /// The fleet's text as this gateway's configuration.
     fn parse(&self, text: &str) -> Result<Config, String> {
-        let origin = format!("etcd {}", etcd::config_key(&self.cfg.prefix));
+        // No `/` in it: the parser resolves relative file paths against its directory.
+        let origin = format!(
+            "etcd key {}",
+            etcd::config_key(&self.cfg.prefix).replace('/', ":")
+        );
         let mut config =
             crate::config::file::parse(text, Path::new(&origin)).map_err(|e| e.to_string())?;
         config.server = self.server.clone();
@@ -258,11 +262,7 @@ pub(crate) fn join(local: &Config) -> Result<Joined, String> {
         refused: AtomicU64::new(0),
         outages: AtomicU64::new(0),
         started: SystemTime::now(),
-        boot: format!(
-            "{}-{}",
-            std::process::id(),
-            unix_ms(SystemTime::now())
-        ),
+        boot: format!("{}-{}", std::process::id(), unix_ms(SystemTime::now())),
         ledger: Mutex::new(figures::Ledger::default()),
         leader: Mutex::new(None),
         is_leader: AtomicBool::new(false),

@@ -7,7 +7,6 @@
 
 pub(crate) mod histogram;
 pub(crate) mod prometheus;
-#[allow(dead_code)] // used by fleet mode (issue 16), landing next
 pub(crate) mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};

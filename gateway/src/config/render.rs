@@ -319,7 +319,7 @@ fn kill_switch(k: &KillSwitchConfig) -> Table {
 /// Parts per million as the file's percent: an integer when whole, else the shortest
 /// decimal (at most four places, which an `f64` holds and prints back exactly).
 fn percent(ppm: u32) -> Value {
-    if ppm % 10_000 == 0 {
+    if ppm.is_multiple_of(10_000) {
         return Value::Integer(i64::from(ppm / 10_000));
     }
     let text = format_percent(ppm);
@@ -352,7 +352,7 @@ fn path(p: &Path) -> Value {
 
 /// A status set as runs of codes: `2xx` for a whole class, `500-503`, `204`, joined by
 /// commas.
-pub(crate) fn status_set(set: StatusSet) -> String {
+fn status_set(set: StatusSet) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut code = 100;
     while code < 600 {
@@ -372,7 +372,7 @@ pub(crate) fn status_set(set: StatusSet) -> String {
             let class_end = start - start % 100 + 99;
             let end = hi.min(class_end);
             parts.push(match (start, end) {
-                (s, e) if s % 100 == 0 && e == s + 99 => format!("{}xx", s / 100),
+                (s, e) if s.is_multiple_of(100) && e == s + 99 => format!("{}xx", s / 100),
                 (s, e) if s == e => s.to_string(),
                 (s, e) => format!("{s}-{e}"),
             });

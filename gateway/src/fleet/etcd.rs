@@ -180,8 +180,7 @@ pub(crate) async fn put_if(
         .when([compare])
         .and_then([TxnOp::put(key, value, None)]);
     let r = client.txn(txn).await.map_err(|e| e.to_string())?;
-    Ok(r
-        .succeeded()
+    Ok(r.succeeded()
         .then(|| r.header().map_or(0, |h| h.revision().unsigned_abs())))
 }
 

@@ -46,7 +46,10 @@ pub(super) fn publication(control: &Control, member: &str, boot: &str, at_ms: u6
     let mut routes = Map::new();
     for (r, _) in control.routes_with_share(None) {
         if let Some(c) = control.counters(&r.name) {
-            routes.insert(r.name, json!(c.iter().map(variant_json).collect::<Vec<_>>()));
+            routes.insert(
+                r.name,
+                json!(c.iter().map(variant_json).collect::<Vec<_>>()),
+            );
         }
     }
     json!({
@@ -59,7 +62,10 @@ pub(super) fn publication(control: &Control, member: &str, boot: &str, at_ms: u6
 }
 
 fn variants(v: &Value) -> Result<[VariantStats; VARIANT_COUNT], String> {
-    let a = v.as_array().filter(|a| a.len() == VARIANT_COUNT).ok_or("variants")?;
+    let a = v
+        .as_array()
+        .filter(|a| a.len() == VARIANT_COUNT)
+        .ok_or("variants")?;
     Ok([variant_from_json(&a[0])?, variant_from_json(&a[1])?])
 }
 
@@ -212,7 +218,10 @@ fn parse(text: &str) -> Result<(String, Instance), String> {
     let at_ms = v["at_ms"].as_u64().ok_or("at_ms")?;
     let mut routes = HashMap::new();
     for (name, r) in v["routes"].as_object().ok_or("routes")? {
-        routes.insert(name.clone(), variants(r).map_err(|e| format!("routes.{name}: {e}"))?);
+        routes.insert(
+            name.clone(),
+            variants(r).map_err(|e| format!("routes.{name}: {e}"))?,
+        );
     }
     let kernel = match &v["kernel"] {
         Value::Null => None,

@@ -5,7 +5,7 @@
 //! refuses changes with the reason (a member starts from its local copy meanwhile), and a
 //! kill-switch trip on one member zeroes the canary on all three within a stated bound.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -54,7 +54,12 @@ impl Fleet {
         Fleet::with(tag, &s, &c, vec![Box::new(stable), Box::new(canary)])
     }
 
-    fn with(tag: &str, stable: &str, canary: &str, upstreams: Vec<Box<dyn std::any::Any>>) -> Fleet {
+    fn with(
+        tag: &str,
+        stable: &str,
+        canary: &str,
+        upstreams: Vec<Box<dyn std::any::Any>>,
+    ) -> Fleet {
         let etcd = Etcd::start();
         let file = ConfigFile::new(&fleet_toml(stable, canary));
         let prefix = format!("/canarygate/test-{tag}");
@@ -85,7 +90,7 @@ impl Fleet {
     }
 
     /// Starts member `name` with no stages of its own: they come from etcd.
-    fn member_with_cache(&self, name: &str, cache: &PathBuf) -> Result<GatewayProc, String> {
+    fn member_with_cache(&self, name: &str, cache: &Path) -> Result<GatewayProc, String> {
         let socket = self.dir.path().join(format!("{name}.sock"));
         let (url, socket, cache) = (
             self.etcd.url(),
@@ -154,7 +159,10 @@ fn wait_leader(members: &[GatewayProc], among: &[usize]) -> usize {
         assert!(
             Instant::now() < deadline,
             "no agreed leader among {among:?}: {:?}",
-            views.iter().map(|v| v["leader"].clone()).collect::<Vec<_>>()
+            views
+                .iter()
+                .map(|v| v["leader"].clone())
+                .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -170,7 +178,9 @@ fn share(gw: &GatewayProc, route: &str) -> u64 {
     v["routes"]
         .as_array()
         .and_then(|rs| rs.iter().find(|r| r["route"] == route))
-        .map_or(u64::MAX, |r| r["canary"]["ppm"].as_u64().unwrap_or(u64::MAX))
+        .map_or(u64::MAX, |r| {
+            r["canary"]["ppm"].as_u64().unwrap_or(u64::MAX)
+        })
 }
 
 /// Waits until every member serves `route` at `ppm` and one configuration version;
@@ -247,7 +257,10 @@ fn a_change_on_one_member_splits_all_three_and_sticky_keys_agree() {
     }
     let on_canary = seen[0].iter().filter(|v| *v == "canary").count() as u64;
     let (ok, mean, bound) = within_binomial_bound(on_canary, keys.len() as u64, 0.1);
-    assert!(ok, "{on_canary} sticky keys on the canary, expected {mean} +- {bound:.0}");
+    assert!(
+        ok,
+        "{on_canary} sticky keys on the canary, expected {mean} +- {bound:.0}"
+    );
     // Every member lists the other two, each serving the same version.
     let fleet_view = admin(&members[0]).cmd("show fleet json").json();
     let names: Vec<&str> = fleet_view["members"]
@@ -345,7 +358,9 @@ fn an_etcd_outage_stops_no_request_refuses_changes_and_is_caught_up() {
     // A member started now starts from its local copy; one without a copy refuses.
     let from_copy = fleet.cache("gw4");
     std::fs::copy(fleet.cache("gw1"), &from_copy).expect("gw1 keeps a local copy");
-    let gw4 = fleet.member_with_cache("gw4", &from_copy).expect("gw4 starts from the copy");
+    let gw4 = fleet
+        .member_with_cache("gw4", &from_copy)
+        .expect("gw4 starts from the copy");
     assert_eq!(share(&gw4, "split"), 200_000);
     let refusal = fleet
         .member_with_cache("gw5", &fleet.cache("gw5"))
@@ -442,14 +457,21 @@ fn fleet_export_prints_what_import_stored() {
         Duration::from_secs(20),
     );
     assert!(out.success(), "{}", out.describe());
-    assert!(out.stdout.starts_with("# fleet /canarygate/test-export, version "));
+    assert!(
+        out.stdout
+            .starts_with("# fleet /canarygate/test-export, version ")
+    );
     let exported = ConfigFile::new(&out.stdout);
     let check = run_cli(
         &["check-config", &exported.path().to_string_lossy()],
         Duration::from_secs(20),
     );
     assert!(check.success(), "{}", check.describe());
-    assert!(out.stdout.contains("sticky_key = \"header:x-user\""), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("sticky_key = \"header:x-user\""),
+        "{}",
+        out.stdout
+    );
     let missing = run_cli(
         &[
             "fleet",
@@ -462,7 +484,11 @@ fn fleet_export_prints_what_import_stored() {
         Duration::from_secs(20),
     );
     assert!(!missing.success());
-    assert!(missing.stderr.contains("has no configuration"), "{}", missing.describe());
+    assert!(
+        missing.stderr.contains("has no configuration"),
+        "{}",
+        missing.describe()
+    );
 }
 
 /// `show rollout split json` as member `gw` sees it.
@@ -478,7 +504,10 @@ fn wait_rollout(gw: &GatewayProc, what: &str, done: impl Fn(&Value) -> bool) -> 
         if done(&r) {
             return r;
         }
-        assert!(Instant::now() < deadline, "rollout never got to {what}: {r:#}");
+        assert!(
+            Instant::now() < deadline,
+            "rollout never got to {what}: {r:#}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -514,13 +543,26 @@ fn a_rollout_judges_the_fleets_traffic_and_survives_its_leader() {
     let verdict = &first["history"][0];
     assert_eq!(verdict["verdict"], "pass", "{first:#}");
     let contributed = &verdict["detail"]["fleet"]["contributed"];
-    assert_eq!(contributed, &serde_json::json!(["gw1", "gw2", "gw3"]), "{first:#}");
-    assert!(
-        verdict["summary"].as_str().unwrap().contains("3 member(s) contributed"),
+    assert_eq!(
+        contributed,
+        &serde_json::json!(["gw1", "gw2", "gw3"]),
         "{first:#}"
     );
-    assert_eq!(own_canary_requests(&members[0]), 0, "the leader served no canary request");
-    let canary_requests = verdict["detail"]["canary"]["requests"].as_u64().unwrap_or(0);
+    assert!(
+        verdict["summary"]
+            .as_str()
+            .unwrap()
+            .contains("3 member(s) contributed"),
+        "{first:#}"
+    );
+    assert_eq!(
+        own_canary_requests(&members[0]),
+        0,
+        "the leader served no canary request"
+    );
+    let canary_requests = verdict["detail"]["canary"]["requests"]
+        .as_u64()
+        .unwrap_or(0);
     assert!(canary_requests >= 30, "{first:#}");
     // The leader dies in the middle; another member continues from the stored step.
     let step_at_kill = rollout(&members[1])["step"].as_u64().unwrap();
@@ -534,7 +576,10 @@ fn a_rollout_judges_the_fleets_traffic_and_survives_its_leader() {
         took < Duration::from_secs(2) + Duration::from_secs(3),
         "took {took:?} to elect a new leader (lease 2s)"
     );
-    eprintln!("fleet: gw{} leads {took:?} after the leader was killed", new_leader + 2);
+    eprintln!(
+        "fleet: gw{} leads {took:?} after the leader was killed",
+        new_leader + 2
+    );
     let done = wait_rollout(&survivors[0], "its end", |r| r["state"] != "running");
     assert_eq!(done["state"], "promoted", "{done:#}");
     let history = done["history"].as_array().unwrap();
@@ -542,11 +587,11 @@ fn a_rollout_judges_the_fleets_traffic_and_survives_its_leader() {
         history.len() > verdicts_at_kill,
         "no verdict after the takeover: {done:#}"
     );
+    assert!(history.iter().all(|h| h["verdict"] == "pass"), "{done:#}");
     assert!(
-        history.iter().all(|h| h["verdict"] == "pass"),
-        "{done:#}"
+        step_at_kill < 4,
+        "the leader was killed before the last step"
     );
-    assert!(step_at_kill < 4, "the leader was killed before the last step");
     for gw in &survivors {
         let routes = admin(gw).cmd("show canary json").json();
         let split = routes["routes"]
@@ -569,14 +614,23 @@ fn a_rollout_judges_the_fleets_traffic_and_survives_its_leader() {
 fn a_canary_slow_only_on_one_members_traffic_is_judged_on_the_fleets_data() {
     // The stable answers every path at once; the canary sleeps on /slow?ms=30, which
     // only gw3's clients ask for.
-    let (stable, canary) = (TunableUpstream::start("stable"), TestUpstream::start("canary"));
+    let (stable, canary) = (
+        TunableUpstream::start("stable"),
+        TestUpstream::start("canary"),
+    );
     let (s, c) = (stable.addr_str(), canary.addr_str());
     let fleet = Fleet::with("slow", &s, &c, vec![Box::new(stable), Box::new(canary)]);
     let members = fleet.three();
     let loads = vec![
         BackgroundLoad::start(members[0].addr(), "/", 1, 1, Duration::from_secs(60)),
         BackgroundLoad::start(members[1].addr(), "/", 1, 1, Duration::from_secs(60)),
-        BackgroundLoad::start(members[2].addr(), "/slow?ms=30", 6, 1, Duration::from_secs(60)),
+        BackgroundLoad::start(
+            members[2].addr(),
+            "/slow?ms=30",
+            6,
+            1,
+            Duration::from_secs(60),
+        ),
     ];
     admin(&members[1])
         .ok("rollout start split steps 10,50,100 interval 1500ms min-requests 30 judge fixed");

@@ -129,7 +129,7 @@ fn repository_configs() -> Vec<PathBuf> {
             }
             if path.is_dir() {
                 walk(&path, found);
-            } else if name.ends_with(".toml")
+            } else if path.extension().is_some_and(|e| e == "toml")
                 && name != "Cargo.toml"
                 && std::fs::read_to_string(&path).is_ok_and(|t| t.contains("[[stage]]"))
             {
@@ -231,7 +231,8 @@ fn header_keys_sort_in_the_route_order() {
     for names in [
         &["x-b", "a"][..],
         &["x-a", "x-a", "x-a"],
-        &["b", "a", "a"],
+        &["b", "a"],
+        &["a", "a"],
         &["ab", "a"],
         &["a-b", "a-b", "ab"],
     ] {
@@ -241,6 +242,8 @@ fn header_keys_sort_in_the_route_order() {
             assert_eq!(k.to_ascii_lowercase(), *n);
         }
     }
+    // No casing of `a` sorts after `b` or `a`: the file cannot give `b, a, a`.
     assert_eq!(casing_after("a", "b"), None);
+    assert_eq!(casing_after("a", "a"), None);
     assert_eq!(casing_after("ab", "Ab"), Some("aB".into()));
 }

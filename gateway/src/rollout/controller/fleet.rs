@@ -125,7 +125,12 @@ impl Rollouts {
     /// Adds who contributed to the verdict just recorded (fleet mode).
     pub(super) fn note_coverage(&self, r: &mut Rollout, name: &str) -> Option<String> {
         let s = self.steering.as_ref()?;
-        let mark = self.journal().marks.get(name).cloned().unwrap_or(Value::Null);
+        let mark = self
+            .journal()
+            .marks
+            .get(name)
+            .cloned()
+            .unwrap_or(Value::Null);
         let (line, detail) = s.coverage(&mark);
         if let Some(last) = r.history.last_mut() {
             last.summary = format!("{}; {line}", last.summary);

@@ -74,7 +74,8 @@ impl Rollouts {
             Action::None => return Ok(None),
             Action::SetPercent(ppm) => {
                 let what = self.control.set_step(None, name, ppm)?;
-                if let (Some((baseline, kernel)), Some(r)) = (self.figures(name), book.get_mut(name))
+                if let (Some((baseline, kernel)), Some(r)) =
+                    (self.figures(name), book.get_mut(name))
                 {
                     r.restart_window(now, baseline, kernel);
                     self.mark_window(name);
