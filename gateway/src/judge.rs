@@ -65,6 +65,11 @@ impl Verdict {
         Verdict::Inconclusive,
         Verdict::Fail,
     ];
+
+    /// The verdict named `name` (the inverse of [`Verdict::as_str`]).
+    pub(crate) fn parse(name: &str) -> Option<Verdict> {
+        Verdict::ALL.into_iter().find(|v| v.as_str() == name)
+    }
 }
 
 /// How the judge decides. Defaults follow Kayenta: confidence 0.95.

@@ -69,7 +69,7 @@ impl Etcd {
             client_port,
             peer_port,
             name: format!("e2e-{}-{client_port}", std::process::id()),
-            data_dir: dir.path().join("data"),
+            data_dir: data_dir(client_port),
             log_path: dir.path().join("etcd.log"),
             dir,
         };
@@ -264,6 +264,7 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         let pid = self.pid();
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
         if thread::panicking() {
             eprintln!(
                 "---- etcd (pid {pid:?}, {}) log, last lines ----\n{}\n----",
@@ -272,6 +273,19 @@ impl Drop for Etcd {
             );
         }
     }
+}
+
+/// Where etcd keeps its data: in memory (`/dev/shm`) when the machine has it, because
+/// etcd fsyncs every write and a shared CI disk makes that take seconds, longer than the
+/// leases the fleet tests use; the tests are about the gateways, not etcd's durability.
+fn data_dir(port: u16) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!("canarygate-etcd-{}-{port}", std::process::id()))
 }
 
 /// `GET /health` on `addr`; the response body, or why there is none.

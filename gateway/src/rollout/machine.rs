@@ -117,7 +117,7 @@ pub(crate) enum Action {
 }
 
 /// One verdict in a rollout's history.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Record {
     /// Step index (0-based).
     pub step: usize,

@@ -152,7 +152,7 @@ fn wait_leader(members: &[GatewayProc], among: &[usize]) -> usize {
         let agreed = views.iter().all(|v| v["leader"] == leader.as_str());
         let found = among
             .iter()
-            .find(|&&i| format!("gw{}", i + 1) == leader && views[i]["is_leader"] == true);
+            .find(|&&i| views[i]["member"] == leader.as_str() && views[i]["is_leader"] == true);
         if let (true, Some(&i)) = (agreed, found) {
             return i;
         }
@@ -541,7 +541,11 @@ fn a_rollout_judges_the_fleets_traffic_and_survives_its_leader() {
         r["history"].as_array().is_some_and(|h| !h.is_empty())
     });
     let verdict = &first["history"][0];
-    assert_eq!(verdict["verdict"], "pass", "{first:#}");
+    // Marginal: a significant but tolerated difference (microseconds); it steps on too.
+    assert!(
+        verdict["verdict"] == "pass" || verdict["verdict"] == "marginal",
+        "{first:#}"
+    );
     let contributed = &verdict["detail"]["fleet"]["contributed"];
     assert_eq!(
         contributed,
@@ -580,14 +584,21 @@ fn a_rollout_judges_the_fleets_traffic_and_survives_its_leader() {
         "fleet: gw{} leads {took:?} after the leader was killed",
         new_leader + 2
     );
-    let done = wait_rollout(&survivors[0], "its end", |r| r["state"] != "running");
+    let done = wait_rollout(&survivors[0], "its end", |r| {
+        r["state"] != "running" && r["state"] != "none"
+    });
     assert_eq!(done["state"], "promoted", "{done:#}");
     let history = done["history"].as_array().unwrap();
     assert!(
         history.len() > verdicts_at_kill,
         "no verdict after the takeover: {done:#}"
     );
-    assert!(history.iter().all(|h| h["verdict"] == "pass"), "{done:#}");
+    assert!(
+        history
+            .iter()
+            .all(|h| h["verdict"] == "pass" || h["verdict"] == "marginal"),
+        "{done:#}"
+    );
     assert!(
         step_at_kill < 4,
         "the leader was killed before the last step"
@@ -612,29 +623,28 @@ fn a_rollout_judges_the_fleets_traffic_and_survives_its_leader() {
 
 #[test]
 fn a_canary_slow_only_on_one_members_traffic_is_judged_on_the_fleets_data() {
-    // The stable answers every path at once; the canary sleeps on /slow?ms=30, which
-    // only gw3's clients ask for.
+    // Every answer takes 30 ms (stable: a tunable upstream's delay; canary: /slow?ms=30),
+    // except the canary's to gw3's clients, who ask for /slow?ms=60: the canary is 30 ms
+    // slower on gw3's traffic only. The leader, gw1, sees no difference in its own.
     let (stable, canary) = (
         TunableUpstream::start("stable"),
         TestUpstream::start("canary"),
     );
+    stable.set_delay(Duration::from_millis(30));
     let (s, c) = (stable.addr_str(), canary.addr_str());
     let fleet = Fleet::with("slow", &s, &c, vec![Box::new(stable), Box::new(canary)]);
     let members = fleet.three();
+    let limit = Duration::from_secs(60);
     let loads = vec![
-        BackgroundLoad::start(members[0].addr(), "/", 1, 1, Duration::from_secs(60)),
-        BackgroundLoad::start(members[1].addr(), "/", 1, 1, Duration::from_secs(60)),
-        BackgroundLoad::start(
-            members[2].addr(),
-            "/slow?ms=30",
-            6,
-            1,
-            Duration::from_secs(60),
-        ),
+        BackgroundLoad::start(members[0].addr(), "/slow?ms=30", 1, 1, limit),
+        BackgroundLoad::start(members[1].addr(), "/slow?ms=30", 1, 1, limit),
+        BackgroundLoad::start(members[2].addr(), "/slow?ms=60", 4, 1, limit),
     ];
     admin(&members[1])
-        .ok("rollout start split steps 10,50,100 interval 1500ms min-requests 30 judge fixed");
-    let done = wait_rollout(&members[0], "its end", |r| r["state"] != "running");
+        .ok("rollout start split steps 10,50,100 interval 3s min-requests 20 judge fixed");
+    let done = wait_rollout(&members[0], "its end", |r| {
+        r["state"] != "running" && r["state"] != "none"
+    });
     for load in loads {
         drop(load.finish());
     }

@@ -18,6 +18,25 @@ impl Rollouts {
         who: &str,
     ) -> Result<String, ControlError> {
         let mut book = self.lock();
+        let steering = self.steering.clone();
+        if let Some(s) = &steering {
+            // The fleet's rollouts as they are now, whoever changed them last.
+            self.mirror(&mut book, s.as_ref(), Instant::now());
+        }
+        let done = self.rollout_locked(&mut book, expect, cmd, who);
+        if let Some(s) = &steering {
+            self.store_changes(&book, s.as_ref(), Instant::now());
+        }
+        done
+    }
+
+    fn rollout_locked(
+        &self,
+        book: &mut super::Book,
+        expect: Option<u64>,
+        cmd: &RolloutCommand,
+        who: &str,
+    ) -> Result<String, ControlError> {
         self.control.check_version(expect)?;
         let name = cmd.route();
         let route = self
@@ -47,9 +66,7 @@ impl Rollouts {
                 // The version was checked above; checked again with the change so that
                 // nobody's change slips in between.
                 let what = self.control.set_step(expect, name, plan.steps[0])?;
-                let line = self
-                    .begin(&mut book, name, plan, who, now)
-                    .unwrap_or_default();
+                let line = self.begin(book, name, plan, who, now).unwrap_or_default();
                 self.control.arm(name);
                 return Ok(format!("{line}\n{what}"));
             }
@@ -88,10 +105,10 @@ impl Rollouts {
                 )
             }
         };
-        if let Some(what) = self.act(&mut book, name, &action, now)? {
+        if let Some(what) = self.act(book, name, &action, now)? {
             text = format!("{text}\n{what}");
         }
-        self.sync_kill_switches(&book);
+        self.sync_kill_switches(book);
         Ok(text)
     }
 }
