@@ -48,6 +48,8 @@ mod tests {
                 "canarygate-completions.1",
                 "canarygate-ctl.1",
                 "canarygate-demo.1",
+                "canarygate-fleet-export.1",
+                "canarygate-fleet-import.1",
                 "canarygate-fleet.1",
                 "canarygate-run.1",
                 "canarygate.1"

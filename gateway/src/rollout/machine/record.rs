@@ -234,9 +234,17 @@ fn instant(ms: u64, now: Instant, wall_now: SystemTime) -> Instant {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
     if since_epoch <= wall_now {
-        saturate(now, wall_now - since_epoch, Instant::checked_sub)
+        saturate(
+            now,
+            wall_now.saturating_sub(since_epoch),
+            Instant::checked_sub,
+        )
     } else {
-        saturate(now, since_epoch - wall_now, Instant::checked_add)
+        saturate(
+            now,
+            since_epoch.saturating_sub(wall_now),
+            Instant::checked_add,
+        )
     }
 }
 

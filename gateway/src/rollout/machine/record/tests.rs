@@ -2,12 +2,15 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// One way to break a stored rollout.
+type Edit<'a> = &'a dyn Fn(&mut Value);
+
 use gateway_common::PPM_MAX;
 use serde_json::Value;
 
 use super::{from_json, to_json};
 use crate::judge::{Judgement, Sample, Verdict};
-use crate::rollout::machine::{Action, Phase, Rollout};
+use crate::rollout::machine::{Action, Rollout};
 use crate::rollout::plan::{JudgeKind, Plan};
 
 fn judgement(verdict: Verdict) -> Judgement {
@@ -156,7 +159,7 @@ fn malformed_records_are_errors() {
         f(&mut v);
         from_json(&v, t0, wall(), Default::default(), None).map(|_| ())
     };
-    let cases: [(&str, &dyn Fn(&mut Value)); 10] = [
+    let cases: [(&str, Edit<'_>); 10] = [
         ("plan", &|v| {
             v.as_object_mut().map(|o| o.remove("plan"));
         }),
@@ -166,12 +169,12 @@ fn malformed_records_are_errors() {
         ("phase.reason", &|v| v["phase"]["reason"] = Value::Null),
         ("history", &|v| v["history"] = "none".into()),
         ("history[0]", &|v| {
-            v["history"][0]["verdict"] = "great".into()
+            v["history"][0]["verdict"] = "great".into();
         }),
         ("history[1]", &|v| v["history"][1]["step"] = 7.into()),
         ("verdicts", &|v| v["verdicts"] = serde_json::json!([1, 2])),
         ("next_judgement_ms", &|v| {
-            v["next_judgement_ms"] = (-5).into()
+            v["next_judgement_ms"] = (-5).into();
         }),
     ];
     for (field, f) in cases {
