@@ -69,10 +69,10 @@ pub(crate) fn execute(rollouts: &Rollouts, line: &str, who: &str) -> Reply {
         Command::Reload => reload(rollouts, expect),
         Command::ReloadTls => result(control.reload_tls(expect)),
         Command::ShowTls { json } => Reply::ok(super::show::tls::show(control, json)),
-        Command::ShowFleet { json } => match super::show::fleet::show(control, json) {
-            Ok(text) => Reply::ok(text),
-            Err(e) => Reply::err(e),
-        },
+        Command::ShowFleet { json } => shown(super::show::fleet::show(control, json)),
+        Command::ShowFleetStats { route, json } => {
+            shown(super::show::fleet::stats(rollouts, route.as_deref(), json))
+        }
         Command::Rollout(ref cmd) => result(rollouts.rollout(expect, cmd, who)),
         Command::ShowRollout { route, json } => {
             shown(super::show::rollout::show(rollouts, route.as_deref(), json))

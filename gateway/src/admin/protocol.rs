@@ -49,6 +49,8 @@ pub enum Command {
     ShowTls { json: bool },
     /// `show fleet [json]`
     ShowFleet { json: bool },
+    /// `show fleet stats [ROUTE] [json]`
+    ShowFleetStats { route: Option<String>, json: bool },
     /// `rollout start|pause|resume|abort ROUTE ...`
     Rollout(crate::rollout::RolloutCommand),
     /// `show rollout [ROUTE] [json]`
@@ -76,6 +78,7 @@ impl Command {
                 | Command::ShowEndpoints { .. }
                 | Command::ShowTls { .. }
                 | Command::ShowFleet { .. }
+                | Command::ShowFleetStats { .. }
         )
     }
 }
@@ -108,6 +111,8 @@ show tls [json]                                listener certificates: names, iss
                                                serial, expiry
 show fleet [json]                              fleet mode: etcd, members, versions,
                                                heartbeats, leader, refused changes
+show fleet stats [ROUTE] [json]                fleet mode: every member's figures summed
+                                               (what the leader judges), who contributed
 rollout start ROUTE [steps P,P,.. interval DUR judge sequential|fixed ...]
                                                step-wise rollout, judged continuously
 rollout pause|resume|abort ROUTE               hold, continue, or stop (canary to 0)
@@ -196,10 +201,21 @@ pub fn parse(line: &str) -> Result<Request, String> {
         ["show", "tls", "json"] => Command::ShowTls { json: true },
         ["show", "fleet"] => Command::ShowFleet { json: false },
         ["show", "fleet", "json"] => Command::ShowFleet { json: true },
+        ["show", "fleet", "stats", rest @ ..] => {
+            let (json, rest) = match rest {
+                [r @ .., "json"] => (true, r),
+                r => (false, r),
+            };
+            match rest {
+                [] => Command::ShowFleetStats { route: None, json },
+                [r] => Command::ShowFleetStats { route: Some(route(r)), json },
+                _ => return Err("usage: show fleet stats [ROUTE] [json]".into()),
+            }
+        }
         ["set" | "del", "canary", ..] => {
             return Err("usage: set canary ROUTE percent P | var KEY VALUE | deployment ID ADDR[,ADDR..]; del canary ROUTE var KEY".into());
         }
-        ["show", ..] => return Err("usage: show version | show canary [ROUTE] [json] | show stats [ROUTE] [json] | show rollout [ROUTE] [json] | show endpoints [ROUTE] [json] | show tls [json] | show fleet [json]".into()),
+        ["show", ..] => return Err("usage: show version | show canary [ROUTE] [json] | show stats [ROUTE] [json] | show rollout [ROUTE] [json] | show endpoints [ROUTE] [json] | show tls [json] | show fleet [json] | show fleet stats [ROUTE] [json]".into()),
         ["promote" | "rollback", ..] => return Err(format!("usage: {} ROUTE", words[0])),
         [other, ..] => return Err(format!("unknown command '{}' (try: help)", other.chars().take(64).collect::<String>())),
     };
@@ -237,6 +253,13 @@ mod tests {
         assert_eq!(
             parse("show canary api json").unwrap().command,
             Command::ShowCanary {
+                route: Some("api".into()),
+                json: true
+            }
+        );
+        assert_eq!(
+            parse("show fleet stats api json").unwrap().command,
+            Command::ShowFleetStats {
                 route: Some("api".into()),
                 json: true
             }

@@ -100,6 +100,11 @@ impl Rollouts {
         rollouts
     }
 
+    /// Fleet mode: the fleet's figures, leadership and stored rollouts.
+    pub(crate) fn steering(&self) -> Option<&Arc<dyn Steering>> {
+        self.steering.as_ref()
+    }
+
     /// The routing state the rollouts steer.
     pub(crate) fn control(&self) -> &Arc<Control> {
         &self.control

@@ -261,6 +261,28 @@ fn a_change_on_one_member_splits_all_three_and_sticky_keys_agree() {
         ok,
         "{on_canary} sticky keys on the canary, expected {mean} +- {bound:.0}"
     );
+    // The fleet's figures (what the leader judges) add up every member's requests.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = admin(&members[1]).cmd("show fleet stats split json").json();
+        let route = &v["routes"][0];
+        let total = route["stable"]["requests"].as_u64().unwrap_or(0)
+            + route["canary"]["requests"].as_u64().unwrap_or(0);
+        if total == 3 * n {
+            assert_eq!(
+                v["members"]["contributed"],
+                serde_json::json!(["gw1", "gw2", "gw3"]),
+                "{v:#}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fleet stats count {total} split requests, the members served {}: {v:#}",
+            3 * n
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Every member lists the other two, each serving the same version.
     let fleet_view = admin(&members[0]).cmd("show fleet json").json();
     let names: Vec<&str> = fleet_view["members"]

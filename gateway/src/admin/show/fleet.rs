@@ -12,6 +12,7 @@ use crate::control::Control;
 use crate::control::store::StoreStatus;
 use crate::dataplane::io::clock::utc;
 use crate::metrics::prometheus::{esc, header};
+use crate::rollout::controller::Rollouts;
 
 fn secs(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 10.0).round() / 10.0
@@ -107,6 +108,74 @@ pub(crate) fn show(control: &Control, json: bool) -> Result<String, String> {
         "\nchanges refused while etcd was unreachable: {}; etcd outages: {}",
         s.refused, s.outages
     );
+    Ok(out)
+}
+
+/// `show fleet stats [ROUTE] [json]`: every member's figures of each route summed, as
+/// the leader's judge sees them (members that left included, up to when they left), and
+/// which members' figures are fresh.
+pub(crate) fn stats(
+    rollouts: &Rollouts,
+    route: Option<&str>,
+    json: bool,
+) -> Result<String, String> {
+    let Some(steering) = rollouts.steering() else {
+        return Err("this gateway is not in a fleet (start it with --etcd URL)".into());
+    };
+    let control = rollouts.control();
+    let routes: Vec<String> = control
+        .routes_with_share(route)
+        .into_iter()
+        .map(|(r, _)| r.name)
+        .collect();
+    if let (Some(name), true) = (route, routes.is_empty()) {
+        return Err(format!("no route named '{name}'"));
+    }
+    let (coverage, who) = steering.coverage(&Value::Null);
+    let figures: Vec<(String, crate::rollout::steering::Figures)> = routes
+        .into_iter()
+        .map(|name| {
+            let f = steering.figures(&name);
+            (name, f)
+        })
+        .collect();
+    if json {
+        let items: Vec<Value> = figures
+            .iter()
+            .map(|(name, (v, _))| {
+                json!({
+                    "route": name,
+                    "stable": super::stats::variant_json(&v[0]),
+                    "canary": super::stats::variant_json(&v[1]),
+                })
+            })
+            .collect();
+        return Ok(
+            json!({ "version": control.version(), "routes": items, "members": who }).to_string(),
+        );
+    }
+    let mut out = format!("{coverage}\nroute        variant  requests  5xx       p50_us  p99_us");
+    for (name, (v, _)) in &figures {
+        for variant in gateway_common::Variant::ALL {
+            let st = &v[variant.index()];
+            let p = |q: f64| {
+                if st.total_latency.is_empty() {
+                    "-".to_owned()
+                } else {
+                    st.total_latency.value_at_quantile(q).to_string()
+                }
+            };
+            let _ = write!(
+                out,
+                "\n{name:<12} {:<8} {:<9} {:<9} {:<7} {}",
+                variant.as_str(),
+                st.requests,
+                st.responses[4],
+                p(0.5),
+                p(0.99)
+            );
+        }
+    }
     Ok(out)
 }
 
