@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::edit::rollback_route;
 use super::state::{State, route_config};
 use crate::config::killswitch::KillSwitchConfig;
-use crate::control::Control;
+use crate::control::{Control, ControlError};
 use crate::dataplane::route::killswitch::KillSwitch;
 
 /// A trip the workers made, now recorded in the configuration.
@@ -44,11 +44,13 @@ impl Control {
     /// Re-arms route `route`'s kill switch after an operator set its share to `ppm`. A
     /// trip not recorded yet is taken as seen: the operator's share, set after it, wins.
     pub(super) fn arm_kill_switch(&self, route: &str, ppm: u32) {
+        let mut st = self.lock();
         if ppm > 0
-            && let Some(rt) = self.lock().runtime.get(route)
+            && let Some(rt) = st.runtime.get(route)
         {
             rt.kill.acknowledge();
             rt.kill.arm();
+            st.unstored_trips.remove(route);
         }
     }
 
@@ -71,20 +73,41 @@ impl Control {
             .collect();
         let mut trips = Vec::new();
         for (name, kill) in switches {
-            if kill.acknowledge() == 0 {
-                continue;
-            }
-            let detail = kill.last_trip().unwrap_or_default();
-            // The workers already set the share to 0; the configuration says so too.
-            let what = match self.change_locked(&mut st, None, &name, rollback_route) {
-                Ok(what) => what,
-                Err(e) => e.to_string(),
+            let fresh = kill.acknowledge() != 0;
+            let detail = match (fresh, st.unstored_trips.get(&name)) {
+                (true, _) => kill.last_trip().unwrap_or_default(),
+                (false, Some(d)) => d.clone(),
+                (false, None) => continue,
             };
-            log::warn!(target: "canarygate::audit", "route {name}: kill switch tripped ({detail}): {what}");
-            trips.push(Trip {
-                route: name,
-                detail,
-            });
+            // The workers already set the share to 0; the configuration says so too. In
+            // fleet mode a store that cannot take it now (etcd down) is tried again at
+            // every look until it does, or until someone sets a share again.
+            let what = match self.change_locked(&mut st, None, &name, rollback_route) {
+                Ok(what) => {
+                    st.unstored_trips.remove(&name);
+                    what
+                }
+                Err(ControlError::Store(e)) => {
+                    st.unstored_trips.insert(name.clone(), detail.clone());
+                    if !fresh {
+                        continue;
+                    }
+                    format!("{e}; tried again until the fleet takes it")
+                }
+                Err(e) => {
+                    st.unstored_trips.remove(&name);
+                    e.to_string()
+                }
+            };
+            if fresh {
+                log::warn!(target: "canarygate::audit", "route {name}: kill switch tripped ({detail}): {what}");
+                trips.push(Trip {
+                    route: name,
+                    detail,
+                });
+            } else {
+                log::warn!(target: "canarygate::audit", "route {name}: kill switch trip ({detail}) stored in the fleet now: {what}");
+            }
         }
         trips
     }

@@ -247,8 +247,13 @@ impl Control {
                 } => (*ppm > 0).then_some(route),
                 _ => None,
             };
-            if let Some(rt) = armed.and_then(|r| st.runtime.get(r)) {
-                rt.kill.arm();
+            if let Some(route) = armed {
+                // A share set since (here or on another member) wins over a trip not
+                // stored yet.
+                st.unstored_trips.remove(route);
+                if let Some(rt) = st.runtime.get(route) {
+                    rt.kill.arm();
+                }
             }
         }
         st.version = version;

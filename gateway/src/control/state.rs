@@ -80,6 +80,8 @@ pub(super) struct State {
     pub(super) kill_fallback: HashMap<String, KillSwitchConfig>,
     /// Loaded certificates and TLS configurations of `config`.
     pub(super) tls: TlsState,
+    /// Fleet mode: kill-switch trips (route -> detail) the store could not take yet.
+    pub(super) unstored_trips: HashMap<String, String>,
 }
 
 /// The control plane's handle: state behind a mutex only it takes, plus what workers read.
@@ -116,6 +118,7 @@ impl Control {
                 next_id: 0,
                 kill_fallback: HashMap::new(),
                 tls,
+                unstored_trips: HashMap::new(),
             }),
             shared: Arc::new(Shared::default()),
             health: Arc::new(Health::new(workers.len())),

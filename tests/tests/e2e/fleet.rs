@@ -2,8 +2,9 @@
 //! ports) and three gateways sharing one configuration under a prefix. A change made on
 //! any member reaches all three, the split and sticky keys agree across them, an
 //! operator race on `expect` has exactly one winner, an etcd outage stops no request and
-//! refuses changes with the reason (a member starts from its local copy meanwhile), and a
-//! kill-switch trip on one member zeroes the canary on all three within a stated bound.
+//! refuses changes with the reason (a member starts from its local copy meanwhile, a
+//! kill-switch trip is stored once etcd is back), and a kill-switch trip on one member
+//! zeroes the canary on all three within a stated bound.
 
 use std::path::{Path, PathBuf};
 
@@ -391,6 +392,21 @@ fn an_etcd_outage_stops_no_request_refuses_changes_and_is_caught_up() {
         refusal.contains("unreachable") && refusal.contains("no usable local copy"),
         "{refusal}"
     );
+    // gw1's canary fails now: its workers drop the share to 0 at once, but the fleet
+    // cannot be told until etcd is back.
+    let mut client = Client::connect(members[0].addr()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while share(&members[0], "split") != 0 {
+        for _ in 0..20 {
+            let _ = client.request(&get_with("/status?code=500", "fleet.test", ""));
+        }
+        assert!(Instant::now() < deadline, "gw1's kill switch did not trip");
+    }
+    assert_eq!(
+        share(&members[1], "split"),
+        200_000,
+        "no fleet while etcd is down"
+    );
     std::thread::sleep(Duration::from_millis(500));
     fleet.etcd.start_again();
     let mut all = members;
@@ -406,6 +422,8 @@ fn an_etcd_outage_stops_no_request_refuses_changes_and_is_caught_up() {
         assert!(Instant::now() < deadline, "members did not see etcd again");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The trip gw1 could not store is stored now: the whole fleet is at 0.
+    converge(&all, "split", 0, Duration::from_secs(5));
     admin(&all[2]).ok("set canary split percent 30");
     converge(&all, "split", 300_000, Duration::from_secs(5));
     for (i, load) in loads.into_iter().enumerate() {
