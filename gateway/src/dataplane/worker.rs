@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::accesslog::Queue;
+use super::io::buf::BulkBufs;
 use super::route::publish::Shared;
 use super::route::snapshot::Held;
 use super::route::split::Picker;
@@ -35,6 +36,8 @@ pub(crate) struct Worker {
     pub(crate) upstreams: Upstreams,
     /// This worker's access-log queue, when logging is on.
     pub(crate) log: Option<Queue>,
+    /// Large buffers lent to connections for the middle of long bodies.
+    pub(crate) bulk: BulkBufs,
 }
 
 impl Worker {
@@ -88,6 +91,7 @@ impl Worker {
             metrics,
             upstreams,
             log,
+            bulk: BulkBufs::default(),
         }
     }
 }

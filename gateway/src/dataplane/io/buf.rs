@@ -4,6 +4,7 @@
 //! `Vec` to the kernel and takes it back, reading after the bytes not yet consumed and
 //! compacting only when the end is reached, so steady-state reads allocate nothing.
 
+use std::cell::RefCell;
 use std::io;
 
 use monoio::buf::{IoBuf, IoBufMut};
@@ -47,6 +48,11 @@ impl InBuf {
             self.buf.clear();
             self.start = 0;
         }
+    }
+
+    /// The most bytes it holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// True when the buffer is full of unconsumed bytes (nothing more can be read).
@@ -107,4 +113,61 @@ pub(crate) async fn flush(out: &mut Vec<u8>, dst: &mut impl AsyncWriteRent) -> i
     buf.clear();
     *out = buf;
     res.map(|_| ())
+}
+
+/// Size of a [`BulkBufs`] buffer: one read moves up to this much of a long body.
+pub(crate) const BULK: usize = 256 * 1024;
+/// Buffers a worker keeps for the next long bodies; more are freed when returned.
+const BULK_KEEP: usize = 4;
+
+/// Large buffers a worker lends to a connection for the middle of a long body, so that
+/// a body of megabytes moves in reads and writes of [`BULK`] bytes instead of the
+/// connection's own 16 KiB: a sixteenth of the kernel crossings and wake-ups, while an
+/// idle connection keeps only its small buffer. One per worker thread, never shared.
+#[derive(Debug, Default)]
+pub(crate) struct BulkBufs {
+    free: RefCell<Vec<Vec<u8>>>,
+}
+
+impl BulkBufs {
+    /// A buffer of [`BULK`] bytes' capacity: a kept one, else a new one.
+    pub(crate) fn take(&self) -> Vec<u8> {
+        self.free
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BULK))
+    }
+
+    /// Returns a buffer from [`BulkBufs::take`]; kept for the next body unless enough are.
+    pub(crate) fn give(&self, mut buf: Vec<u8>) {
+        let mut free = self.free.borrow_mut();
+        if buf.capacity() >= BULK && free.len() < BULK_KEEP {
+            buf.clear();
+            free.push(buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_buffers_are_kept_up_to_a_few() {
+        let bulk = BulkBufs::default();
+        let taken: Vec<Vec<u8>> = (0..BULK_KEEP + 2).map(|_| bulk.take()).collect();
+        assert!(taken.iter().all(|b| b.capacity() >= BULK && b.is_empty()));
+        for mut b in taken {
+            b.extend_from_slice(b"left over");
+            bulk.give(b);
+        }
+        assert_eq!(bulk.free.borrow().len(), BULK_KEEP);
+        // A kept buffer comes back empty, without a new allocation.
+        let again = bulk.take();
+        assert!(again.is_empty() && again.capacity() >= BULK);
+        assert_eq!(bulk.free.borrow().len(), BULK_KEEP - 1);
+        // A buffer that shrank (or is not one of ours) is not kept.
+        bulk.give(Vec::with_capacity(16));
+        assert_eq!(bulk.free.borrow().len(), BULK_KEEP - 1);
+    }
 }

@@ -1,23 +1,30 @@
 //! Moving bodies: from the client to the upstream and back, streamed through the
 //! connection's own buffers, never held whole, whatever their size.
 //!
-//! Bytes that have arrived are sent before the next read that may wait: small pieces are
-//! appended to the pending head so a message that arrived whole goes out in one write,
-//! larger ones are written straight from the read buffer, and whatever is pending is
-//! flushed before every read. Chunked bodies are decoded by [`ChunkedDecoder`] and sent on
+//! Bytes that have arrived are sent before the next read that may wait: pieces that fit
+//! are appended to the pending head so a message that arrived whole goes out in one
+//! write, others are written straight from the read buffer (never copied into the
+//! pending bytes when nothing is pending), and whatever is pending is flushed before
+//! every read. The middle of a long body with a known length moves through a large
+//! buffer the worker lends ([`BulkBufs`]), read and written in pieces of up to
+//! [`BULK`] bytes, and never read past its end. Chunked bodies are decoded by [`ChunkedDecoder`] and sent on
 //! re-framed by [`Reframer`] (the sender's framing bytes are never forwarded), or
 //! de-chunked for HTTP/1.0 clients.
 
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, Split, Splitable};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
 
-use super::buf::{InBuf, flush};
+use super::buf::{BULK, BulkBufs, InBuf, flush};
 use crate::dataplane::h1::chunked::{ChunkError, ChunkedDecoder, Piece, Reframer};
 use crate::dataplane::h1::head::BodyKind;
 
 /// Pieces up to this size are coalesced with pending bytes into one write.
 const COALESCE: usize = 16 * 1024;
+/// A body with at least this much left to read (past what is buffered and what the
+/// relay holds back) goes through a bulk buffer.
+const BULK_MIN: u64 = 64 * 1024;
 
 /// Why a body relay stopped early.
 #[derive(Debug)]
@@ -71,6 +78,8 @@ pub(crate) struct Ends<'a, S, D> {
     pub(crate) dst: &'a mut D,
     /// Bytes waiting to be written to the receiver.
     pub(crate) out: &'a mut Vec<u8>,
+    /// The worker's large buffers, lent for the middle of a long body.
+    pub(crate) bulk: &'a BulkBufs,
 }
 
 /// Streams one body described by `spec` between `ends`. Returns the body bytes read from
@@ -84,6 +93,7 @@ pub(crate) async fn relay_body<S: AsyncReadRent, D: AsyncWriteRent>(
         src_buf,
         dst,
         out,
+        bulk,
     } = ends;
     let mut remaining = match spec.kind {
         BodyKind::Length(n) => n,
@@ -143,6 +153,24 @@ pub(crate) async fn relay_body<S: AsyncReadRent, D: AsyncWriteRent>(
         if done {
             return Ok(total);
         }
+        if let BodyKind::Length(_) = spec.kind {
+            // Held back: the last bytes, which the caller sends itself.
+            let keep = if spec.hold_last {
+                remaining.min(src_buf.capacity() as u64)
+            } else {
+                0
+            };
+            // Everything buffered went out above (a length body takes all of it while
+            // more remains), so the bulk reads continue right after it.
+            if remaining - keep >= BULK_MIN && src_buf.is_empty() {
+                sent = true;
+                let moved = relay_bulk(src, dst, bulk, remaining - keep, spec.read_timeout).await;
+                let n = moved?;
+                remaining -= n;
+                total += n;
+                continue;
+            }
+        }
         if src_buf.is_full() {
             // Only a chunk line longer than the buffer can get here; the decoder caps
             // lines well below any sensible buffer size.
@@ -172,7 +200,7 @@ async fn pass(
     if take == 0 {
         return Ok(());
     }
-    if hold || out.len() + take <= COALESCE {
+    if hold || (!out.is_empty() && out.len() + take <= COALESCE) {
         out.extend_from_slice(&src_buf.data()[..take]);
         src_buf.consume(take);
         return Ok(());
@@ -183,6 +211,40 @@ async fn pass(
         .write_to(dst, take)
         .await
         .map_err(|_| RelayError::DstIo)
+}
+
+/// Moves exactly `len` bytes from `src` to `dst` through a buffer lent by `bulk`, in
+/// reads of up to [`BULK`] bytes (never more than what is left, so nothing after the
+/// body is read) each written whole before the next read. Returns `len`.
+async fn relay_bulk<S: AsyncReadRent, D: AsyncWriteRent>(
+    src: &mut S,
+    dst: &mut D,
+    bulk: &BulkBufs,
+    len: u64,
+    read_timeout: Duration,
+) -> Result<u64, RelayError> {
+    let mut buf = bulk.take();
+    let mut moved = 0u64;
+    while moved < len {
+        let want = (len - moved).min(BULK as u64) as usize;
+        buf.clear();
+        // A read cut off by the timeout keeps the buffer; it is simply not returned.
+        let (res, slice) = monoio::time::timeout(read_timeout, src.read(buf.slice_mut(0..want)))
+            .await
+            .map_err(|_| RelayError::SrcTimeout)?;
+        buf = slice.into_inner();
+        let n = match res {
+            Ok(0) => return Err(RelayError::SrcClosed),
+            Err(_) => return Err(RelayError::SrcIo),
+            Ok(n) => n,
+        };
+        let (res, back) = dst.write_all(buf).await;
+        buf = back;
+        res.map_err(|_| RelayError::DstIo)?;
+        moved += n as u64;
+    }
+    bulk.give(buf);
+    Ok(moved)
 }
 
 /// Decodes the chunked framing buffered in `src_buf` and appends the normalised framing
@@ -274,4 +336,140 @@ where
         n
     };
     monoio::join!(up, down)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use monoio::net::TcpStream;
+
+    use super::*;
+
+    /// A connected pair: the end for a helper thread, and the end the relay takes into
+    /// its runtime (non-blocking, for [`TcpStream::from_std`]).
+    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (ours, _) = l.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (peer, ours)
+    }
+
+    fn body(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Relays a `len`-byte length body sent (with `after` behind it) by a peer, some of
+    /// it already buffered; returns what the receiver got, what `out` held back, and
+    /// the first bytes read from the sender afterwards.
+    fn relay(
+        len: usize,
+        buffered: usize,
+        after: &'static [u8],
+        hold_last: bool,
+    ) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let data = body(len);
+        let (mut sender, src) = pair();
+        let (mut receiver, dst) = pair();
+        let (mut feed_peer, feed) = pair();
+        feed_peer.write_all(&data[..buffered]).unwrap();
+        drop(feed_peer);
+        let rest = data[buffered..].to_vec();
+        let writer = std::thread::spawn(move || {
+            sender.write_all(&rest).unwrap();
+            sender.write_all(after).unwrap();
+            sender
+        });
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            receiver.read_to_end(&mut got).unwrap();
+            got
+        });
+        let bulk = BulkBufs::default();
+        let (out, next) = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let (mut src, mut dst) = (
+                    TcpStream::from_std(src).unwrap(),
+                    TcpStream::from_std(dst).unwrap(),
+                );
+                let mut src_buf = InBuf::new(16 * 1024 + 1);
+                let mut out = b"HEAD".to_vec();
+                // The first `buffered` bytes arrived with the head, in the same buffer.
+                let mut feed = TcpStream::from_std(feed).unwrap();
+                while src_buf.data().len() < buffered {
+                    assert!(src_buf.fill(&mut feed).await.unwrap() > 0);
+                }
+                let spec = BodySpec {
+                    kind: BodyKind::Length(len as u64),
+                    dechunk: false,
+                    read_timeout: Duration::from_secs(5),
+                    limit: 0,
+                    hold_last,
+                };
+                let n = relay_body(
+                    Ends {
+                        src: &mut src,
+                        src_buf: &mut src_buf,
+                        dst: &mut dst,
+                        out: &mut out,
+                        bulk: &bulk,
+                    },
+                    spec,
+                )
+                .await
+                .unwrap();
+                assert_eq!(n, len as u64);
+                // Nothing past the body was read from the sender.
+                assert!(src_buf.is_empty());
+                let mut next = InBuf::new(64);
+                while next.data().len() < after.len() {
+                    assert!(next.fill(&mut src).await.unwrap() > 0);
+                }
+                (out, next.data().to_vec())
+            });
+        let _ = writer.join().unwrap();
+        (reader.join().unwrap(), out, next)
+    }
+
+    #[test]
+    fn long_body_moves_in_bulk_and_stops_at_its_end() {
+        let len = 3 * BULK + 12_345;
+        let want = body(len);
+        for buffered in [0, 1000] {
+            let (got, out, next) = relay(len, buffered, b"NEXT", false);
+            assert_eq!(&got[..4], b"HEAD");
+            assert!(got[4..] == want[..], "buffered {buffered}: body differs");
+            assert!(out.is_empty());
+            assert_eq!(next, b"NEXT");
+        }
+    }
+
+    #[test]
+    fn held_back_tail_stays_for_the_caller() {
+        let len = 2 * BULK + 777;
+        let want = body(len);
+        let (got, out, next) = relay(len, 100, b"GET /", true);
+        // The head and everything but the held tail reached the receiver.
+        assert_eq!(&got[..4], b"HEAD");
+        let mut whole = got[4..].to_vec();
+        assert!(!out.is_empty() && out.len() <= 16 * 1024 + 1);
+        whole.extend_from_slice(&out);
+        assert!(whole == want, "body differs");
+        assert_eq!(next, b"GET /");
+    }
+
+    #[test]
+    fn body_under_the_bulk_size_goes_through_the_connection_buffer() {
+        let len = 40_000;
+        let want = body(len);
+        let (got, out, next) = relay(len, 0, b"X", false);
+        assert_eq!(&got[..4], b"HEAD");
+        assert!(got[4..] == want[..]);
+        assert!(out.is_empty());
+        assert_eq!(next, b"X");
+    }
 }

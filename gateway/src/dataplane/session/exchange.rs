@@ -232,6 +232,7 @@ async fn send_request<S: Stream>(
             src_buf: &mut c.buf,
             dst: &mut up.stream,
             out: &mut c.out,
+            bulk: &w.bulk,
         },
         BodySpec {
             kind: head.body,
@@ -355,6 +356,7 @@ async fn relay_response<S: Stream>(
             src_buf: &mut up.buf,
             dst: &mut c.stream,
             out: &mut c.out,
+            bulk: &w.bulk,
         },
         BodySpec {
             kind: resp.body,
