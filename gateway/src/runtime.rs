@@ -452,6 +452,8 @@ fn run_worker(worker: Rc<Worker>, listeners: Listeners, ready: &Ready) {
     rt.block_on(async move {
         let mut accepting = Vec::with_capacity(listeners.len());
         for (stage, l) in listeners {
+            // Bound here or taken over from the old process alike.
+            crate::dataplane::io::socket::set_client_defaults(&l, worker.config.timeouts.send);
             match TcpListener::from_std(l) {
                 Ok(l) => accepting.push((stage, l)),
                 Err(e) => {

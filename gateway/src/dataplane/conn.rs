@@ -13,7 +13,6 @@ use monoio::net::TcpStream;
 
 use super::io::Stream;
 use super::io::relay::tunnel;
-use super::io::socket;
 use super::session::{self, Client, Next};
 use super::tls;
 use super::worker::Worker;
@@ -48,9 +47,8 @@ impl Drop for Fresh<'_> {
 /// task.
 pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, stage: usize) {
     let mut fresh = Fresh::new(&worker.metrics.busy);
-    // Small heads must not wait for Nagle; failure only costs latency.
-    let _ = stream.set_nodelay(true);
-    socket::set_send_timeout(&stream, worker.config.timeouts.send);
+    // TCP_NODELAY and the send timeout came with the socket, from its listener
+    // (`io::socket::set_client_defaults`).
     // Kernel accounting: this socket counts as downstream (TLS records, once TLS).
     crate::kernel::tag_downstream(&stream);
     let tls = worker

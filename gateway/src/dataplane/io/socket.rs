@@ -29,6 +29,20 @@ pub(crate) fn set_send_timeout(stream: &TcpStream, timeout: Duration) {
     let _ = with_sock(stream, |s| s.set_tcp_user_timeout(Some(timeout)));
 }
 
+/// Sets on a listening socket what every client connection needs, once, so that each
+/// accepted socket inherits it from the listener instead of costing two system calls of
+/// its own: `TCP_NODELAY` (small heads must not wait for Nagle) and the send timeout of
+/// [`set_send_timeout`]. Linux copies both into the sockets `accept` returns (checked by
+/// the test below). Failing only loses the option.
+pub(crate) fn set_client_defaults(listener: &impl AsRawFd, send_timeout: Duration) {
+    with_sock(listener, |s| {
+        let _ = s.set_nodelay(true);
+        if !send_timeout.is_zero() {
+            let _ = s.set_tcp_user_timeout(Some(send_timeout));
+        }
+    });
+}
+
 /// What a look at an idle connection's receive queue found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Idle {
@@ -64,6 +78,29 @@ mod tests {
         let (server, _) = l.accept().unwrap();
         server.set_nonblocking(true).unwrap();
         (client, TcpStream::from_std(server).unwrap())
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_options() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let timeout = Duration::from_millis(7_500);
+        set_client_defaults(&l, timeout);
+        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        let s = socket2::SockRef::from(&accepted);
+        assert!(s.nodelay().unwrap(), "TCP_NODELAY");
+        assert_eq!(
+            s.tcp_user_timeout().unwrap(),
+            Some(timeout),
+            "TCP_USER_TIMEOUT"
+        );
+        // And a listener left alone gives neither.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(plain.local_addr().unwrap()).unwrap();
+        let (accepted, _) = plain.accept().unwrap();
+        let s = socket2::SockRef::from(&accepted);
+        assert!(!s.nodelay().unwrap());
+        assert_eq!(s.tcp_user_timeout().unwrap(), None);
     }
 
     #[test]
