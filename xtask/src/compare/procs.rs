@@ -366,9 +366,13 @@ pub(crate) struct TlsFiles {
 /// per worker, HTTP/1.1 upstream, one `reuseport` listener per worker (as canarygate
 /// has), workers pinned in order. With `tls`: TLS 1.2 and 1.3 (1.22 leaves 1.3 off
 /// unless asked), session tickets and a shared session cache. Bodies up to
-/// [`MAX_BODY_MIB`] MiB pass: request bodies streamed to the upstream as they come
-/// (`proxy_request_buffering off`, as canarygate and HAProxy do), responses buffered
-/// (`proxy_buffering on`, nginx's default and how it is deployed).
+/// [`MAX_BODY_MIB`] MiB pass. Responses are buffered (`proxy_buffering on`, nginx's
+/// default and how it is deployed). Request bodies are read whole, in memory, before
+/// they go upstream (`proxy_request_buffering on`, the default, with a 17 MiB
+/// `client_body_buffer_size` so no upload of the shapes spills to a temp file):
+/// streaming them (`off`) was tried, and since the upstreams answer `/upload` before
+/// the body has all arrived, nginx then closed every client connection after its
+/// response (wrk: one read error per request).
 pub(crate) fn nginx_proxy(
     dir: &Path,
     workers: usize,
@@ -397,7 +401,7 @@ pub(crate) fn nginx_proxy(
         "worker_cpu_affinity auto;\n\
          http {{\n{}  upstream backend {{\n    server 127.0.0.1:{} weight=95;\n    server 127.0.0.1:{} weight=5;\n    keepalive {pool};\n    keepalive_requests 1000000;\n  }}\n\
          \x20 server {{\n    {listen}\n    client_max_body_size {MAX_BODY_MIB}m;\n    location / {{\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      \
-         proxy_request_buffering off;\n      proxy_buffering on;\n    }}\n  }}\n}}\n",
+         client_body_buffer_size 17m;\n      proxy_request_buffering on;\n      proxy_buffering on;\n    }}\n  }}\n}}\n",
         http_common(dir, &name),
         up.stable.1,
         up.canary.1
