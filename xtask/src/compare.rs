@@ -1,14 +1,20 @@
 //! `cargo xtask compare`: canarygate side by side with nginx and HAProxy on this machine.
 //!
-//! Two identical nginx upstreams (1 worker each, `return 200 "ok\n"`, each adding an
-//! `x-upstream` header naming itself) stand behind every proxy, split 95/5. For each
-//! worker count, canarygate, nginx (upstream weights + keepalive) and HAProxy (weights +
-//! `http-reuse always`) run side by side with the same pinning; for each round and
-//! connection count the same load (wrk -t1 by default) goes to each of them in turn, in
-//! an order that rotates between rounds, and once to the upstream directly (the
+//! Two identical nginx upstreams (1 worker each, each adding an `x-upstream` header
+//! naming itself; `ok\n` at `/`, 1 MiB and 16 MiB files at `/1m` and `/16m`, `POST
+//! /upload` answered `ok\n`) stand behind every proxy, split 95/5. For each worker count,
+//! canarygate, nginx (upstream weights + keepalive), HAProxy (weights + `http-reuse
+//! always`) and the floor (`cg-floor`, a byte relay to the stable upstream that parses
+//! nothing) run side by side with the same pinning. For each round, traffic shape
+//! (`--shapes`, [`shape`]: keep-alive small responses at 16/64/256 connections, a new
+//! connection per request, 1 MiB and 16 MiB downloads and uploads, slow and fast
+//! clients at once) and connection count the same load (wrk -t1 by default, under
+//! `taskset -c` with `--loadgen-cpus`) goes to each of them in turn, in an order that
+//! rotates between rounds, and, keep-alive only, once to the upstream directly (the
 //! ceiling). Before each run the harness waits for a quiet machine; a run that other
-//! processes disturbed is redone. Medians, ratios and the targets go to the
-//! terminal and to `target/compare/results.{json,md}`.
+//! processes disturbed is redone. Medians, ratios to nginx, HAProxy, the floor and the
+//! best peer, and the targets go to the terminal and to
+//! `target/compare/results.{json,md}`.
 //!
 //! `--tls` compares the three terminating TLS with one certificate made for the run:
 //! full and resumed handshakes per second and keep-alive requests over TLS ([`tls`]).
