@@ -230,7 +230,9 @@ impl Results {
             s,
             "Measured {} on {} CPUs ({}), kernel {}; {}, {}, {}. Load: {}, {} rounds x {} s per \
              configuration, proxies alternated; medians shown. Upstreams: two nginx (1 worker each, \
-             `return 200 \"ok\\n\"`), split 95/5, keep-alive on both sides; idle upstream \
+             `return 200 \"ok\\n\"` at `/`, 1 MiB and 16 MiB files by sendfile at `/1m` and \
+             `/16m`, `POST /upload` answered `ok\\n`), split 95/5 (the floor relays to the \
+             stable one only), keep-alive on both sides; idle upstream \
              connections kept per endpoint and worker: {} (canarygate `--pool-max-idle`, nginx \
              `keepalive`; HAProxy keeps all).\n",
             m.date,
