@@ -507,7 +507,7 @@ fn start_proxy(
             )
         }
         ProxyKind::Nginx => procs::nginx_proxy(&setup.run, w, up, args.pool, tls),
-        ProxyKind::Haproxy => procs::haproxy(&setup.run, w, up, tls),
+        ProxyKind::Haproxy => procs::haproxy(&setup.run, w, up, tls, procs::HAPROXY_MAXCONN),
     }
 }
 
