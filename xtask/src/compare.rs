@@ -180,11 +180,6 @@ impl CompareArgs {
     fn shapes(&self) -> Vec<Shape> {
         self.shapes.clone().unwrap_or_else(|| Shape::ALL.to_vec())
     }
-
-    /// Whether this run needs cg-floor built: the plain comparison with the floor in it.
-    fn wants_floor(&self) -> bool {
-        !(self.tls || self.scale || self.callgrind) && self.proxies().contains(&ProxyKind::Floor)
-    }
 }
 
 /// A proxy the comparison can run.
@@ -287,22 +282,20 @@ fn setup(root: &Path, args: &CompareArgs, plan: &mut Plan, packages: &[Package])
         ensure_packages(packages)
     })?;
     let release = target_dir(root).join("release");
-    let mut bins = vec!["--bin", "cg-load", "--bin", "cg-handshake"];
-    if args.wants_floor() {
-        if !root.join("benches/src/bin/cg-floor.rs").is_file() {
-            bail!(
-                "the floor needs benches/src/bin/cg-floor.rs, which this tree lacks; \
-                 leave it out with --proxies (e.g. --proxies canarygate,nginx,haproxy)"
-            );
-        }
-        bins.extend(["--bin", "cg-floor"]);
-    }
+    let bins = [
+        "--bin",
+        "cg-load",
+        "--bin",
+        "cg-handshake",
+        "--bin",
+        "cg-floor",
+    ];
     let canarygate = if let Some(path) = &args.canarygate {
         plan.command(
             "build",
             cargo(root)
                 .args(["build", "--release", "-p", "benches"])
-                .args(&bins),
+                .args(bins),
         )?;
         if !path.is_file() {
             bail!("--canarygate {}: no such file", path.display());
@@ -322,7 +315,7 @@ fn setup(root: &Path, args: &CompareArgs, plan: &mut Plan, packages: &[Package])
                     "--bin",
                     "canarygate",
                 ])
-                .args(&bins),
+                .args(bins),
         )?;
         release.join("canarygate")
     };
@@ -650,7 +643,7 @@ fn start_proxy(
             )
         }
         ProxyKind::Nginx => procs::nginx_proxy(&setup.run, w, up, args.pool, tls),
-        ProxyKind::Haproxy => procs::haproxy(&setup.run, w, up, tls),
+        ProxyKind::Haproxy => procs::haproxy(&setup.run, w, up, tls, procs::HAPROXY_MAXCONN),
         ProxyKind::Floor => {
             if tls.is_some() {
                 bail!("the floor does not terminate TLS");

@@ -211,7 +211,7 @@ pub(crate) fn waited_children_ticks() -> u64 {
 }
 
 /// Direct children of `pid`.
-fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -418,14 +418,19 @@ pub(crate) fn nginx_proxy(
     Ok((p, port))
 }
 
+/// HAProxy's global `maxconn` for the comparisons (the scale test asks for more).
+pub(crate) const HAPROXY_MAXCONN: usize = 8192;
+
 /// HAProxy as the proxy: weights 95/5, `http-reuse always`, `nbthread` threads pinned
-/// in order. With `tls`: `bind ... ssl crt`, its defaults otherwise (TLS 1.2 and 1.3,
-/// session tickets and cache on).
+/// in order, global `maxconn` as given ([`HAPROXY_MAXCONN`] but for the scale test).
+/// With `tls`: `bind ... ssl crt`, its defaults otherwise (TLS 1.2 and 1.3, session
+/// tickets and cache on).
 pub(crate) fn haproxy(
     dir: &Path,
     workers: usize,
     up: &Upstreams,
     tls: Option<&TlsFiles>,
+    maxconn: usize,
 ) -> Result<(Proc, u16)> {
     let port = free_port()?;
     let (name, ssl) = match tls {
@@ -441,7 +446,7 @@ pub(crate) fn haproxy(
         format!("cpu-map auto:1/1-{workers} 0-{}", workers - 1)
     };
     let conf = format!(
-        "global\n  nbthread {workers}\n  {cpu_map}\n  maxconn 8192\n\
+        "global\n  nbthread {workers}\n  {cpu_map}\n  maxconn {maxconn}\n\
          defaults\n  mode http\n  timeout connect 3s\n  timeout client 60s\n  timeout server 30s\n  timeout http-keep-alive 60s\n\
          frontend fe\n  bind 127.0.0.1:{port}{ssl}\n  default_backend be\n\
          backend be\n  balance roundrobin\n  http-reuse always\n  server stable 127.0.0.1:{} weight 95\n  server canary 127.0.0.1:{} weight 5\n",
