@@ -1,8 +1,10 @@
 //! canarygate's load tools. The criterion benches of the hot path live in `benches/` and
 //! take their inputs from here ([`request_head`]); the `cg-load` binary is a thin CLI over
 //! [`load`] (the generator) and [`stats`] (the split test it prints), `cg-handshake` one
-//! over [`handshake`] (TLS handshakes per second).
+//! over [`handshake`] (TLS handshakes per second), `cg-floor` one over [`floor`] (the
+//! cheapest relay, the benchmark's floor).
 
+pub mod floor;
 pub mod handshake;
 pub mod load;
 pub mod stats;

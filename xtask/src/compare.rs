@@ -1,14 +1,20 @@
 //! `cargo xtask compare`: canarygate side by side with nginx and HAProxy on this machine.
 //!
-//! Two identical nginx upstreams (1 worker each, `return 200 "ok\n"`, each adding an
-//! `x-upstream` header naming itself) stand behind every proxy, split 95/5. For each
-//! worker count, canarygate, nginx (upstream weights + keepalive) and HAProxy (weights +
-//! `http-reuse always`) run side by side with the same pinning; for each round and
-//! connection count the same load (wrk -t1 by default) goes to each of them in turn, in
-//! an order that rotates between rounds, and once to the upstream directly (the
+//! Two identical nginx upstreams (1 worker each, each adding an `x-upstream` header
+//! naming itself; `ok\n` at `/`, 1 MiB and 16 MiB files at `/1m` and `/16m`, `POST
+//! /upload` answered `ok\n`) stand behind every proxy, split 95/5. For each worker count,
+//! canarygate, nginx (upstream weights + keepalive), HAProxy (weights + `http-reuse
+//! always`) and the floor (`cg-floor`, a byte relay to the stable upstream that parses
+//! nothing) run side by side with the same pinning. For each round, traffic shape
+//! (`--shapes`, [`shape`]: keep-alive small responses at 16/64/256 connections, a new
+//! connection per request, 1 MiB and 16 MiB downloads and uploads, slow and fast
+//! clients at once) and connection count the same load (wrk -t1 by default, under
+//! `taskset -c` with `--loadgen-cpus`) goes to each of them in turn, in an order that
+//! rotates between rounds, and, keep-alive only, once to the upstream directly (the
 //! ceiling). Before each run the harness waits for a quiet machine; a run that other
-//! processes disturbed is redone. Medians, ratios and the issue's targets go to the
-//! terminal and to `target/compare/results.{json,md}`.
+//! processes disturbed is redone. Medians, ratios to nginx, HAProxy, the floor and the
+//! best peer, and the targets go to the terminal and to
+//! `target/compare/results.{json,md}`.
 //!
 //! `--tls` compares the three terminating TLS with one certificate made for the run:
 //! full and resumed handshakes per second and keep-alive requests over TLS ([`tls`]).
@@ -25,6 +31,7 @@ mod procs;
 mod profile;
 mod report;
 mod scale;
+mod shape;
 mod tls;
 
 use std::fs;
@@ -42,6 +49,7 @@ use bench::{Bench, Target};
 use loadgen::{Load as _, Loadgen, LoadgenKind};
 use procs::{Proc, TlsFiles, Upstreams};
 use report::{Machine, Results};
+use shape::Shape;
 
 /// Warm-up before each proxy's first measured run of a worker count.
 const WARMUP: Duration = Duration::from_secs(1);
@@ -60,13 +68,22 @@ pub(crate) struct CompareArgs {
     /// Worker counts to compare (canarygate --workers, nginx worker_processes, HAProxy nbthread).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     workers: Vec<usize>,
-    /// Client connection counts [default: 16,64,256; with --tls, of the keep-alive runs: 64].
+    /// Client connection counts of the keep-alive shape [default: 16,64,256; with --tls,
+    /// of the keep-alive runs: 64]. The other shapes run at 16.
     #[arg(long, value_delimiter = ',')]
     connections: Option<Vec<usize>>,
-    /// Proxies to compare [default: canarygate,canarygate-nokernel,nginx,haproxy; with
-    /// --tls: canarygate-nokernel,nginx,haproxy].
+    /// Traffic shapes of the plain comparison [default: all of them].
+    #[arg(long, value_delimiter = ',', value_enum)]
+    shapes: Option<Vec<Shape>>,
+    /// Proxies to compare [default: canarygate,canarygate-nokernel,nginx,haproxy,floor,
+    /// canarygate-nokernel in the keep-alive shape only; with --tls:
+    /// canarygate-nokernel,nginx,haproxy].
     #[arg(long, value_delimiter = ',', value_enum)]
     proxies: Option<Vec<ProxyKind>>,
+    /// Run every load generator under `taskset -c LIST` (e.g. `1`); the proxies pin
+    /// themselves as always.
+    #[arg(long, value_name = "LIST")]
+    loadgen_cpus: Option<String>,
     /// Do not measure the upstream directly.
     #[arg(long)]
     no_direct: bool,
@@ -131,7 +148,7 @@ impl CompareArgs {
         })
     }
 
-    /// `--proxies`, or the mode's default.
+    /// `--proxies`, or the mode's default (every proxy any shape runs).
     fn proxies(&self) -> Vec<ProxyKind> {
         self.proxies.clone().unwrap_or_else(|| {
             let mut p = vec![
@@ -141,9 +158,27 @@ impl CompareArgs {
             ];
             if !self.tls {
                 p.insert(0, ProxyKind::Canarygate);
+                p.push(ProxyKind::Floor);
             }
             p
         })
+    }
+
+    /// The proxies `shape` runs against: `--proxies`, or by default all of them in the
+    /// keep-alive shape and all but canarygate-nokernel in the others.
+    fn proxies_of(&self, shape: Shape) -> Vec<ProxyKind> {
+        let all = self.proxies();
+        if self.proxies.is_some() || shape == Shape::Keepalive {
+            return all;
+        }
+        all.into_iter()
+            .filter(|p| *p != ProxyKind::CanarygateNokernel)
+            .collect()
+    }
+
+    /// `--shapes`, or all of them.
+    fn shapes(&self) -> Vec<Shape> {
+        self.shapes.clone().unwrap_or_else(|| Shape::ALL.to_vec())
     }
 }
 
@@ -154,17 +189,24 @@ pub(crate) enum ProxyKind {
     Canarygate,
     /// canarygate with `--kernel-accounting off`, to price the eBPF accounting.
     CanarygateNokernel,
+    /// nginx as a proxy: upstream weights 95/5, keepalive.
     Nginx,
+    /// HAProxy: weights 95/5, `http-reuse always`.
     Haproxy,
+    /// cg-floor: bytes relayed to the stable upstream, one upstream connection per client
+    /// connection, nothing parsed (plain comparison only).
+    Floor,
 }
 
 impl ProxyKind {
+    /// The name `--proxies` takes and the results use.
     fn name(self) -> &'static str {
         match self {
             ProxyKind::Canarygate => "canarygate",
             ProxyKind::CanarygateNokernel => "canarygate-nokernel",
             ProxyKind::Nginx => "nginx",
             ProxyKind::Haproxy => "haproxy",
+            ProxyKind::Floor => "floor",
         }
     }
 }
@@ -208,6 +250,8 @@ pub(crate) struct Setup {
     pub(crate) canarygate: PathBuf,
     pub(crate) cg_load: PathBuf,
     pub(crate) cg_handshake: PathBuf,
+    /// cg-floor, the byte relay (built only when the floor is compared).
+    pub(crate) cg_floor: PathBuf,
     /// `target/compare`: results.
     pub(crate) out: PathBuf,
     /// `target/compare/run`: configs and logs of the processes.
@@ -238,19 +282,20 @@ fn setup(root: &Path, args: &CompareArgs, plan: &mut Plan, packages: &[Package])
         ensure_packages(packages)
     })?;
     let release = target_dir(root).join("release");
+    let bins = [
+        "--bin",
+        "cg-load",
+        "--bin",
+        "cg-handshake",
+        "--bin",
+        "cg-floor",
+    ];
     let canarygate = if let Some(path) = &args.canarygate {
         plan.command(
             "build",
-            cargo(root).args([
-                "build",
-                "--release",
-                "-p",
-                "benches",
-                "--bin",
-                "cg-load",
-                "--bin",
-                "cg-handshake",
-            ]),
+            cargo(root)
+                .args(["build", "--release", "-p", "benches"])
+                .args(bins),
         )?;
         if !path.is_file() {
             bail!("--canarygate {}: no such file", path.display());
@@ -259,20 +304,18 @@ fn setup(root: &Path, args: &CompareArgs, plan: &mut Plan, packages: &[Package])
     } else {
         plan.command(
             "build",
-            cargo(root).args([
-                "build",
-                "--release",
-                "-p",
-                "gateway",
-                "-p",
-                "benches",
-                "--bin",
-                "canarygate",
-                "--bin",
-                "cg-load",
-                "--bin",
-                "cg-handshake",
-            ]),
+            cargo(root)
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "gateway",
+                    "-p",
+                    "benches",
+                    "--bin",
+                    "canarygate",
+                ])
+                .args(bins),
         )?;
         release.join("canarygate")
     };
@@ -283,6 +326,7 @@ fn setup(root: &Path, args: &CompareArgs, plan: &mut Plan, packages: &[Package])
         canarygate,
         cg_load: release.join("cg-load"),
         cg_handshake: release.join("cg-handshake"),
+        cg_floor: release.join("cg-floor"),
         out,
         run,
     })
@@ -308,56 +352,115 @@ fn check_counts(args: &CompareArgs) -> Result<()> {
     if args.workers.contains(&0) || args.connections().contains(&0) {
         bail!("--workers and --connections: counts start at 1");
     }
+    if args.shapes.as_ref().is_some_and(Vec::is_empty) {
+        bail!("--shapes must not be empty");
+    }
+    if (args.tls || args.scale || args.callgrind) && args.proxies().contains(&ProxyKind::Floor) {
+        bail!("--proxies floor: the floor runs in the plain comparison only");
+    }
     Ok(())
 }
 
+/// One shape of the plain comparison, as it runs: its load, connection counts and proxies.
+struct ShapeRun {
+    shape: Shape,
+    /// The load generator set up for the shape.
+    load: Loadgen,
+    connections: Vec<usize>,
+    proxies: Vec<ProxyKind>,
+}
+
+/// Measured runs per round of worker count `first` (the first one also measures the
+/// upstream directly, keep-alive only, unless `--no-direct`), and the shapes' names.
+fn runs_per_round(args: &CompareArgs, first: bool) -> usize {
+    let connections = args.connections();
+    args.shapes()
+        .into_iter()
+        .map(|shape| {
+            let direct = first && !args.no_direct && shape == Shape::Keepalive;
+            shape.connections(&connections).len()
+                * (args.proxies_of(shape).len() + usize::from(direct))
+        })
+        .sum()
+}
+
+/// Runs the plain comparison: every shape, worker count and round.
 fn compare(root: &Path, args: &CompareArgs) -> Result<()> {
     check_counts(args)?;
-    let (proxies, connections) = (args.proxies(), args.connections());
-    let runs_per_round: usize = args.workers.len() * proxies.len() + usize::from(!args.no_direct);
-    let runs = runs_per_round * args.rounds * connections.len();
+    let (proxies, connections, shapes) = (args.proxies(), args.connections(), args.shapes());
+    let per_round: usize = (0..args.workers.len())
+        .map(|i| runs_per_round(args, i == 0))
+        .sum();
+    let runs = per_round * args.rounds;
     let warmups = args.workers.len() * proxies.len() + usize::from(!args.no_direct);
     let secs = runs as f64 * (args.duration.as_secs_f64() + RUN_OVERHEAD_S)
         + warmups as f64 * WARMUP.as_secs_f64();
+    let names: Vec<&str> = shapes.iter().map(|s| s.name()).collect();
     eprintln!(
-        "xtask: compare: {runs} measured runs of {:.1} s ({} rounds x {} connection counts x {} proxy configurations), \
-         expected about {:.1} min after the build (longer if the machine is busy)",
+        "xtask: compare: {runs} measured runs of {:.1} s ({} rounds x {per_round} runs per round: \
+         shapes {} over {} worker counts, keep-alive at {connections:?} connections, the others \
+         at {}), expected about {:.1} min after the build (longer if the machine is busy)",
         args.duration.as_secs_f64(),
         args.rounds,
-        connections.len(),
-        runs_per_round,
+        names.join(", "),
+        args.workers.len(),
+        shape::SHAPE_CONNECTIONS,
         secs / 60.0
     );
 
     let mut plan = Plan::new(4 + args.workers.len());
     let setup = setup(root, args, &mut plan, &[NGINX, HAPROXY, WRK])?;
-    let loadgen = Loadgen {
-        kind: args.loadgen,
-        cg_load: setup.cg_load.clone(),
-        openssl_conf: None,
-    };
+    let loadgen = Loadgen::new(
+        args.loadgen,
+        setup.cg_load.clone(),
+        args.loadgen_cpus.clone(),
+    );
+    let runs = shapes
+        .iter()
+        .map(|&shape| {
+            Ok(ShapeRun {
+                shape,
+                load: loadgen.for_shape(shape, &setup.run)?,
+                connections: shape.connections(&connections),
+                proxies: args.proxies_of(shape),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut upstreams = None;
-    plan.step("upstreams", "two nginx, 1 worker each", || {
-        upstreams = Some(Upstreams::start(&setup.run)?);
-        Ok(())
-    })?;
+    plan.step(
+        "upstreams",
+        "two nginx, 1 worker each (and the 1 MiB / 16 MiB bodies they serve)",
+        || {
+            upstreams = Some(Upstreams::start(&setup.run)?);
+            Ok(())
+        },
+    )?;
     let up = upstreams.context("upstreams did not start")?;
     let hz = clock_ticks();
     let mut samples = Vec::new();
     for (i, &w) in args.workers.iter().enumerate() {
         let detail = format!(
-            "{} with {w} worker{} at {connections:?} connections, {} rounds",
+            "{} with {w} worker{}: {}, {} rounds",
             proxies
                 .iter()
                 .map(|p| p.name())
                 .collect::<Vec<_>>()
                 .join(", "),
             if w == 1 { "" } else { "s" },
+            names.join(", "),
             args.rounds
         );
         plan.step(&format!("measure w{w}"), &detail, || {
+            let ctx = Ctx {
+                args,
+                setup: &setup,
+                up: &up,
+                warm: &loadgen,
+                runs: &runs,
+                hz,
+            };
             let direct = !args.no_direct && i == 0;
-            samples.extend(measure_workers(args, &setup, &up, &loadgen, hz, w, direct)?);
+            samples.extend(measure_workers(&ctx, w, direct)?);
             Ok(())
         })?;
     }
@@ -382,87 +485,116 @@ fn compare(root: &Path, args: &CompareArgs) -> Result<()> {
     Ok(())
 }
 
-/// Starts the proxies with `w` workers, warms them up, and measures every round.
-fn measure_workers(
-    args: &CompareArgs,
-    setup: &Setup,
-    up: &Upstreams,
-    loadgen: &Loadgen,
+/// What every worker count's measurement shares.
+struct Ctx<'a> {
+    args: &'a CompareArgs,
+    setup: &'a Setup,
+    up: &'a Upstreams,
+    /// Plain keep-alive load, for the warm-up.
+    warm: &'a Loadgen,
+    runs: &'a [ShapeRun],
     hz: f64,
-    w: usize,
-    direct: bool,
-) -> Result<Vec<bench::Sample>> {
+}
+
+/// Starts the proxies with `w` workers, warms them up, and measures every round of
+/// every shape, the proxies of each taking turns in an order that rotates.
+fn measure_workers(ctx: &Ctx<'_>, w: usize, direct: bool) -> Result<Vec<bench::Sample>> {
+    let (args, up) = (ctx.args, ctx.up);
     let mut procs: Vec<(ProxyKind, Proc, u16)> = Vec::new();
     for kind in args.proxies() {
-        let (p, port) = start_proxy(kind, args, setup, up, w, None)?;
+        let (p, port) = start_proxy(kind, args, ctx.setup, up, w, None)?;
         procs.push((kind, p, port));
     }
-    let mut targets: Vec<Target<'_>> = procs
-        .iter()
-        .map(|(kind, p, port)| Target {
-            proxy: kind.name(),
-            workers: w,
-            url: format!("http://127.0.0.1:{port}/"),
-            proc: Some(p),
-        })
-        .collect();
-    if direct {
-        targets.push(Target {
-            proxy: "direct",
-            workers: 0,
-            url: format!("http://127.0.0.1:{}/", up.stable.1),
-            proc: None,
-        });
-    }
+    // Each shape's targets: its proxies (and, keep-alive only, the upstream directly).
+    let targets_of = |run: &ShapeRun| -> Vec<Target<'_>> {
+        let mut t: Vec<Target<'_>> = procs
+            .iter()
+            .filter(|(kind, _, _)| run.proxies.contains(kind))
+            .map(|(kind, p, port)| Target {
+                proxy: kind.name(),
+                workers: w,
+                url: format!("http://127.0.0.1:{port}{}", run.shape.path()),
+                proc: Some(p),
+            })
+            .collect();
+        if direct && run.shape == Shape::Keepalive {
+            t.push(Target {
+                proxy: "direct",
+                workers: 0,
+                url: format!("http://127.0.0.1:{}{}", up.stable.1, run.shape.path()),
+                proc: None,
+            });
+        }
+        t
+    };
     let mut ours: Vec<&Proc> = procs.iter().map(|(_, p, _)| p).collect();
     ours.extend(up.procs());
-    let bench = Bench {
-        loadgen,
-        duration: args.duration,
-        ours,
-        idle_wait: Duration::from_secs(args.idle_wait),
-        hz,
-        retries: args.retries,
-    };
-    for t in &targets {
-        loadgen
-            .run(&t.url, 64, WARMUP)
-            .with_context(|| format!("warming up {}", t.proxy))?;
+    let mut warm: Vec<String> = procs
+        .iter()
+        .map(|(_, _, port)| format!("http://127.0.0.1:{port}/"))
+        .collect();
+    if direct {
+        warm.push(format!("http://127.0.0.1:{}/", up.stable.1));
     }
-    let connections = args.connections();
-    let total = args.rounds * connections.len() * targets.len();
+    for url in &warm {
+        ctx.warm
+            .run(url, 64, WARMUP)
+            .with_context(|| format!("warming up {url}"))?;
+    }
+    let shapes: Vec<(&ShapeRun, Vec<Target<'_>>)> =
+        ctx.runs.iter().map(|r| (r, targets_of(r))).collect();
+    let total: usize = args.rounds
+        * shapes
+            .iter()
+            .map(|(r, t)| r.connections.len() * t.len())
+            .sum::<usize>();
     let mut samples = Vec::with_capacity(total);
     for round in 0..args.rounds {
-        for (ci, &c) in connections.iter().enumerate() {
-            let n = targets.len();
-            for k in 0..n {
-                let t = &targets[(k + round + ci) % n];
-                let s = bench.measure(t, c, round + 1)?;
-                eprintln!(
-                    "xtask:   [{:>3}/{total}] w{w} c{c:<3} round {} {:<10} {:>9.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  CPU {} µs/req  (loadgen {:.1} µs/req, other {:.1}%{})",
-                    samples.len() + 1,
-                    round + 1,
-                    t.proxy,
-                    s.rps,
-                    s.p50_us,
-                    s.p99_us,
-                    s.proxy_cpu_us_per_req
-                        .map_or_else(|| "-".into(), |v| format!("{v:.1}")),
-                    s.loadgen_cpu_us_per_req,
-                    s.other_cpu_pct,
-                    if s.errors > 0 {
-                        format!(", {} errors", s.errors)
-                    } else {
-                        String::new()
-                    }
-                );
-                samples.push(s);
+        for (si, (run, targets)) in shapes.iter().enumerate() {
+            let bench = Bench {
+                shape: run.shape,
+                loadgen: &run.load,
+                duration: args.duration,
+                ours: ours.clone(),
+                idle_wait: Duration::from_secs(args.idle_wait),
+                hz: ctx.hz,
+                retries: args.retries,
+            };
+            for (ci, &c) in run.connections.iter().enumerate() {
+                let n = targets.len();
+                for k in 0..n {
+                    let t = &targets[(k + round + si + ci) % n];
+                    let s = bench.measure(t, c, round + 1)?;
+                    eprintln!(
+                        "xtask:   [{:>3}/{total}] w{w} {:<12} c{c:<3} round {} {:<10} {:>9.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  CPU {} µs/req  (loadgen {:.1} µs/req, other {:.1}%{}{})",
+                        samples.len() + 1,
+                        run.shape.name(),
+                        round + 1,
+                        t.proxy,
+                        s.rps,
+                        s.p50_us,
+                        s.p99_us,
+                        s.proxy_cpu_us_per_req
+                            .map_or_else(|| "-".into(), |v| format!("{v:.1}")),
+                        s.loadgen_cpu_us_per_req,
+                        s.other_cpu_pct,
+                        s.slow_p99_us.map_or_else(String::new, |p| format!(
+                            ", slow clients p99 {p:.0} µs, {} errors",
+                            s.slow_errors.unwrap_or(0)
+                        )),
+                        if s.errors > 0 {
+                            format!(", {} errors", s.errors)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    samples.push(s);
+                }
             }
         }
     }
     // A proxy that died mid-run would have produced errors, not figures: say so.
-    drop(bench);
-    drop(targets);
+    drop(shapes);
     for (_, p, _) in &mut procs {
         p.check_alive()?;
     }
@@ -484,6 +616,10 @@ fn start_proxy(
             let pool = args.pool.to_string();
             let mut extra = driver_args(args);
             extra.extend(["--pool-max-idle", &pool]);
+            // canarygate's default (1 GiB) already passes the upload shapes' bodies; the
+            // same limit as the other proxies is set for parity.
+            let max_body = (procs::MAX_BODY_MIB << 20).to_string();
+            extra.extend(["--max-body-bytes", &max_body]);
             let accounting = if kind == ProxyKind::Canarygate {
                 "auto"
             } else {
@@ -507,7 +643,13 @@ fn start_proxy(
             )
         }
         ProxyKind::Nginx => procs::nginx_proxy(&setup.run, w, up, args.pool, tls),
-        ProxyKind::Haproxy => procs::haproxy(&setup.run, w, up, tls),
+        ProxyKind::Haproxy => procs::haproxy(&setup.run, w, up, tls, procs::HAPROXY_MAXCONN),
+        ProxyKind::Floor => {
+            if tls.is_some() {
+                bail!("the floor does not terminate TLS");
+            }
+            procs::floor(&setup.run, &setup.cg_floor, w, up)
+        }
     }
 }
 
@@ -578,6 +720,7 @@ fn machine(args: &CompareArgs, canarygate: &Path) -> Machine {
             .join(" ")
             .replace(" version ", " "),
         loadgen: args.loadgen.name().to_owned(),
+        loadgen_cpus: args.loadgen_cpus.clone(),
         pool: args.pool,
         rounds: args.rounds,
         duration_s: args.duration.as_secs_f64(),

@@ -2,7 +2,8 @@
 //! snapshot again. The proxy's CPU per request comes from /proc/PID/stat (all its
 //! processes); the load generator's from this process's reaped-children times; whatever
 //! else the machine did meanwhile is reported as `other_cpu_pct`, and a run disturbed by
-//! more than [`NOISE_PCT`] is redone (up to `--retries` times).
+//! more than [`NOISE_PCT`] is redone (up to `--retries` times). In the mixed shape the
+//! proxy's CPU per request is over the fast and the slow clients' requests together.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use serde::Serialize;
 
 use super::loadgen::Load;
 use super::procs::{Proc, machine_ticks, waited_children_ticks};
+use super::shape::Shape;
 
 /// Share of the machine (percent of all CPUs) other processes may use during a run.
 pub(crate) const NOISE_PCT: f64 = 5.0;
@@ -32,6 +34,8 @@ pub(crate) struct Target<'a> {
 /// One run's figures.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Sample {
+    /// The traffic shape measured.
+    pub(crate) shape: Shape,
     pub(crate) proxy: &'static str,
     pub(crate) workers: usize,
     pub(crate) connections: usize,
@@ -56,10 +60,21 @@ pub(crate) struct Sample {
     /// Handshake runs: share of the completed connections that resumed a session, percent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) resumed_pct: Option<f64>,
+    /// Mixed shape: responses the background slow clients got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) slow_requests: Option<u64>,
+    /// Mixed shape: the slow clients' p99 latency, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) slow_p99_us: Option<f64>,
+    /// Mixed shape: the slow clients' errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) slow_errors: Option<u64>,
 }
 
 /// Settings shared by every run.
 pub(crate) struct Bench<'a> {
+    /// The shape `loadgen` puts on the target (recorded in the samples).
+    pub(crate) shape: Shape,
     pub(crate) loadgen: &'a dyn Load,
     pub(crate) duration: Duration,
     /// Every process this comparison started (their CPU is not "other").
@@ -108,6 +123,10 @@ impl Bench<'_> {
             let other = (busy1 - busy0).saturating_sub(ours_ticks + loadgen_ticks) as f64;
             let other_cpu_pct = other * 100.0 / total;
             let per_req = |ticks: u64| ticks as f64 * 1e6 / self.hz / r.requests.max(1) as f64;
+            // The proxy served the slow clients too: its CPU is over all requests.
+            let all_requests = r.requests + r.slow.map_or(0, |s| s.requests);
+            let proxy_per_req =
+                |ticks: u64| ticks as f64 * 1e6 / self.hz / all_requests.max(1) as f64;
             if other_cpu_pct > NOISE_PCT && retries < self.retries {
                 retries += 1;
                 eprintln!(
@@ -117,6 +136,7 @@ impl Bench<'_> {
                 continue;
             }
             return Ok(Sample {
+                shape: self.shape,
                 proxy: target.proxy,
                 workers: target.workers,
                 connections,
@@ -126,7 +146,7 @@ impl Bench<'_> {
                 p50_us: r.p50_us,
                 p99_us: r.p99_us,
                 errors: r.errors,
-                proxy_cpu_us_per_req: proxy_ticks.map(per_req),
+                proxy_cpu_us_per_req: proxy_ticks.map(proxy_per_req),
                 proxy_user_pct: proxy_split
                     .filter(|(u, s)| u + s > 0)
                     .map(|(u, s)| u as f64 * 100.0 / (u + s) as f64),
@@ -137,6 +157,9 @@ impl Bench<'_> {
                 resumed_pct: r
                     .resumed
                     .map(|n| n as f64 * 100.0 / r.requests.max(1) as f64),
+                slow_requests: r.slow.map(|s| s.requests),
+                slow_p99_us: r.slow.map(|s| s.p99_us),
+                slow_errors: r.slow.map(|s| s.errors),
             });
         }
     }

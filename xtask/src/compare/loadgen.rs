@@ -1,15 +1,19 @@
 //! The load generators the comparison can drive, and the parsing of their output:
 //! `wrk -t1 --latency` (the neutral default) or our own `cg-load --json` for keep-alive
 //! requests (wrk also over https://, its OpenSSL pinned by an `OPENSSL_CONF` file), and
-//! `cg-handshake --json` for TLS handshakes per second ([`Handshakes`]).
+//! `cg-handshake --json` for TLS handshakes per second ([`Handshakes`]). A [`Loadgen`]
+//! is set up for one traffic shape ([`Loadgen::for_shape`]): extra headers, a wrk script
+//! for request bodies, slow cg-load clients in the background, and every client under
+//! `taskset -c` when `--loadgen-cpus` asks.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
 
+use super::shape::Shape;
 use crate::step::display;
 
 /// Which load generator drives the proxies.
@@ -37,6 +41,100 @@ pub(crate) struct Loadgen {
     pub(crate) cg_load: PathBuf,
     /// `OPENSSL_CONF` for wrk: the TLS parameters its OpenSSL offers on https:// URLs.
     pub(crate) openssl_conf: Option<PathBuf>,
+    /// `--loadgen-cpus`: every client runs under `taskset -c` with this list.
+    pub(crate) cpus: Option<String>,
+    /// Extra request headers, `Name: value`.
+    pub(crate) headers: Vec<String>,
+    /// wrk script (`-s`): the request bodies of the upload shapes.
+    pub(crate) script: Option<PathBuf>,
+    /// Background slow clients for the run's length: `(connections, total req/s)`,
+    /// cg-load in open loop.
+    pub(crate) slow: Option<(usize, usize)>,
+}
+
+impl Loadgen {
+    /// A plain keep-alive load generator of `kind`.
+    pub(crate) fn new(kind: LoadgenKind, cg_load: PathBuf, cpus: Option<String>) -> Loadgen {
+        Loadgen {
+            kind,
+            cg_load,
+            openssl_conf: None,
+            cpus,
+            headers: Vec::new(),
+            script: None,
+            slow: None,
+        }
+    }
+
+    /// This load generator set up for `shape` (its script, if any, written into `dir`).
+    pub(crate) fn for_shape(&self, shape: Shape, dir: &Path) -> Result<Loadgen> {
+        let script = shape.write_script(dir)?;
+        if script.is_some() && self.kind != LoadgenKind::Wrk {
+            bail!(
+                "--shapes {}: request bodies are sent by a wrk script; use --loadgen wrk",
+                shape.name()
+            );
+        }
+        Ok(Loadgen {
+            kind: self.kind,
+            cg_load: self.cg_load.clone(),
+            openssl_conf: self.openssl_conf.clone(),
+            cpus: self.cpus.clone(),
+            headers: shape.headers(),
+            script,
+            slow: shape.slow_clients(),
+        })
+    }
+
+    /// `program`, under `taskset -c CPUS` when pinned.
+    fn command(&self, program: &Path) -> Command {
+        match &self.cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Starts the background slow clients against `url` for `duration`, if any.
+    fn start_slow(&self, url: &str, duration: Duration) -> Result<Option<(Child, String)>> {
+        let Some((connections, rate)) = self.slow else {
+            return Ok(None);
+        };
+        let mut c = self.command(&self.cg_load);
+        c.args(["-q", "--json", "-c", &connections.to_string()])
+            .args(["-R", &rate.to_string()])
+            .arg("-d")
+            .arg(format!("{}ms", duration.as_millis()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let shown = display(&c);
+        let child = c
+            .spawn()
+            .with_context(|| format!("could not start `{shown}`"))?;
+        Ok(Some((child, shown)))
+    }
+}
+
+/// Waits for the background slow clients and reads their figures.
+fn finish_slow(child: Child, shown: &str) -> Result<LoadResult> {
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for `{shown}`"))?;
+    // Exit 1: no request succeeded; the JSON says what happened.
+    if !(out.status.success() || out.status.code() == Some(1)) {
+        bail!(
+            "`{shown}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    parse_cg_load(&stdout).with_context(|| format!("reading the output of `{shown}`:\n{stdout}"))
 }
 
 /// Something that puts a measured load on a URL: what [`super::bench::Bench`] drives.
@@ -61,36 +159,61 @@ pub(crate) struct LoadResult {
     pub(crate) errors: u64,
     /// Handshake runs: completed connections whose session was resumed.
     pub(crate) resumed: Option<u64>,
+    /// Mixed shape: what the background slow clients measured.
+    pub(crate) slow: Option<Slow>,
+}
+
+/// The background slow clients' figures (mixed shape).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Slow {
+    /// Complete responses.
+    pub(crate) requests: u64,
+    /// 99th percentile latency (from the intended send time), µs.
+    pub(crate) p99_us: f64,
+    /// Socket errors, timeouts and error statuses.
+    pub(crate) errors: u64,
 }
 
 impl Load for Loadgen {
-    /// Runs `connections` keep-alive connections against `url` for `duration`.
+    /// Runs `connections` connections against `url` for `duration` (keep-alive unless
+    /// the headers say otherwise), with the slow clients in the background if any.
     fn run(&self, url: &str, connections: usize, duration: Duration) -> Result<LoadResult> {
         let mut cmd = match self.kind {
             LoadgenKind::Wrk => {
-                let mut c = Command::new("wrk");
+                let mut c = self.command(Path::new("wrk"));
                 if let Some(conf) = &self.openssl_conf {
                     c.env("OPENSSL_CONF", conf);
                 }
                 c.args(["-t1", "--latency", "-c", &connections.to_string()])
                     .arg("-d")
-                    .arg(format!("{}s", duration.as_secs().max(1)))
-                    .arg(url);
+                    .arg(format!("{}s", duration.as_secs().max(1)));
+                if let Some(script) = &self.script {
+                    c.arg("-s").arg(script);
+                }
                 c
             }
             LoadgenKind::CgLoad => {
-                let mut c = Command::new(&self.cg_load);
+                let mut c = self.command(&self.cg_load);
                 c.args(["-t", "1", "-q", "--json", "-c", &connections.to_string()])
                     .arg("-d")
-                    .arg(format!("{}ms", duration.as_millis()))
-                    .arg(url);
+                    .arg(format!("{}ms", duration.as_millis()));
                 c
             }
         };
+        for h in &self.headers {
+            cmd.args(["-H", h]);
+        }
+        cmd.arg(url);
         let shown = display(&cmd);
+        let slow = self.start_slow(url, duration)?;
         let out = cmd
             .output()
-            .with_context(|| format!("could not start `{shown}`"))?;
+            .with_context(|| format!("could not start `{shown}`"));
+        // The slow clients are waited for even when the fast ones failed.
+        let slow = slow
+            .map(|(child, shown)| finish_slow(child, &shown))
+            .transpose()?;
+        let out = out?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         // cg-load exits 1 when no request succeeded; its JSON still says what happened.
         let tolerated = self.kind == LoadgenKind::CgLoad && out.status.code() == Some(1);
@@ -101,11 +224,17 @@ impl Load for Loadgen {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        match self.kind {
+        let mut r = match self.kind {
             LoadgenKind::Wrk => parse_wrk(&stdout),
             LoadgenKind::CgLoad => parse_cg_load(&stdout),
         }
-        .with_context(|| format!("reading the output of `{shown}`:\n{stdout}"))
+        .with_context(|| format!("reading the output of `{shown}`:\n{stdout}"))?;
+        r.slow = slow.map(|s| Slow {
+            requests: s.requests,
+            p99_us: s.p99_us,
+            errors: s.errors,
+        });
+        Ok(r)
     }
 }
 
@@ -173,6 +302,7 @@ pub(crate) fn parse_cg_load(out: &str) -> Result<LoadResult> {
         p99_us: num("/latency_us/p99")?,
         errors: num("/errors_total")? as u64,
         resumed: None,
+        slow: None,
     })
 }
 
@@ -249,6 +379,7 @@ pub(crate) fn parse_cg_handshake(v: &serde_json::Value) -> Result<LoadResult> {
         p99_us: num("/latency_us/p99")?,
         errors: num("/errors_total")? as u64,
         resumed: Some(num("/resumed")? as u64),
+        slow: None,
     })
 }
 
@@ -299,6 +430,47 @@ Transfer/sec:      8.04MB
         let r = parse_cg_load(json).expect("valid");
         assert_eq!((r.requests, r.errors), (10, 1));
         assert_eq!((r.rps, r.p50_us, r.p99_us), (5.5, 100.0, 250.0));
+    }
+
+    /// The report of the mixed shape's slow clients, as `cg-load -c 256 -R 2560 --json`
+    /// prints it.
+    #[test]
+    fn parses_cg_load_open_loop() {
+        let json = r#"{"url": "http://127.0.0.1:1/", "mode": "open", "rate": 2560.0,
+            "connections": 256, "threads": 1, "elapsed_s": 1.0, "requests": 2555,
+            "rps": 2555.0, "latency_us": {"p50": 180, "p90": 300, "p99": 1200, "p999": 4000,
+            "max": 9000, "mean": 210.5}, "status": {"2xx": 2555}, "errors": {"timeout": 3},
+            "errors_total": 3, "variants": null}"#;
+        let r = parse_cg_load(json).expect("valid");
+        assert_eq!((r.requests, r.errors, r.p99_us), (2555, 3, 1200.0));
+        assert!(parse_cg_load(r#"{"requests": 1}"#).is_err());
+    }
+
+    #[test]
+    fn shape_settings() {
+        let dir = std::env::temp_dir().join(format!("xtask-loadgen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let base = Loadgen::new(LoadgenKind::Wrk, PathBuf::from("cg-load"), None);
+        let up = base.for_shape(Shape::Upload1m, &dir).expect("wrk script");
+        let script = up.script.clone().expect("upload script");
+        let text = std::fs::read_to_string(&script).expect("written");
+        assert!(text.contains("string.rep(\"x\", 1048576)"), "{text}");
+        assert_eq!(up.slow, None);
+        let churn = base.for_shape(Shape::Churn, &dir).expect("churn");
+        assert_eq!(churn.headers, ["Connection: close"]);
+        assert_eq!(
+            base.for_shape(Shape::Mixed, &dir).expect("mixed").slow,
+            Some((256, 2560))
+        );
+        let cg = Loadgen::new(
+            LoadgenKind::CgLoad,
+            PathBuf::from("cg-load"),
+            Some("1".into()),
+        );
+        assert!(cg.for_shape(Shape::Upload16m, &dir).is_err());
+        let cmd = cg.command(Path::new("wrk"));
+        assert_eq!(display(&cmd), "taskset -c 1 wrk");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

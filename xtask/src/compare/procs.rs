@@ -23,6 +23,12 @@ pub(crate) const UPSTREAM_HEADER: &str = "x-upstream";
 pub(crate) const VARIANT_HEADER: &str = "x-canarygate-variant";
 /// Time a process has to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request body any proxy here takes (the upload shapes send up to 16 MiB).
+pub(crate) const MAX_BODY_MIB: u64 = 64;
+/// Response bodies the upstreams serve, `(location, file name, bytes)`: the download
+/// shapes' `GET /1m` and `GET /16m`.
+const BODIES: [(&str, &str, u64); 2] =
+    [("/1m", "body-1m", 1 << 20), ("/16m", "body-16m", 16 << 20)];
 /// Time a process has to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -205,7 +211,7 @@ pub(crate) fn waited_children_ticks() -> u64 {
 }
 
 /// Direct children of `pid`.
-fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -247,8 +253,9 @@ pub(crate) struct Upstreams {
 }
 
 impl Upstreams {
-    /// Starts both in `dir`.
+    /// Starts both in `dir`, after writing the response bodies they serve there.
     pub(crate) fn start(dir: &Path) -> Result<Upstreams> {
+        write_bodies(dir)?;
         let start = |name: &str| -> Result<(Proc, u16)> {
             let port = free_port()?;
             let conf = dir.join(format!("upstream-{name}.conf"));
@@ -309,11 +316,36 @@ fn http_common(dir: &Path, name: &str) -> String {
     )
 }
 
+/// Writes the files behind [`BODIES`] into `dir` (exactly their size, `x` bytes).
+fn write_bodies(dir: &Path) -> Result<()> {
+    for (_, file, bytes) in BODIES {
+        let path = dir.join(file);
+        if fs::metadata(&path).is_ok_and(|m| m.len() == bytes) {
+            continue;
+        }
+        let len = usize::try_from(bytes).context("body size")?;
+        fs::write(&path, vec![b'x'; len]).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// An upstream: `ok\n` at `/`, the [`BODIES`] files (sendfile) at `/1m` and `/16m`, and
+/// `POST /upload` answered `ok\n` once nginx has read and discarded the body (it does
+/// for `return`); every response names the upstream in [`UPSTREAM_HEADER`].
 fn upstream_conf(dir: &Path, name: &str, port: u16) -> String {
     let mut c = nginx_common(dir, &format!("upstream-{name}"), 1);
+    let mut bodies = String::new();
+    for (location, file, _) in BODIES {
+        let _ = writeln!(
+            bodies,
+            "    location = {location} {{ alias {}; default_type application/octet-stream; sendfile on; add_header {UPSTREAM_HEADER} {name} always; }}",
+            dir.join(file).display()
+        );
+    }
     let _ = write!(
         c,
-        "http {{\n{}  server {{\n    listen 127.0.0.1:{port};\n    location / {{ add_header {UPSTREAM_HEADER} {name}; return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+        "http {{\n{}  server {{\n    listen 127.0.0.1:{port};\n    location / {{ add_header {UPSTREAM_HEADER} {name}; return 200 \"ok\\n\"; }}\n{bodies}    \
+         location = /upload {{ client_max_body_size {MAX_BODY_MIB}m; add_header {UPSTREAM_HEADER} {name} always; return 200 \"ok\\n\"; }}\n  }}\n}}\n",
         http_common(dir, &format!("upstream-{name}"))
     );
     c
@@ -333,7 +365,14 @@ pub(crate) struct TlsFiles {
 /// nginx as the proxy: upstream weights 95/5, `keepalive pool` idle upstream connections
 /// per worker, HTTP/1.1 upstream, one `reuseport` listener per worker (as canarygate
 /// has), workers pinned in order. With `tls`: TLS 1.2 and 1.3 (1.22 leaves 1.3 off
-/// unless asked), session tickets and a shared session cache.
+/// unless asked), session tickets and a shared session cache. Bodies up to
+/// [`MAX_BODY_MIB`] MiB pass. Responses are buffered (`proxy_buffering on`, nginx's
+/// default and how it is deployed). Request bodies are read whole, in memory, before
+/// they go upstream (`proxy_request_buffering on`, the default, with a 17 MiB
+/// `client_body_buffer_size` so no upload of the shapes spills to a temp file):
+/// streaming them (`off`) was tried, and since the upstreams answer `/upload` before
+/// the body has all arrived, nginx then closed every client connection after its
+/// response (wrk: one read error per request).
 pub(crate) fn nginx_proxy(
     dir: &Path,
     workers: usize,
@@ -361,7 +400,8 @@ pub(crate) fn nginx_proxy(
         c,
         "worker_cpu_affinity auto;\n\
          http {{\n{}  upstream backend {{\n    server 127.0.0.1:{} weight=95;\n    server 127.0.0.1:{} weight=5;\n    keepalive {pool};\n    keepalive_requests 1000000;\n  }}\n\
-         \x20 server {{\n    {listen}\n    location / {{\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+         \x20 server {{\n    {listen}\n    client_max_body_size {MAX_BODY_MIB}m;\n    location / {{\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      \
+         client_body_buffer_size 17m;\n      proxy_request_buffering on;\n      proxy_buffering on;\n    }}\n  }}\n}}\n",
         http_common(dir, &name),
         up.stable.1,
         up.canary.1
@@ -378,14 +418,19 @@ pub(crate) fn nginx_proxy(
     Ok((p, port))
 }
 
+/// HAProxy's global `maxconn` for the comparisons (the scale test asks for more).
+pub(crate) const HAPROXY_MAXCONN: usize = 8192;
+
 /// HAProxy as the proxy: weights 95/5, `http-reuse always`, `nbthread` threads pinned
-/// in order. With `tls`: `bind ... ssl crt`, its defaults otherwise (TLS 1.2 and 1.3,
-/// session tickets and cache on).
+/// in order, global `maxconn` as given ([`HAPROXY_MAXCONN`] but for the scale test).
+/// With `tls`: `bind ... ssl crt`, its defaults otherwise (TLS 1.2 and 1.3, session
+/// tickets and cache on).
 pub(crate) fn haproxy(
     dir: &Path,
     workers: usize,
     up: &Upstreams,
     tls: Option<&TlsFiles>,
+    maxconn: usize,
 ) -> Result<(Proc, u16)> {
     let port = free_port()?;
     let (name, ssl) = match tls {
@@ -401,7 +446,7 @@ pub(crate) fn haproxy(
         format!("cpu-map auto:1/1-{workers} 0-{}", workers - 1)
     };
     let conf = format!(
-        "global\n  nbthread {workers}\n  {cpu_map}\n  maxconn 8192\n\
+        "global\n  nbthread {workers}\n  {cpu_map}\n  maxconn {maxconn}\n\
          defaults\n  mode http\n  timeout connect 3s\n  timeout client 60s\n  timeout server 30s\n  timeout http-keep-alive 60s\n\
          frontend fe\n  bind 127.0.0.1:{port}{ssl}\n  default_backend be\n\
          backend be\n  balance roundrobin\n  http-reuse always\n  server stable 127.0.0.1:{} weight 95\n  server canary 127.0.0.1:{} weight 5\n",
@@ -460,6 +505,21 @@ pub(crate) fn canarygate(
         .args(extra);
     let mut p = Proc::spawn(&name, &mut cmd, &dir.join(format!("{name}.log")), true)?;
     let port = p.ready_line(ready_timeout)?;
+    p.wait_port(port)?;
+    Ok((p, port))
+}
+
+/// cg-floor (benches/): bytes relayed between each client connection and one
+/// connection of its own to the stable upstream, nothing parsed; the floor a proxy's
+/// CPU is held to. Same ready line as canarygate.
+pub(crate) fn floor(dir: &Path, bin: &Path, workers: usize, up: &Upstreams) -> Result<(Proc, u16)> {
+    let name = format!("floor-w{workers}");
+    let mut cmd = Command::new(bin);
+    cmd.arg("--upstream")
+        .arg(format!("127.0.0.1:{}", up.stable.1))
+        .args(["--listen", "127.0.0.1:0", "--workers", &workers.to_string()]);
+    let mut p = Proc::spawn(&name, &mut cmd, &dir.join(format!("{name}.log")), true)?;
+    let port = p.ready_line(START_TIMEOUT)?;
     p.wait_port(port)?;
     Ok((p, port))
 }

@@ -116,9 +116,12 @@ pub(crate) fn run(root: &Path, args: &CompareArgs) -> Result<()> {
         full: handshakes(false),
         resumed: handshakes(true),
         keepalive: Loadgen {
-            kind: LoadgenKind::Wrk,
-            cg_load: setup.cg_load.clone(),
             openssl_conf: Some(pin.clone()),
+            ..Loadgen::new(
+                LoadgenKind::Wrk,
+                setup.cg_load.clone(),
+                args.loadgen_cpus.clone(),
+            )
         },
         clients: args.handshake_clients,
         connections,
@@ -247,6 +250,7 @@ fn measure_workers(ctx: &Ctx<'_>, w: usize) -> Result<Measured> {
     let mut ours: Vec<&Proc> = procs.iter().map(|(_, p, _)| p).collect();
     ours.extend(ctx.up.procs());
     let bench = |load| Bench {
+        shape: super::shape::Shape::Keepalive,
         loadgen: load,
         duration: args.duration,
         ours: ours.clone(),

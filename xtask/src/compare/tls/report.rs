@@ -432,6 +432,7 @@ mod tests {
 
     fn sample(proxy: &'static str, rps: f64, cpu: f64, resumed: Option<f64>) -> Sample {
         Sample {
+            shape: crate::compare::shape::Shape::Keepalive,
             proxy,
             workers: 1,
             connections: 16,
@@ -448,6 +449,9 @@ mod tests {
             busy_before_pct: 0.0,
             retries: 0,
             resumed_pct: resumed,
+            slow_requests: None,
+            slow_p99_us: None,
+            slow_errors: None,
         }
     }
 
@@ -462,6 +466,7 @@ mod tests {
             nginx: String::new(),
             haproxy: String::new(),
             loadgen: String::new(),
+            loadgen_cpus: None,
             pool: 256,
             rounds: 1,
             duration_s: 3.0,
