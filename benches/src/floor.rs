@@ -255,7 +255,10 @@ mod tests {
 
     /// Runs `f` on an io_uring runtime when the kernel allows it, else on epoll.
     fn on_runtime<F: Future<Output = ()>>(f: impl Fn() -> F) {
-        if let Ok(mut rt) = RuntimeBuilder::<IoUringDriver>::new().enable_timer().build() {
+        if let Ok(mut rt) = RuntimeBuilder::<IoUringDriver>::new()
+            .enable_timer()
+            .build()
+        {
             rt.block_on(f());
             return;
         }
@@ -267,7 +270,9 @@ mod tests {
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
     }
 
     /// An upstream that reads until EOF, checks it got `expect`, sends `reply`, closes.
@@ -325,7 +330,10 @@ mod tests {
             let (l, floor) = listener();
             let c = client(floor, send, true);
             relay_one(l, up, DEFAULT_BUFFER).await;
-            assert!(up_thread.join().expect("upstream"), "upstream got other bytes");
+            assert!(
+                up_thread.join().expect("upstream"),
+                "upstream got other bytes"
+            );
             assert!(c.join().expect("client") == reply, "client got other bytes");
         });
     }
@@ -338,7 +346,10 @@ mod tests {
             let c = client(floor, b"ping".to_vec(), true);
             // A small buffer: several reads per direction.
             relay_one(l, up, 3).await;
-            assert!(up_thread.join().expect("upstream"), "upstream did not see ping+EOF");
+            assert!(
+                up_thread.join().expect("upstream"),
+                "upstream did not see ping+EOF"
+            );
             assert_eq!(c.join().expect("client"), b"pong after eof");
         });
     }
@@ -369,7 +380,13 @@ mod tests {
         };
         let e = start(&cfg).expect_err("port in use");
         assert!(format!("{e:#}").contains(&addr.to_string()), "{e:#}");
-        assert!(start(&FloorConfig { workers: 0, ..cfg.clone() }).is_err());
+        assert!(
+            start(&FloorConfig {
+                workers: 0,
+                ..cfg.clone()
+            })
+            .is_err()
+        );
         assert!(start(&FloorConfig { buffer: 0, ..cfg }).is_err());
     }
 }

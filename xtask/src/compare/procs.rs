@@ -330,8 +330,15 @@ fn write_bodies(dir: &Path) -> Result<()> {
 }
 
 /// An upstream: `ok\n` at `/`, the [`BODIES`] files (sendfile) at `/1m` and `/16m`, and
-/// `POST /upload` answered `ok\n` once nginx has read and discarded the body (it does
-/// for `return`); every response names the upstream in [`UPSTREAM_HEADER`].
+/// `POST /upload` answered `ok\n` only once the whole body has arrived; every response
+/// names the upstream in [`UPSTREAM_HEADER`].
+///
+/// `return` alone answers in the rewrite phase, before the body is read, and a proxy then
+/// gets its response while still sending: each proxy handles that differently (canarygate
+/// stops relaying the rest, nginx and HAProxy relay it, cg-floor relays it), so the
+/// upload shapes measured different work. The mirror module (`mirror_request_body on`)
+/// reads the whole body in the precontent phase; the static handler (any file: the
+/// 1 MiB body) then refuses the POST with 405, which `error_page 405 =200` turns into the `ok\n`.
 fn upstream_conf(dir: &Path, name: &str, port: u16) -> String {
     let mut c = nginx_common(dir, &format!("upstream-{name}"), 1);
     let mut bodies = String::new();
@@ -345,8 +352,12 @@ fn upstream_conf(dir: &Path, name: &str, port: u16) -> String {
     let _ = write!(
         c,
         "http {{\n{}  server {{\n    listen 127.0.0.1:{port};\n    location / {{ add_header {UPSTREAM_HEADER} {name}; return 200 \"ok\\n\"; }}\n{bodies}    \
-         location = /upload {{ client_max_body_size {MAX_BODY_MIB}m; add_header {UPSTREAM_HEADER} {name} always; return 200 \"ok\\n\"; }}\n  }}\n}}\n",
-        http_common(dir, &format!("upstream-{name}"))
+         location = /upload {{ client_max_body_size {MAX_BODY_MIB}m; client_body_buffer_size {MAX_BODY_MIB}m; \
+         mirror /sink; mirror_request_body on; alias {}; error_page 405 =200 @uploaded; }}\n    \
+         location @uploaded {{ add_header {UPSTREAM_HEADER} {name} always; return 200 \"ok\\n\"; }}\n    \
+         location = /sink {{ internal; return 204; }}\n  }}\n}}\n",
+        http_common(dir, &format!("upstream-{name}")),
+        dir.join(BODIES[0].1).display()
     );
     c
 }
@@ -369,10 +380,8 @@ pub(crate) struct TlsFiles {
 /// [`MAX_BODY_MIB`] MiB pass. Responses are buffered (`proxy_buffering on`, nginx's
 /// default and how it is deployed). Request bodies are read whole, in memory, before
 /// they go upstream (`proxy_request_buffering on`, the default, with a 17 MiB
-/// `client_body_buffer_size` so no upload of the shapes spills to a temp file):
-/// streaming them (`off`) was tried, and since the upstreams answer `/upload` before
-/// the body has all arrived, nginx then closed every client connection after its
-/// response (wrk: one read error per request).
+/// `client_body_buffer_size` so no upload of the shapes spills to a temp file), as
+/// nginx does by default.
 pub(crate) fn nginx_proxy(
     dir: &Path,
     workers: usize,
