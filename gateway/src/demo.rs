@@ -38,8 +38,12 @@ const BURST_CONNECTIONS: usize = 8;
 const DEMO_PPM: u32 = 50_000;
 /// Route of the demo (the one-route shortcut's).
 const ROUTE: &str = crate::config::DEFAULT_NAME;
-/// Connections of the steady load during the rollouts.
-const LOAD_CONNECTIONS: usize = 2;
+/// Connections of the steady load during the rollouts. Each sends a request, then pauses
+/// 1 ms: four of them give the healthy canary's first step (10 %) the ~800 requests the
+/// judge needs to bound its error rate within 1 point in 2-4 s, and in the 12 s limit of
+/// a step even on a machine running at a third of its speed (two connections ran out of
+/// time there: MARGINAL after 8 s with 735 canary requests).
+const LOAD_CONNECTIONS: usize = 4;
 /// Longest a rollout of the demo may take before the demo gives up on it.
 const ROLLOUT_LIMIT: Duration = Duration::from_secs(40);
 
@@ -101,7 +105,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let mut admin = Admin::connect(&socket)?;
     let load = Load::start(addr);
     println!("2. A rollout of the healthy canary v2 under a steady load");
-    let plan = "steps 10,50,100 interval 2s max-interval 8s on-timeout pass min-requests 200";
+    let plan = "steps 10,50,100 interval 2s max-interval 12s on-timeout pass min-requests 200";
     println!("   canarygate ctl rollout start {ROUTE} {plan}");
     admin.ok(&format!("rollout start {ROUTE} {plan}"))?;
     let r = follow_rollout(&mut admin)?;
