@@ -150,6 +150,10 @@ pub(crate) struct RunArgs {
     /// Lowest TLS version accepted with --tls-cert: 1.2 (default) or 1.3.
     #[arg(long, value_name = "VERSION", value_parser = |s: &str| s.parse::<TlsVersion>(), requires = "tls_cert")]
     pub tls_min_version: Option<TlsVersion>,
+    /// Serve HTTP/2 too: ALPN `h2` beside `http/1.1` with --tls-cert, else h2c with prior
+    /// knowledge (a client's `Upgrade: h2c` is not taken; it is answered over HTTP/1.1).
+    #[arg(long, conflicts_with = "config")]
+    pub http2: bool,
     /// Format of the log lines on stderr (not the access log); with --config the
     /// default is the file's `[server] log_format`, else text.
     #[arg(long, value_name = "FORMAT", value_enum)]
@@ -236,6 +240,9 @@ pub(crate) struct Tuning {
     /// TLS handshakes in progress per worker; connections beyond it are closed at once.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), default_value_t = Limits::default().max_tls_handshakes as u32)]
     max_tls_handshakes: u32,
+    /// Streams one HTTP/2 client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), default_value_t = Limits::default().h2_max_concurrent_streams)]
+    h2_max_concurrent_streams: u32,
 }
 
 /// A duration flag's value, shown in `--help` the way it is written (`10s`).
@@ -395,6 +402,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
                 min_version: args.tls_min_version.unwrap_or_default(),
             });
         }
+        c.stages[0].http2 = args.http2;
         let health = args.health.config().map_err(BadFlag)?;
         for route in c.stages.iter_mut().flat_map(|s| &mut s.routes) {
             route.retry_on_stable = args.canary_retry_on_stable;
@@ -713,6 +721,9 @@ impl Tuning {
         }
         if self.max_tls_handshakes as usize != d.max_tls_handshakes {
             c.limits.max_tls_handshakes = self.max_tls_handshakes as usize;
+        }
+        if self.h2_max_concurrent_streams != d.h2_max_concurrent_streams {
+            c.limits.h2_max_concurrent_streams = self.h2_max_concurrent_streams;
         }
     }
 }

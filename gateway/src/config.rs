@@ -125,6 +125,9 @@ pub struct StageConfig {
     pub routes: Vec<RouteConfig>,
     /// TLS termination on the listener; `None` = plain HTTP.
     pub tls: Option<tls::StageTls>,
+    /// HTTP/2 from clients: ALPN `h2` beside `http/1.1` on a TLS listener, h2c with
+    /// prior knowledge on a plain one (`http2 = true`, `--http2`).
+    pub http2: bool,
 }
 
 impl RouteConfig {
@@ -228,6 +231,8 @@ pub struct Limits {
     /// TLS handshakes in progress per worker; a connection beyond it is closed at once
     /// (counted as an `overload` handshake failure).
     pub max_tls_handshakes: usize,
+    /// Streams one HTTP/2 client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub h2_max_concurrent_streams: u32,
 }
 
 /// Everything a gateway instance needs to start: the server settings and the stages.
@@ -305,6 +310,7 @@ impl Default for Limits {
             max_body_bytes: 1 << 30,
             pool_max_idle: 256,
             max_tls_handshakes: 256,
+            h2_max_concurrent_streams: 128,
         }
     }
 }
@@ -340,6 +346,7 @@ impl Config {
                 listen,
                 routes: vec![route],
                 tls: None,
+                http2: false,
             }],
         }
     }

@@ -17,7 +17,8 @@
 //! 11. [`record`]: the one place an outcome becomes metrics, kill-switch window and
 //!     access-log record.
 //! 12. [`session`]: one request's phases, ending in one outcome handed to `record`.
-//! 13. [`conn`]: one connection, request after request.
+//! 13. [`h2`]: an HTTP/2 connection, each stream one request through [`session`].
+//! 14. [`conn`]: one connection, request after request (or its streams, by [`h2`]).
 //!
 //! The rule: a module imports only from itself, from layers earlier in this list, or from the ground floor outside the data plane
 //! (`config`, `metrics`, `tls` material, `kernel`'s socket tagging, `gateway_common`); never from the
@@ -29,6 +30,7 @@ pub(crate) mod assign;
 pub(crate) mod conn;
 pub(crate) mod error;
 pub mod h1;
+pub(crate) mod h2;
 pub(crate) mod io;
 pub(crate) mod record;
 pub(crate) mod request;

@@ -118,6 +118,45 @@ pub(crate) enum TlsFailure {
     Other,
 }
 
+/// Why an HTTP/2 client connection ended with an error of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub(crate) enum H2Failure {
+    /// The connection preface or the first SETTINGS did not arrive in time or was wrong.
+    Handshake,
+    /// The client broke the protocol (a PROTOCOL_ERROR, FRAME_SIZE_ERROR, COMPRESSION_ERROR
+    /// or flow-control violation of its own); GOAWAY sent.
+    Protocol,
+    /// The client was abusive: rapid resets (CVE-2023-44487), a CONTINUATION flood, too
+    /// many streams it made the gateway reset; GOAWAY with ENHANCE_YOUR_CALM sent.
+    Abuse,
+    /// The client went away or the socket failed.
+    Io,
+}
+
+/// Number of [`H2Failure`] kinds.
+pub(crate) const H2_FAILURE_KINDS: usize = 4;
+
+impl H2Failure {
+    /// Every kind, in index order.
+    pub(crate) const ALL: [H2Failure; H2_FAILURE_KINDS] = [
+        H2Failure::Handshake,
+        H2Failure::Protocol,
+        H2Failure::Abuse,
+        H2Failure::Io,
+    ];
+
+    /// Label used in metrics.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            H2Failure::Handshake => "handshake",
+            H2Failure::Protocol => "protocol",
+            H2Failure::Abuse => "abuse",
+            H2Failure::Io => "io",
+        }
+    }
+}
+
 /// Number of [`TlsFailure`] kinds.
 pub(crate) const TLS_FAILURE_KINDS: usize = 8;
 
@@ -241,6 +280,13 @@ pub struct WorkerMetrics {
     pub tls_handshaking: Counter,
     /// Client TLS handshakes failed, by [`TlsFailure`] kind.
     pub(crate) tls_failures: [Counter; TLS_FAILURE_KINDS],
+    /// HTTP/2 client connections served, and streams (requests) on them.
+    pub h2_connections: Counter,
+    pub h2_streams: Counter,
+    /// HTTP/2 streams the client reset before their response was complete.
+    pub h2_client_resets: Counter,
+    /// HTTP/2 connections ended by an error, by [`H2Failure`] kind.
+    pub(crate) h2_failures: [Counter; H2_FAILURE_KINDS],
 }
 
 /// One route's figures: one slot per worker, each written by its worker only.
@@ -295,6 +341,10 @@ impl WorkerMetrics {
             tls_resumed: self.tls_resumed.get(),
             tls_handshaking: self.tls_handshaking.get(),
             tls_failures: self.tls_failures.each_ref().map(Counter::get),
+            h2_connections: self.h2_connections.get(),
+            h2_streams: self.h2_streams.get(),
+            h2_client_resets: self.h2_client_resets.get(),
+            h2_failures: self.h2_failures.each_ref().map(Counter::get),
         }
     }
 }
@@ -426,6 +476,11 @@ pub struct WorkerStats {
     pub tls_handshaking: u64,
     /// Client TLS handshakes failed, by [`TlsFailure`] kind.
     pub tls_failures: [u64; TLS_FAILURE_KINDS],
+    /// HTTP/2 connections, streams, streams reset by the client, connection errors.
+    pub h2_connections: u64,
+    pub h2_streams: u64,
+    pub h2_client_resets: u64,
+    pub h2_failures: [u64; H2_FAILURE_KINDS],
 }
 
 /// One route's figures and settings, as read at one moment.

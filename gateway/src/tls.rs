@@ -16,9 +16,10 @@ pub(crate) mod server;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// ALPN protocols offered to clients and upstreams, in preference order: the one place
-/// the choice is made (`h2` joins when HTTP/2 lands).
+/// ALPN protocols offered to upstreams and to clients, in preference order: the one
+/// place the choice is made. A stage with `http2` offers clients `h2` first.
 pub(crate) const ALPN: [&[u8]; 1] = [b"http/1.1"];
+pub(crate) const ALPN_H2: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// The crypto provider of every TLS configuration: aws-lc-rs with rustls' default
 /// (modern) suites: TLS 1.3 AES-GCM and ChaCha20-Poly1305, TLS 1.2 ECDHE with AEADs only.

@@ -111,6 +111,7 @@ struct FileServer {
     max_body_bytes: Option<u64>,
     tls_handshake_timeout: Option<Spanned<String>>,
     max_tls_handshakes: Option<usize>,
+    h2_max_concurrent_streams: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +124,9 @@ struct FileStage {
     /// TLS termination: certificates chosen by SNI.
     tls: Option<Spanned<Vec<FileTlsCert>>>,
     tls_min_version: Option<Spanned<String>>,
+    /// HTTP/2 from clients (ALPN h2, h2c with prior knowledge).
+    #[serde(default)]
+    http2: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +299,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, FileError> {
             listen,
             routes,
             tls,
+            http2: stage.http2,
         });
     }
     Ok(config)
@@ -446,6 +451,9 @@ impl Cx<'_> {
         )?;
         if let Some(n) = s.max_tls_handshakes {
             c.limits.max_tls_handshakes = n;
+        }
+        if let Some(n) = s.h2_max_concurrent_streams {
+            c.limits.h2_max_concurrent_streams = n;
         }
         if let Some(n) = s.pool_max_idle {
             c.limits.pool_max_idle = n;

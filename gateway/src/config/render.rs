@@ -60,6 +60,9 @@ fn stage(s: &StageConfig) -> Table {
     if let Some(tls) = &s.tls {
         stage_tls(tls, &mut t);
     }
+    if s.http2 {
+        t.insert("http2".into(), Value::Boolean(true));
+    }
     let routes = s.routes.iter().map(|r| Value::Table(route(r))).collect();
     t.insert("route".into(), Value::Array(routes));
     t

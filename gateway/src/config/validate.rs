@@ -40,6 +40,9 @@ pub enum ConfigError {
     /// `max_tls_handshakes` is 0: no TLS client could ever connect.
     #[error("max_tls_handshakes: must be at least 1")]
     NoTlsHandshakes,
+    /// `h2_max_concurrent_streams` is 0: no HTTP/2 client could make a request.
+    #[error("h2_max_concurrent_streams: must be at least 1")]
+    NoH2Streams,
 }
 
 impl Config {
@@ -50,6 +53,9 @@ impl Config {
         }
         if self.server.limits.max_tls_handshakes == 0 {
             return Err(ConfigError::NoTlsHandshakes);
+        }
+        if self.server.limits.h2_max_concurrent_streams == 0 {
+            return Err(ConfigError::NoH2Streams);
         }
         for stage in &self.stages {
             if stage.tls.as_ref().is_some_and(|t| t.certs.is_empty()) {

@@ -246,7 +246,7 @@ impl Control {
                     })
                     .collect();
                 let tls = st.tls.stage(i).map(|t| Arc::clone(&t.config));
-                StageSnap::new(stage.name.clone(), routes, tls)
+                StageSnap::new(stage.name.clone(), routes, tls, stage.http2)
             })
             .collect();
         self.shared.publish(Snapshot {

@@ -45,11 +45,10 @@ impl TlsState {
         let mut upstreams: Vec<(UpstreamTls, Arc<rustls::ClientConfig>)> = Vec::new();
         for stage in &config.stages {
             stages.push(match &stage.tls {
-                Some(t) => {
-                    Some(Arc::new(server::build(t, &resumption).map_err(|e| {
-                        context(&format!("stage '{}' tls", stage.name), &e)
-                    })?))
-                }
+                Some(t) => Some(Arc::new(
+                    server::build(t, stage.http2, &resumption)
+                        .map_err(|e| context(&format!("stage '{}' tls", stage.name), &e))?,
+                )),
                 None => None,
             });
             for route in &stage.routes {

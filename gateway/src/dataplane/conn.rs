@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use monoio::io::AsyncWriteRent as _;
 use monoio::net::TcpStream;
 
+use super::h2;
 use super::io::Stream;
 use super::io::relay::tunnel;
 use super::session::{self, Client, Next};
@@ -51,14 +52,15 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
     // (`io::socket::set_client_defaults`).
     // Kernel accounting: this socket counts as downstream (TLS records, once TLS).
     crate::kernel::tag_downstream(&stream);
-    let tls = worker
+    let (tls, http2) = worker
         .snapshot()
         .stages
         .get(stage)
-        .and_then(|s| s.tls.clone());
+        .map_or((None, false), |s| (s.tls.clone(), s.http2));
     let max_header = worker.config.limits.max_header_bytes;
     let Some(config) = tls else {
-        let client = Client::new(stream, peer.ip(), false, stage, max_header);
+        let mut client = Client::new(stream, peer.ip(), false, stage, max_header);
+        client.h2c = http2;
         serve_client(&worker, client, &mut fresh).await;
         return;
     };
@@ -77,6 +79,15 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
             m.tls_handshakes.inc();
             if stream.session().handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
                 m.tls_resumed.inc();
+            }
+            if stream.session().alpn_protocol() == Some(b"h2") {
+                // HTTP/2 by ALPN (RFC 9113 §3.2); h2 ends it with close_notify itself.
+                fresh.over();
+                worker.metrics.accepted.inc();
+                worker.metrics.open.inc();
+                h2::serve(&worker, stream, &[], peer.ip(), true, stage).await;
+                worker.metrics.open.dec();
+                return;
             }
             let client = Client::new(stream, peer.ip(), true, stage, max_header);
             if let Some(mut stream) = serve_client(&worker, client, &mut fresh).await {
@@ -97,7 +108,11 @@ const CLOSE_NOTIFY_TIME: Duration = Duration::from_secs(1);
 
 /// Serves requests on `c` until the connection ends. Returns the stream unless it was
 /// tunnelled or already shut down (a lingering close).
-async fn serve_client<S: Stream>(w: &Worker, mut c: Client<S>, fresh: &mut Fresh<'_>) -> Option<S> {
+async fn serve_client<S: Stream>(
+    w: &Rc<Worker>,
+    mut c: Client<S>,
+    fresh: &mut Fresh<'_>,
+) -> Option<S> {
     let m = &w.metrics;
     m.accepted.inc();
     m.open.inc();
@@ -112,6 +127,11 @@ async fn serve_client<S: Stream>(w: &Worker, mut c: Client<S>, fresh: &mut Fresh
             Next::KeepAlive => c.served += 1,
             Next::Close => break None,
             Next::Upgrade(up) => break Some(up),
+            Next::H2 => {
+                h2::serve(w, c.stream, c.buf.data(), c.ip, false, c.stage).await;
+                m.open.dec();
+                return None;
+            }
         }
     };
     let rest = if let Some(up) = upgraded {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 /// The layers, bottom first (the order of `dataplane.rs`).
-const LAYERS: [&str; 13] = [
+const LAYERS: [&str; 14] = [
     "h1",
     "io",
     "tls",
@@ -19,6 +19,7 @@ const LAYERS: [&str; 13] = [
     "request",
     "record",
     "session",
+    "h2",
     "conn",
 ];
 

@@ -33,6 +33,10 @@ use super::route::snapshot::{Plan, RouteSnap};
 use super::upstream::UpConn;
 use super::worker::Worker;
 
+/// The first line of the HTTP/2 connection preface; an HTTP/1 parser would refuse it
+/// (`HTTP/2.0`) once it has these bytes, so they are looked for first.
+const PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
 /// Initial capacity of the per-connection output buffer (heads and small bodies).
 const OUT_CAPACITY: usize = 32 * 1024;
 
@@ -43,7 +47,7 @@ pub(crate) struct Client<S> {
     /// `ip` as text, for `X-Forwarded-For`.
     fwd: Forwarding,
     /// Index of the stage (listener) the connection arrived on.
-    stage: usize,
+    pub(crate) stage: usize,
     pub(crate) buf: InBuf,
     out: Vec<u8>,
     /// The stable deployment's version of the upstream head, written beside `out` for
@@ -54,6 +58,10 @@ pub(crate) struct Client<S> {
     /// The connection closes while the client may still be sending (a refused or
     /// unread body, a rejected head): close it lingering.
     pub(crate) linger: bool,
+    /// The request came as an HTTP/2 stream (written as HTTP/1.1 for the phases).
+    pub(crate) h2: bool,
+    /// The stage takes HTTP/2 with prior knowledge on this plain connection (h2c).
+    pub(crate) h2c: bool,
 }
 
 impl<S: Stream> Client<S> {
@@ -76,6 +84,8 @@ impl<S: Stream> Client<S> {
             alt: Vec::new(),
             served: 0,
             linger: false,
+            h2: false,
+            h2c: false,
         }
     }
 }
@@ -86,6 +96,9 @@ pub(crate) enum Next {
     Close,
     /// Both sides agreed to switch protocols: tunnel bytes to this upstream connection.
     Upgrade(UpConn),
+    /// The connection began with the HTTP/2 preface (h2c with prior knowledge): serve it
+    /// as HTTP/2 from the bytes in the read buffer.
+    H2,
 }
 
 /// Serves the next request on `c`: its phases in order, then [`record`] (a rejection or
@@ -95,6 +108,9 @@ pub(crate) enum Next {
 pub(crate) async fn run<S: Stream>(w: &Worker, c: &mut Client<S>) -> Next {
     let mut ctx = match read_head(w, c).await {
         Ok(Some(ctx)) => ctx,
+        Ok(None) if c.h2c && c.served == 0 && c.buf.data().starts_with(PREFACE_LINE) => {
+            return Next::H2;
+        }
         Ok(None) => return Next::Close,
         Err(e) => return reject(w, c, &e).await,
     };
@@ -172,7 +188,17 @@ async fn read_head<S: Stream>(
     // may wait for the keep-alive timeout, then get the header timeout once started.
     let mut deadline = (c.served == 0).then(|| Instant::now() + cfg.timeouts.header);
     loop {
-        if !c.buf.is_empty() {
+        let data = c.buf.data();
+        // The connection preface of HTTP/2 (RFC 9113 §3.4), or the start of it: not
+        // HTTP/1, and not for the HTTP/1 parser.
+        let preface = c.h2c && c.served == 0 && !data.is_empty() && {
+            let n = data.len().min(PREFACE_LINE.len());
+            data[..n] == PREFACE_LINE[..n]
+        };
+        if preface && data.len() >= PREFACE_LINE.len() {
+            return Ok(None);
+        }
+        if !c.buf.is_empty() && !preface {
             if let Some(ctx) = route(w, c)? {
                 c.buf.consume(ctx.head.head_len);
                 return Ok(Some(ctx));

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use gateway_common::Variant;
 
-use super::{Histogram, Reject, Stats, TlsFailure, UpstreamFailure, VariantStats};
+use super::{H2Failure, Histogram, Reject, Stats, TlsFailure, UpstreamFailure, VariantStats};
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 pub(crate) const BUCKETS: [f64; 16] = [
@@ -256,6 +256,53 @@ pub(crate) fn render(stats: &Stats) -> String {
                 .workers
                 .iter()
                 .map(|w| w.tls_failures[kind as usize])
+                .sum::<u64>()
+        );
+    }
+    header(
+        &mut out,
+        "canarygate_h2_connections_total",
+        "HTTP/2 client connections served (ALPN h2 or h2c with prior knowledge).",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "canarygate_h2_connections_total {}",
+        sum(|w| w.h2_connections)
+    );
+    header(
+        &mut out,
+        "canarygate_h2_streams_total",
+        "HTTP/2 streams (requests) accepted; divided by the connections: streams per connection.",
+        "counter",
+    );
+    let _ = writeln!(out, "canarygate_h2_streams_total {}", sum(|w| w.h2_streams));
+    header(
+        &mut out,
+        "canarygate_h2_client_resets_total",
+        "HTTP/2 streams the client reset (RST_STREAM) before their response was complete.",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "canarygate_h2_client_resets_total {}",
+        sum(|w| w.h2_client_resets)
+    );
+    header(
+        &mut out,
+        "canarygate_h2_connection_errors_total",
+        "HTTP/2 client connections ended by an error, by reason (abuse: rapid reset, CONTINUATION flood and the like, answered with GOAWAY ENHANCE_YOUR_CALM).",
+        "counter",
+    );
+    for kind in H2Failure::ALL {
+        let _ = writeln!(
+            out,
+            "canarygate_h2_connection_errors_total{{reason=\"{}\"}} {}",
+            kind.as_str(),
+            stats
+                .workers
+                .iter()
+                .map(|w| w.h2_failures[kind as usize])
                 .sum::<u64>()
         );
     }

@@ -11,7 +11,7 @@ use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSess
 
 use super::certs::{self, CertInfo};
 use super::resolve::Resolver;
-use super::{ALPN, TlsError};
+use super::{ALPN, ALPN_H2, TlsError};
 use crate::config::{StageTls, TlsVersion};
 
 /// Session IDs remembered for TLS 1.2 clients that do not take tickets (all listeners).
@@ -43,8 +43,12 @@ pub(crate) struct ServerTls {
     pub(crate) min_version: TlsVersion,
 }
 
-/// Reads `tls`'s files and builds the listener's configuration.
-pub(crate) fn build(tls: &StageTls, resumption: &Resumption) -> Result<ServerTls, TlsError> {
+/// Reads `tls`'s files and builds the listener's configuration; `http2`: offer `h2`.
+pub(crate) fn build(
+    tls: &StageTls,
+    http2: bool,
+    resumption: &Resumption,
+) -> Result<ServerTls, TlsError> {
     let mut loaded = Vec::with_capacity(tls.certs.len());
     for c in &tls.certs {
         loaded.push(certs::load(c)?);
@@ -64,7 +68,8 @@ pub(crate) fn build(tls: &StageTls, resumption: &Resumption) -> Result<ServerTls
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    let alpn: &[&[u8]] = if http2 { &ALPN_H2 } else { &ALPN };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.ticketer = Arc::clone(&resumption.ticketer);
     config.session_storage = Arc::clone(&resumption.cache);
     config.max_early_data_size = 0;

@@ -7,7 +7,8 @@
 //! This process first raises its own RLIMIT_NOFILE (`prlimit --pid`) to the hard limit
 //! capped at 65,536 (raising the hard limit itself needs CAP_SYS_RESOURCE, which a
 //! container may not have), so every proxy and load generator it starts inherits it.
-//! HAProxy gets `maxconn` = connections + 4,096; nginx has `worker_rlimit_nofile 65536`
+//! HAProxy gets `maxconn` = connections + 4,096, capped at half the descriptor limit (it
+//! will not start unless two descriptors per connection fit); nginx has `worker_rlimit_nofile 65536`
 //! and `worker_connections 16384` (clients and upstream connections of a worker).
 //!
 //! Per proxy: 1 s of load warms its pools and allocator, so the baseline is a serving
@@ -406,7 +407,10 @@ pub(crate) fn run(root: &Path, args: &CompareArgs) -> Result<()> {
                         workers,
                         &up,
                         None,
-                        args.idle_connections + HAPROXY_MAXCONN_SPARE,
+                        // HAProxy refuses to start unless 2 x maxconn descriptors fit
+                        // the limit (it counts a server-side socket per connection).
+                        (args.idle_connections + HAPROXY_MAXCONN_SPARE)
+                            .min((nofile as usize).saturating_sub(64) / 2),
                     )?,
                     Proxy::Floor => procs::floor(&setup.run, &setup.cg_floor, workers, &up)?,
                 };

@@ -18,6 +18,7 @@ fn control() -> Control {
             listen: "127.0.0.1:0".parse().unwrap(),
             routes: vec![route],
             tls: None,
+            http2: false,
         }],
         ..Config::default()
     };

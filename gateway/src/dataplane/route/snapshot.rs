@@ -49,6 +49,8 @@ pub struct StageSnap {
     /// TLS termination (certificates, versions, ALPN); `None` = plain HTTP. A new
     /// connection's handshake uses the configuration current at its accept.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// HTTP/2 from clients (ALPN `h2` is in `tls` already; h2c on a plain listener).
+    pub http2: bool,
 }
 
 /// Where one variant of a route sends requests, with stage variables already applied.
@@ -258,6 +260,7 @@ impl StageSnap {
         name: String,
         mut routes: Vec<Arc<RouteSnap>>,
         tls: Option<Arc<rustls::ServerConfig>>,
+        http2: bool,
     ) -> StageSnap {
         routes.sort_by(|a, b| {
             b.host
@@ -265,7 +268,12 @@ impl StageSnap {
                 .cmp(&a.host.is_some())
                 .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
         });
-        StageSnap { name, routes, tls }
+        StageSnap {
+            name,
+            routes,
+            tls,
+            http2,
+        }
     }
 
     /// Index of the first route that takes `host` and `path`. `OPTIONS *` (path `*`)
@@ -298,6 +306,7 @@ mod tests {
                 route("host", Some("a.example"), "/"),
             ],
             None,
+            false,
         );
         let name = |h: Option<&str>, p: &str| {
             stage

@@ -41,6 +41,7 @@ fn config(r: RouteConfig) -> Config {
             name: "s".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             tls: None,
+            http2: false,
             routes: vec![r],
         }],
         ..Config::default()
