@@ -234,6 +234,8 @@ impl UpstreamFailure {
 pub struct VariantMetrics {
     /// Requests routed to this variant.
     pub requests: Counter,
+    /// Those of them that came as HTTP/2 streams.
+    pub h2_requests: Counter,
     /// Responses sent to clients by status class (1xx..5xx).
     pub responses: [Counter; 5],
     /// Upstream failures by kind.
@@ -353,6 +355,7 @@ impl VariantMetrics {
     fn snapshot(&self) -> VariantStats {
         let mut s = VariantStats {
             requests: self.requests.get(),
+            h2_requests: self.h2_requests.get(),
             responses: self.responses.each_ref().map(Counter::get),
             upstream_failures: self.upstream_failures.each_ref().map(Counter::get),
             retries: self.retries.get(),
@@ -377,6 +380,8 @@ impl VariantMetrics {
 pub struct VariantStats {
     /// Requests routed to the variant.
     pub requests: u64,
+    /// Those of them that came as HTTP/2 streams.
+    pub h2_requests: u64,
     /// Responses by status class: index 0 is 1xx, 4 is 5xx.
     pub responses: [u64; 5],
     /// Upstream failures by [`UpstreamFailure`] kind.
@@ -408,6 +413,7 @@ impl Default for VariantStats {
     fn default() -> Self {
         VariantStats {
             requests: 0,
+            h2_requests: 0,
             responses: [0; 5],
             upstream_failures: [0; UPSTREAM_FAILURE_KINDS],
             retries: 0,
@@ -433,6 +439,7 @@ impl VariantStats {
     /// Adds `other`'s figures to these.
     pub fn add(&mut self, other: &VariantStats) {
         self.requests += other.requests;
+        self.h2_requests += other.h2_requests;
         self.in_flight += other.in_flight;
         self.ejections += other.ejections;
         for (a, b) in self.responses.iter_mut().zip(other.responses) {

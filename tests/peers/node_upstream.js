@@ -5,6 +5,11 @@
 //                          Date.now() at which it was written (chunked response)
 //   /upload-times          answers, once the request body ended, the Date.now() at which
 //                          each piece of it arrived (JSON array)
+//   /echo                  streams the request body back as it arrives (chunked)
+//   /trailers              a chunked body in two writes, then trailers x-checksum and
+//                          x-status
+//   /headers               answers the request's headers as JSON
+//   /zeros?n=N             N bytes of 'z' in 64 KiB writes (chunked)
 //   anything else          reads the body, answers "node METHOD BYTES\n"
 // Every answer carries `x-port: PORT`, so a test can tell its endpoints apart.
 'use strict';
@@ -24,6 +29,49 @@ const server = http.createServer((req, res) => {
       if (i < n) setTimeout(send, gap); else res.end();
     };
     send();
+    return;
+  }
+  if (url.pathname === '/echo') {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-port': port });
+    req.pipe(res);
+    return;
+  }
+  if (url.pathname === '/trailers') {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-checksum, x-status', 'x-port': port });
+      res.write('part one\n');
+      res.write('part two\n');
+      res.addTrailers({ 'x-checksum': 'c0ffee', 'x-status': '0' });
+      res.end();
+    });
+    return;
+  }
+  if (url.pathname === '/zeros') {
+    let left = Number(url.searchParams.get('n') || 0);
+    const piece = Buffer.alloc(64 * 1024, 'z');
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-port': port });
+    const more = () => {
+      while (left > 0) {
+        const n = Math.min(left, piece.length);
+        left -= n;
+        if (!res.write(n === piece.length ? piece : piece.subarray(0, n))) {
+          res.once('drain', more);
+          return;
+        }
+      }
+      res.end();
+    };
+    more();
+    return;
+  }
+  if (url.pathname === '/headers') {
+    req.resume();
+    req.on('end', () => {
+      const body = JSON.stringify(req.headers) + '\n';
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-port': port });
+      res.end(body);
+    });
     return;
   }
   const times = [];

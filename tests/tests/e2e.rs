@@ -49,6 +49,8 @@ mod framing;
 mod health;
 #[path = "e2e/hitless.rs"]
 mod hitless;
+#[path = "e2e/http2.rs"]
+mod http2;
 #[path = "e2e/kernel.rs"]
 mod kernel;
 #[path = "e2e/logs.rs"]

@@ -11,7 +11,8 @@
 //!   (`dpkg-shlibdeps`, `systemd-analyze`, the unit's system-call filter). `prometheus` for
 //!   `/usr/bin/promtool` (checks and unit-tests `deploy/prometheus`). `etcd-server` and
 //!   `etcd-client` for the fleet-mode tests, which start a real `/usr/bin/etcd` on
-//!   loopback and inspect it with `/usr/bin/etcdctl`. They are installed with
+//!   loopback and inspect it with `/usr/bin/etcdctl`; `nghttp2-client` for h2load in the
+//!   HTTP/2 tests. They are installed with
 //!   `apt-get install -y`; `apt-get update` runs only when that fails, and `sudo` is used
 //!   only when not root.
 //!
@@ -67,7 +68,7 @@ const BUILD_PACKAGES: [Package; 1] = [Package {
     program: "/usr/bin/protoc",
 }];
 
-const PACKAGES: [Package; 10] = [
+const PACKAGES: [Package; 11] = [
     Package {
         name: "nginx-light",
         program: "/usr/sbin/nginx",
@@ -114,6 +115,11 @@ const PACKAGES: [Package; 10] = [
     Package {
         name: "etcd-client",
         program: "/usr/bin/etcdctl",
+    },
+    // The HTTP/2 tests (e2e `http2::`) load the gateway with h2load.
+    Package {
+        name: "nghttp2-client",
+        program: "/usr/bin/h2load",
     },
 ];
 

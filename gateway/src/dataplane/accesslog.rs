@@ -70,6 +70,8 @@ pub(crate) struct Record {
     pub method: Inline<16>,
     /// Path and query as received (truncated at 256 bytes).
     pub path: Inline<256>,
+    /// The request came as an HTTP/2 stream (`"protocol":"h2"`, else `"http1"`).
+    pub h2: bool,
     /// Status sent to the client (0: none).
     pub status: u16,
     /// Upstream endpoint tried last.
@@ -242,6 +244,7 @@ pub(crate) fn format_record(rec: &Record, out: &mut Vec<u8>) {
     field(out, "deployment", rec.deployment.as_bytes());
     field(out, "method", rec.method.as_bytes());
     field(out, "path", rec.path.as_bytes());
+    field(out, "protocol", if rec.h2 { b"h2" } else { b"http1" });
     let _ = write!(out, ",\"status\":{}", rec.status);
     match rec.upstream {
         Some(a) => {
@@ -298,6 +301,7 @@ mod tests {
             variant: Variant::Canary,
             method: Inline::new(b"GET"),
             path: Inline::new(b"/a\"b\\c\x01"),
+            h2: true,
             status: 200,
             upstream: Some("127.0.0.1:9000".parse().unwrap()),
             latency_us: 1234,
@@ -310,6 +314,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["path"], "/a\"b\\c\u{1}");
         assert_eq!(v["variant"], "canary");
+        assert_eq!(v["protocol"], "h2");
         assert_eq!(v["status"], 200);
         assert_eq!(v["time"], "2026-11-18T11:06:40.123456Z");
         assert!(out.ends_with(b"}\n"));

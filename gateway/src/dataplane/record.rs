@@ -32,6 +32,9 @@ pub(crate) fn begin(w: &Worker, ctx: &RequestCtx) {
 pub(crate) fn begin_variant(w: &Worker, ctx: &RequestCtx) {
     let vm = ctx.route().metrics.slot(w.id, ctx.variant);
     vm.requests.inc();
+    if ctx.h2 {
+        vm.h2_requests.inc();
+    }
     vm.in_flight.inc();
 }
 
@@ -109,6 +112,7 @@ fn routed(w: &Worker, ctx: &RequestCtx, out: &mut Outcome) {
             variant: ctx.variant,
             method: *method,
             path: *path,
+            h2: ctx.h2,
             status: out.status,
             upstream: out.upstream,
             latency_us: total_us,

@@ -28,6 +28,8 @@ pub(crate) struct RequestCtx {
     pub(crate) variant: Variant,
     /// The request's framing and connection facts.
     pub(crate) head: RequestHead,
+    /// It came as an HTTP/2 stream.
+    pub(crate) h2: bool,
     /// Method and path for the access log, when it is on.
     pub(crate) log: Option<(Inline<16>, Inline<256>)>,
 }

@@ -273,6 +273,7 @@ fn route<S: Stream>(w: &Worker, c: &mut Client<S>) -> Result<Option<RequestCtx>,
         route: route_idx,
         variant,
         head,
+        h2: c.h2,
         log,
     }))
 }

@@ -39,6 +39,28 @@ pub(crate) fn render(stats: &Stats) -> String {
         "counter",
         &|s| s.requests,
     );
+    header(
+        &mut out,
+        "canarygate_requests_by_protocol_total",
+        "Requests routed to a variant, by the client's protocol (http1, h2).",
+        "counter",
+    );
+    for r in &stats.routes {
+        for v in Variant::ALL {
+            let s = &r.variants[v.index()];
+            for (protocol, n) in [
+                ("http1", s.requests.saturating_sub(s.h2_requests)),
+                ("h2", s.h2_requests),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "canarygate_requests_by_protocol_total{{route=\"{}\",variant=\"{}\",protocol=\"{protocol}\"}} {n}",
+                    esc(&r.name),
+                    v.as_str(),
+                );
+            }
+        }
+    }
     per_variant(
         &mut out,
         "canarygate_in_flight_requests",

@@ -24,6 +24,7 @@ use crate::kernel::{ClassStats, KernelStats};
 pub(crate) fn variant_json(v: &VariantStats) -> Value {
     json!({
         "requests": v.requests,
+        "h2_requests": v.h2_requests,
         "responses": v.responses,
         "upstream_failures": v.upstream_failures,
         "retries": v.retries,
@@ -44,6 +45,11 @@ pub(crate) fn variant_from_json(v: &Value) -> Result<VariantStats, String> {
     let o = Obj::new(v, "")?;
     Ok(VariantStats {
         requests: o.u64("requests")?,
+        // Absent from gateways older than HTTP/2 support.
+        h2_requests: match v.get("h2_requests") {
+            None => 0,
+            Some(_) => o.u64("h2_requests")?,
+        },
         responses: o.u64_array("responses")?,
         upstream_failures: o.u64_array("upstream_failures")?,
         retries: o.u64("retries")?,
@@ -63,6 +69,7 @@ pub(crate) fn variant_from_json(v: &Value) -> Result<VariantStats, String> {
 pub(crate) fn add_variant(into: &mut VariantStats, other: &VariantStats) {
     let VariantStats {
         requests,
+        h2_requests,
         responses,
         upstream_failures,
         retries,
@@ -77,6 +84,7 @@ pub(crate) fn add_variant(into: &mut VariantStats, other: &VariantStats) {
         ejections,
     } = other;
     sat(&mut into.requests, *requests);
+    sat(&mut into.h2_requests, *h2_requests);
     sat_all(&mut into.responses, responses);
     sat_all(&mut into.upstream_failures, upstream_failures);
     sat(&mut into.retries, *retries);

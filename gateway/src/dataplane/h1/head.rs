@@ -180,7 +180,14 @@ pub fn parse<'h, 'b>(
         Version::Http11 => !facts.conn_close,
         Version::Http10 => facts.conn_keep_alive && !facts.conn_close,
     };
-    let upgrade = facts.upgrade.is_some() && facts.conn_upgrade && version == Version::Http11;
+    // `Upgrade: h2c` (RFC 7540 §3.2, removed by RFC 9113) is not taken: the request is
+    // answered over HTTP/1.1, as a server may ignore an upgrade (RFC 9110 §7.8); a stage
+    // with `http2` takes h2c with prior knowledge instead.
+    let upgrade = facts
+        .upgrade
+        .is_some_and(|u| !u.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+        && facts.conn_upgrade
+        && version == Version::Http11;
     let host = authority.or(facts.host).map(strip_port);
     Ok(Some(Request {
         method,

@@ -226,6 +226,18 @@ fn upgrade_and_expect() {
     assert!(h.upgrade);
     assert!(out.contains("connection: upgrade\r\nupgrade: websocket\r\n"));
     assert!(out.contains("Sec-WebSocket-Key: k\r\n"));
+    // curl --http2 on cleartext: the h2c upgrade is ignored, the request stays HTTP/1.1.
+    let (h, out) = parse(
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    )
+    .unwrap();
+    assert!(!h.upgrade);
+    let lower = out.to_ascii_lowercase();
+    assert!(
+        !lower.contains("upgrade") && !lower.contains("http2-settings"),
+        "{out}"
+    );
     let (h, out) =
         parse(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
             .unwrap();
