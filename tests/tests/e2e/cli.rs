@@ -13,7 +13,7 @@ use tests::{
 };
 
 /// Every `run` flag the README lists.
-const RUN_FLAGS: [&str; 38] = [
+const RUN_FLAGS: [&str; 40] = [
     "--listen",
     "--stable",
     "--canary",
@@ -49,6 +49,8 @@ const RUN_FLAGS: [&str; 38] = [
     "--tls-min-version",
     "--tls-handshake-timeout",
     "--max-tls-handshakes",
+    "--http2",
+    "--h2-max-concurrent-streams",
     "--dashboard",
     "--log-format",
     "--takeover",
