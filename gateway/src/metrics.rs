@@ -270,6 +270,10 @@ pub struct WorkerMetrics {
     pub accepted: Counter,
     /// Client connections currently open (gauge).
     pub open: Counter,
+    /// Open client connections parked between requests, holding no buffers (gauge), and
+    /// how many times a connection was parked.
+    pub parked: Counter,
+    pub parks: Counter,
     /// Requests being served right now, and upgraded connections being tunnelled
     /// (gauge; a graceful stop waits for it to reach 0).
     pub busy: Counter,
@@ -338,6 +342,8 @@ impl WorkerMetrics {
             rejected: self.rejected.each_ref().map(Counter::get),
             accepted: self.accepted.get(),
             open: self.open.get(),
+            parked: self.parked.get(),
+            parks: self.parks.get(),
             log_dropped: self.log_dropped.get(),
             tls_handshakes: self.tls_handshakes.get(),
             tls_resumed: self.tls_resumed.get(),
@@ -473,8 +479,10 @@ pub struct WorkerStats {
     pub rejected: [u64; REJECT_KINDS],
     /// Client connections accepted.
     pub accepted: u64,
-    /// Client connections open.
+    /// Client connections open, and how many of them are parked between requests.
     pub open: u64,
+    pub parked: u64,
+    pub parks: u64,
     /// Access-log records dropped.
     pub log_dropped: u64,
     /// Client TLS handshakes completed (resumed ones among them), and in progress.

@@ -8,37 +8,38 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::io::AsyncWriteRent as _;
+use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
 use super::h2;
 use super::io::Stream;
+use super::io::park::{PARK_AFTER, Park, Woke};
 use super::io::relay::tunnel;
 use super::session::{self, Client, Next};
 use super::tls;
 use super::worker::Worker;
-use crate::metrics::{Counter, TlsFailure};
+use crate::metrics::TlsFailure;
 
 /// An accepted connection counts as busy until its first request is over (or it closed
 /// without one), so a graceful stop or a binary upgrade waits for a client that has
 /// connected and not yet sent, or not yet been read: closing it would reset a request
 /// the client believes it made. The header and TLS handshake timeouts bound the wait.
-struct Fresh<'a>(Option<&'a Counter>);
+struct Fresh(Option<Rc<Worker>>);
 
-impl<'a> Fresh<'a> {
-    fn new(busy: &'a Counter) -> Self {
-        busy.inc();
-        Fresh(Some(busy))
+impl Fresh {
+    fn new(w: &Rc<Worker>) -> Self {
+        w.metrics.busy.inc();
+        Fresh(Some(Rc::clone(w)))
     }
 
     fn over(&mut self) {
-        if let Some(busy) = self.0.take() {
-            busy.dec();
+        if let Some(w) = self.0.take() {
+            w.metrics.busy.dec();
         }
     }
 }
 
-impl Drop for Fresh<'_> {
+impl Drop for Fresh {
     fn drop(&mut self) {
         self.over();
     }
@@ -47,7 +48,7 @@ impl Drop for Fresh<'_> {
 /// Serves one accepted TCP connection on stage `stage` until it closes. Runs as its own
 /// task.
 pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr, stage: usize) {
-    let mut fresh = Fresh::new(&worker.metrics.busy);
+    let mut fresh = Fresh::new(&worker);
     // TCP_NODELAY and the send timeout came with the socket, from its listener
     // (`io::socket::set_client_defaults`).
     // Kernel accounting: this socket counts as downstream (TLS records, once TLS).
@@ -61,7 +62,8 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
     let Some(config) = tls else {
         let mut client = Client::new(stream, peer.ip(), false, stage, max_header);
         client.h2c = http2;
-        serve_client(&worker, client, &mut fresh).await;
+        opened(&worker);
+        serve_client(worker, client, fresh).await;
         return;
     };
     let m = &worker.metrics;
@@ -80,21 +82,16 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
             if stream.session().handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
                 m.tls_resumed.inc();
             }
+            opened(&worker);
             if stream.session().alpn_protocol() == Some(b"h2") {
                 // HTTP/2 by ALPN (RFC 9113 §3.2); h2 ends it with close_notify itself.
                 fresh.over();
-                worker.metrics.accepted.inc();
-                worker.metrics.open.inc();
                 h2::serve(&worker, stream, &[], peer.ip(), true, stage).await;
                 worker.metrics.open.dec();
                 return;
             }
             let client = Client::new(stream, peer.ip(), true, stage, max_header);
-            if let Some(mut stream) = serve_client(&worker, client, &mut fresh).await {
-                // TLS closes with close_notify (RFC 8446 §6.1), so the client can tell
-                // the end of the connection from a truncation.
-                let _ = monoio::time::timeout(CLOSE_NOTIFY_TIME, stream.shutdown()).await;
-            }
+            serve_client(worker, client, fresh).await;
         }
         Err(why) => {
             log::debug!("TLS handshake from {peer} failed: {}", why.as_str());
@@ -103,50 +100,84 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
     }
 }
 
-/// Longest a TLS connection's `close_notify` may take to go out.
-const CLOSE_NOTIFY_TIME: Duration = Duration::from_secs(1);
+/// Counts a connection ready for requests (plain, or TLS once handshaken) as open.
+fn opened(w: &Worker) {
+    w.metrics.accepted.inc();
+    w.metrics.open.inc();
+}
 
-/// Serves requests on `c` until the connection ends. Returns the stream unless it was
-/// tunnelled or already shut down (a lingering close).
-async fn serve_client<S: Stream>(
-    w: &Rc<Worker>,
-    mut c: Client<S>,
-    fresh: &mut Fresh<'_>,
-) -> Option<S> {
+/// Serves requests on `c` until the connection ends, or until it is quiet for
+/// [`PARK_AFTER`] between requests: then it is handed to a [`parked`] task and this one
+/// ends, freeing the request state and the buffers.
+async fn serve_client<S: Park>(w: Rc<Worker>, mut c: Client<S>, mut fresh: Fresh) {
     let m = &w.metrics;
-    m.accepted.inc();
-    m.open.inc();
+    // Kept across waits, so that waiting for a request allocates nothing.
+    let mut cancel = Canceller::new();
     let upgraded = loop {
-        let next = session::run(w, &mut c).await;
+        let next = session::run(&w, &mut c).await;
         fresh.over();
         match next {
             // A graceful stop began while the response went out: close now rather than
             // wait for a next request (requests already buffered were pipelined before
             // the stop and are still answered).
             Next::KeepAlive if w.shared.draining() && c.buf.is_empty() => break None,
-            Next::KeepAlive => c.served += 1,
+            Next::KeepAlive => {
+                c.served += 1;
+                if !c.buf.is_empty() {
+                    continue;
+                }
+                match c
+                    .stream
+                    .next_bytes(&mut c.buf, PARK_AFTER, &mut cancel)
+                    .await
+                {
+                    Woke::Data => {}
+                    Woke::Closed => break None,
+                    Woke::Quiet => {
+                        c.shed();
+                        m.parked.inc();
+                        m.parks.inc();
+                        monoio::spawn(parked(Rc::clone(&w), c));
+                        return;
+                    }
+                }
+            }
             Next::Close => break None,
             Next::Upgrade(up) => break Some(up),
             Next::H2 => {
-                h2::serve(w, c.stream, c.buf.data(), c.ip, false, c.stage).await;
+                h2::serve(&w, c.stream, c.buf.data(), c.ip, false, c.stage).await;
                 m.open.dec();
-                return None;
+                return;
             }
         }
     };
-    let rest = if let Some(up) = upgraded {
+    if let Some(up) = upgraded {
         m.busy.inc();
         tunnel(c.stream, c.buf, up.stream, up.buf).await;
         m.busy.dec();
-        None
     } else if c.linger {
         linger(&mut c).await;
-        None
     } else {
-        Some(c.stream)
-    };
+        c.stream.close().await;
+    }
     m.open.dec();
-    rest
+}
+
+/// A quiet keep-alive connection between requests: only its socket, a few fields and a
+/// readiness wait. When the client sends, a new [`serve_client`] task takes it up again;
+/// after the rest of the keep-alive timeout it closes.
+async fn parked<S: Park>(w: Rc<Worker>, mut c: Client<S>) {
+    let rest = w.config.timeouts.keepalive.saturating_sub(PARK_AFTER);
+    let woke = monoio::time::timeout(rest, c.stream.readable()).await;
+    w.metrics.parked.dec();
+    if matches!(woke, Ok(Ok(()))) && !w.shared.draining() {
+        c.unshed();
+        // A task of its own: this one stays small, holding only what waits.
+        monoio::spawn(serve_client(Rc::clone(&w), c, Fresh(None)));
+        return;
+    }
+    c.stream.close().await;
+    w.metrics.open.dec();
 }
 
 /// Longest a lingering close keeps reading, and longest it waits for one read.

@@ -1,6 +1,6 @@
 //! I/O helpers over monoio streams, above the codecs and below everything that talks to a
 //! peer: the read buffer each connection owns ([`buf`]), socket options and liveness
-//! probes ([`socket`]), streaming a body or an upgraded connection from one peer to the
+//! probes ([`socket`]), waiting between requests without buffers ([`park`]), streaming a body or an upgraded connection from one peer to the
 //! other ([`relay`]), and the wall clock ([`clock`]).
 //!
 //! Every function here is generic over the stream it reads or writes, so the same code
@@ -8,6 +8,7 @@
 
 pub(crate) mod buf;
 pub(crate) mod clock;
+pub(crate) mod park;
 pub(crate) mod relay;
 pub(crate) mod socket;
 

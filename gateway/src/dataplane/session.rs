@@ -27,6 +27,7 @@ use super::h1::head::{BodyKind, Forwarding, MAX_HEADERS, Rewrite, parse, write_u
 use super::h1::response::write_error_response;
 use super::io::Stream;
 use super::io::buf::{InBuf, flush};
+use super::io::park::Park;
 use super::record;
 use super::request::{Outcome, RequestCtx};
 use super::route::snapshot::{Plan, RouteSnap};
@@ -87,6 +88,23 @@ impl<S: Stream> Client<S> {
             h2: false,
             h2c: false,
         }
+    }
+}
+
+impl<S: Park> Client<S> {
+    /// Frees the buffers while the connection waits between requests (nothing is
+    /// buffered then); [`Client::unshed`] gets them back.
+    pub(crate) fn shed(&mut self) {
+        self.buf.release();
+        self.out = Vec::new();
+        self.alt = Vec::new();
+        self.stream.shed();
+    }
+
+    /// Makes ready for the next request after [`Client::shed`] (the read buffer comes
+    /// back with the first read).
+    pub(crate) fn unshed(&mut self) {
+        self.out.reserve(OUT_CAPACITY);
     }
 }
 

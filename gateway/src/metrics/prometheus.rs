@@ -230,6 +230,24 @@ pub(crate) fn render(stats: &Stats) -> String {
     let _ = writeln!(out, "canarygate_connections_open {}", sum(|w| w.open));
     header(
         &mut out,
+        "canarygate_connections_parked",
+        "Open client connections quiet between requests and parked: no buffer or request state held, only a readiness wait.",
+        "gauge",
+    );
+    let _ = writeln!(out, "canarygate_connections_parked {}", sum(|w| w.parked));
+    header(
+        &mut out,
+        "canarygate_connection_parks_total",
+        "Times a client connection was parked after a quiet spell between requests.",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "canarygate_connection_parks_total {}",
+        sum(|w| w.parks)
+    );
+    header(
+        &mut out,
         "canarygate_access_log_dropped_total",
         "Access-log records dropped because the writer fell behind.",
         "counter",

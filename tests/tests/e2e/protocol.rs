@@ -615,3 +615,115 @@ fn request_target_forms_reach_the_upstream_correctly() {
     }
     assert_eq!(up.requests(), before);
 }
+
+/// A keep-alive connection quiet between requests is parked (its buffers and request
+/// state freed, only a readiness wait left): the gauge counts it, the next request on it
+/// (whole, split over two writes, pipelined, with a body) is served as before, and the
+/// keep-alive timeout still closes it.
+#[test]
+fn quiet_keepalive_connections_park_and_come_back() {
+    const N: usize = 300;
+    let up = TestUpstream::start("stable");
+    let gw = start_gw(
+        &up.addr_str(),
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--keepalive-timeout",
+            "4s",
+            "--workers",
+            "1",
+        ],
+    );
+    let parked = |gw: &tests::GatewayProc| gw.scrape().int("canarygate_connections_parked", &[]);
+    let wait_parked = |gw: &tests::GatewayProc, want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = parked(gw);
+            if now == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{now} connections parked, want {want}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Warm: the baseline is a serving gateway.
+    let mut warm = Client::connect(gw.addr()).unwrap();
+    for _ in 0..50 {
+        assert_eq!(warm.get("/").unwrap().status, 200);
+    }
+    drop(warm);
+    let rss_before = gw.rss_kib();
+    let mut conns: Vec<Client> = (0..N)
+        .map(|_| Client::connect(gw.addr()).unwrap())
+        .collect();
+    for c in &mut conns {
+        assert_eq!(c.get("/").unwrap().text(), "stable");
+    }
+    wait_parked(&gw, N as u64);
+    let rss = gw.rss_kib();
+    // Heap growth from the burst of busy connections is in it too: `cargo xtask compare
+    // --scale` measures per connection at 10,000.
+    eprintln!("{N} parked connections: VmRSS {rss_before} -> {rss} KiB");
+    // Each comes back: a whole request, one split over two writes (the first half wakes
+    // it), two pipelined, and a POST with its body.
+    let get = get_request("/");
+    for (i, c) in conns.iter_mut().enumerate() {
+        match i % 4 {
+            0 => assert_eq!(c.get("/").unwrap().text(), "stable", "conn {i}"),
+            1 => {
+                c.send(&get[..7]).unwrap();
+                thread::sleep(Duration::from_millis(30));
+                c.send(&get[7..]).unwrap();
+                assert_eq!(c.read_response(false).unwrap().status, 200, "conn {i}");
+            }
+            2 => {
+                c.send(&[get.as_slice(), get.as_slice()].concat()).unwrap();
+                for _ in 0..2 {
+                    assert_eq!(c.read_response(false).unwrap().status, 200, "conn {i}");
+                }
+            }
+            _ => {
+                let r = c
+                    .request(&post_request("/", &[b'p'; 3000], Framing::Length, ""))
+                    .unwrap();
+                assert_eq!(r.status, 200, "conn {i}: {}", r.describe());
+            }
+        }
+    }
+    wait_parked(&gw, N as u64);
+    let m = gw.scrape();
+    let parks = m.int("canarygate_connection_parks_total", &[]);
+    assert!(
+        parks >= 2 * N as u64,
+        "{parks} parks for {N} connections twice quiet"
+    );
+    assert_eq!(m.int("canarygate_connections_open", &[]), N as u64);
+    // The keep-alive timeout closes parked connections, silently.
+    for (i, c) in conns.iter_mut().enumerate().step_by(37) {
+        let extra = c
+            .wait_closed(Duration::from_secs(4) + CLOSE_WITHIN)
+            .unwrap_or_else(|e| {
+                panic!("parked conn {i} not closed by the keep-alive timeout: {e}")
+            });
+        assert!(
+            extra.is_empty(),
+            "conn {i} got {:?}",
+            String::from_utf8_lossy(&extra)
+        );
+    }
+    let deadline = Instant::now() + CLOSE_WITHIN;
+    while gw.scrape().int("canarygate_connections_open", &[]) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "connections still open after the timeout"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(parked(&gw), 0);
+    // Warm-up, the first round, then per four connections 1 + 1 + 2 + 1 requests.
+    assert_eq!(up.requests(), 50 + N as u64 + 5 * N as u64 / 4);
+}

@@ -8,7 +8,9 @@ use std::cell::RefCell;
 use std::io;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent,
+};
 
 /// A fixed-capacity receive buffer: unconsumed bytes live in `buf[start..]`.
 #[derive(Debug)]
@@ -63,8 +65,39 @@ impl InBuf {
     /// Reads more bytes from `stream` after the buffered ones; `Ok(0)` means end of
     /// stream. Must not be called when [`InBuf::is_full`].
     pub(crate) async fn fill(&mut self, stream: &mut impl AsyncReadRent) -> io::Result<usize> {
+        let len = self.ready_to_read()?;
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = stream.read(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// [`InBuf::fill`] as a read that `cancel` can end: it then fails with `ECANCELED`,
+    /// or returns the bytes it had received, and the buffer is back either way.
+    pub(crate) async fn fill_cancelable(
+        &mut self,
+        stream: &mut impl CancelableAsyncReadRent,
+        cancel: CancelHandle,
+    ) -> io::Result<usize> {
+        let len = self.ready_to_read()?;
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = stream.cancelable_read(buf.slice_mut(len..), cancel).await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Frees the memory of an empty buffer; the next read allocates it again.
+    pub(crate) fn release(&mut self) {
+        if self.is_empty() {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+
+    /// Makes room for a read after the buffered bytes; returns where it goes.
+    fn ready_to_read(&mut self) -> io::Result<usize> {
         if self.buf.capacity() == 0 {
-            // A read cancelled by a timeout kept the old buffer; start afresh.
+            // No buffer: released while parked, or kept by a read a timeout dropped.
             self.buf = Vec::with_capacity(self.capacity);
             self.start = 0;
         }
@@ -79,11 +112,7 @@ impl InBuf {
             self.buf.truncate(self.buf.len() - self.start);
             self.start = 0;
         }
-        let len = self.buf.len();
-        let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = stream.read(buf.slice_mut(len..)).await;
-        self.buf = slice.into_inner();
-        res
+        Ok(self.buf.len())
     }
 
     /// Writes `buf[start..start + n]` (buffered bytes) to `dst` without copying them,

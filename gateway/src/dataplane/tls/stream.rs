@@ -10,12 +10,16 @@
 //! its next use. It also lends the rustls session out (resumption, SNI, ALPN).
 
 use std::io::{self, Read as _, Write as _};
+use std::time::Duration;
 
 use monoio::BufResult;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt as _, Split};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt as _, Canceller, Split};
 use monoio::net::TcpStream;
 use rustls::{ConnectionCommon, SideData};
+
+use crate::dataplane::io::buf::InBuf;
+use crate::dataplane::io::park::{Park, Woke};
 
 /// Ciphertext read from the socket at a time (one full TLS record and then some).
 const READ_BUF: usize = 18 * 1024;
@@ -199,6 +203,64 @@ where
         Ok(n)
     }
 }
+
+impl<C, S> TlsStream<C>
+where
+    C: std::ops::DerefMut<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    /// True when bytes are already here: ciphertext not fed to rustls yet, or plaintext
+    /// rustls has not handed out (or a record it refuses, for the next read to report).
+    fn buffered(&mut self) -> bool {
+        self.rbuf.as_ref().is_some_and(|b| self.rpos < b.len())
+            || self
+                .conn
+                .process_new_packets()
+                .map_or(true, |s| s.plaintext_bytes_to_read() > 0)
+    }
+}
+
+impl Park for TlsStream<rustls::ServerConnection> {
+    async fn next_bytes(
+        &mut self,
+        _buf: &mut InBuf,
+        wait: Duration,
+        _cancel: &mut Canceller,
+    ) -> Woke {
+        // A readiness wait, not a read: the next read goes through rustls, which cannot
+        // be undone, and a TLS request costs far more than one more wait anyway.
+        if self.buffered() {
+            return Woke::Data;
+        }
+        match monoio::time::timeout(wait, self.io.readable(false)).await {
+            Ok(Ok(())) => Woke::Data,
+            Ok(Err(_)) => Woke::Closed,
+            Err(_) => Woke::Quiet,
+        }
+    }
+
+    fn shed(&mut self) {
+        if self.rbuf.as_ref().is_some_and(|b| self.rpos >= b.len()) {
+            self.rbuf = None;
+            self.rpos = 0;
+        }
+        // Between requests no write is in flight: what it holds went out.
+        self.wbuf = None;
+    }
+
+    async fn readable(&self) -> io::Result<()> {
+        self.io.readable(false).await
+    }
+
+    async fn close(mut self) {
+        // TLS closes with close_notify (RFC 8446 §6.1), so the client can tell the end
+        // of the connection from a truncation.
+        let _ = monoio::time::timeout(CLOSE_NOTIFY_TIME, self.shutdown()).await;
+    }
+}
+
+/// Longest a TLS connection's `close_notify` may take to go out.
+const CLOSE_NOTIFY_TIME: Duration = Duration::from_secs(1);
 
 // SAFETY: `Split` lets a read half and a write half of one stream be used by two
 // futures of the same thread (the tunnel of an upgraded connection). Neither path holds
