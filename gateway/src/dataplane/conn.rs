@@ -13,7 +13,7 @@ use monoio::net::TcpStream;
 
 use super::h2;
 use super::io::Stream;
-use super::io::park::{PARK_AFTER, Park, Woke};
+use super::io::park::{Park, Woke, next_delay};
 use super::io::relay::tunnel;
 use super::session::{self, Client, Next};
 use super::tls;
@@ -106,8 +106,8 @@ fn opened(w: &Worker) {
     w.metrics.open.inc();
 }
 
-/// Serves requests on `c` until the connection ends, or until it is quiet for
-/// [`PARK_AFTER`] between requests: then it is handed to a [`parked`] task and this one
+/// Serves requests on `c` until the connection ends, or until it is quiet for its park
+/// delay (`io::park::PARK_AFTER` at first, growing for clients of a steady pace) between requests: then it is handed to a [`parked`] task and this one
 /// ends, freeing the request state and the buffers.
 async fn serve_client<S: Park>(w: Rc<Worker>, mut c: Client<S>, mut fresh: Fresh) {
     let m = &w.metrics;
@@ -128,7 +128,7 @@ async fn serve_client<S: Park>(w: Rc<Worker>, mut c: Client<S>, mut fresh: Fresh
                 }
                 match c
                     .stream
-                    .next_bytes(&mut c.buf, PARK_AFTER, &mut cancel)
+                    .next_bytes(&mut c.buf, c.park_after, &mut cancel)
                     .await
                 {
                     Woke::Data => {}
@@ -167,10 +167,12 @@ async fn serve_client<S: Park>(w: Rc<Worker>, mut c: Client<S>, mut fresh: Fresh
 /// readiness wait. When the client sends, a new [`serve_client`] task takes it up again;
 /// after the rest of the keep-alive timeout it closes.
 async fn parked<S: Park>(w: Rc<Worker>, mut c: Client<S>) {
-    let rest = w.config.timeouts.keepalive.saturating_sub(PARK_AFTER);
+    let rest = w.config.timeouts.keepalive.saturating_sub(c.park_after);
+    let since = Instant::now();
     let woke = monoio::time::timeout(rest, c.stream.readable()).await;
     w.metrics.parked.dec();
     if matches!(woke, Ok(Ok(()))) && !w.shared.draining() {
+        c.park_after = next_delay(c.park_after, since.elapsed());
         c.unshed();
         // A task of its own: this one stays small, holding only what waits.
         monoio::spawn(serve_client(Rc::clone(&w), c, Fresh(None)));

@@ -15,7 +15,7 @@ pub(crate) mod exchange;
 pub(crate) mod policy;
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gateway_common::Variant;
 
@@ -27,7 +27,7 @@ use super::h1::head::{BodyKind, Forwarding, MAX_HEADERS, Rewrite, parse, write_u
 use super::h1::response::write_error_response;
 use super::io::Stream;
 use super::io::buf::{InBuf, flush};
-use super::io::park::Park;
+use super::io::park::{PARK_AFTER, Park};
 use super::record;
 use super::request::{Outcome, RequestCtx};
 use super::route::snapshot::{Plan, RouteSnap};
@@ -63,6 +63,8 @@ pub(crate) struct Client<S> {
     pub(crate) h2: bool,
     /// The stage takes HTTP/2 with prior knowledge on this plain connection (h2c).
     pub(crate) h2c: bool,
+    /// How long it may be quiet between requests before it is parked (`io::park`).
+    pub(crate) park_after: Duration,
 }
 
 impl<S: Stream> Client<S> {
@@ -87,6 +89,7 @@ impl<S: Stream> Client<S> {
             linger: false,
             h2: false,
             h2c: false,
+            park_after: PARK_AFTER,
         }
     }
 }
