@@ -22,7 +22,8 @@
 //! - the eBPF toolchain for kernel accounting and the tools its tests run
 //!   (see [`crate::ebpf`]);
 //! - the real upstream servers of the end-to-end tests: Node.js (`node` on PATH, else
-//!   Debian's `nodejs`) and gunicorn from PyPI (`python3 -m pip install`, pinned).
+//!   Debian's `nodejs`), gunicorn and grpcio (a gRPC client) from PyPI (`python3 -m pip
+//!   install`, pinned).
 //!
 //! Each tool is probed again after installing, so a step that "succeeded" without
 //! providing the tool still fails here rather than in a confusing test.
@@ -141,11 +142,16 @@ pub(crate) fn ensure(root: &Path) -> Result<()> {
     crate::ebpf::ensure()
 }
 
-/// gunicorn version the end-to-end tests were written against.
-const GUNICORN: &str = "gunicorn==27.0.1";
+/// PyPI packages the end-to-end tests use, pinned to the versions they were written
+/// against, each with the `python3` arguments that succeed once it is installed: gunicorn
+/// (an upstream) and grpcio (a real gRPC client).
+const PYPI: [(&str, &[&str]); 2] = [
+    ("gunicorn==27.0.1", &["-m", "gunicorn", "--version"]),
+    ("grpcio==1.68.1", &["-c", "import grpc"]),
+];
 
-/// Node.js and gunicorn, which the end-to-end tests run as upstreams (and Node's fetch as
-/// a client).
+/// Node.js, gunicorn and grpcio, which the end-to-end tests run as upstreams and clients
+/// (Node's fetch as a client too).
 fn ensure_peers() -> Result<()> {
     if !on_path("node") {
         ensure_packages(&[Package {
@@ -153,29 +159,33 @@ fn ensure_peers() -> Result<()> {
             program: "/usr/bin/node",
         }])?;
     }
-    let gunicorn_present =
-        || succeeds(Command::new("python3").args(["-m", "gunicorn", "--version"]));
-    if gunicorn_present() {
-        return Ok(());
-    }
-    if !on_path("python3") {
-        bail!(
-            "python3 is not on PATH; install Python 3 with pip, then `python3 -m pip install {GUNICORN}`"
-        );
-    }
-    let mut pip = Command::new("python3");
-    pip.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--root-user-action=ignore",
-        GUNICORN,
-    ]);
-    eprintln!("xtask: installing gunicorn: {}", display(&pip));
-    run(&mut pip).context("could not install gunicorn with pip")?;
-    if !gunicorn_present() {
-        bail!("`pip install {GUNICORN}` succeeded but `python3 -m gunicorn --version` still fails");
+    for (spec, check) in PYPI {
+        let present = || succeeds(Command::new("python3").args(check));
+        if present() {
+            continue;
+        }
+        if !on_path("python3") {
+            bail!(
+                "python3 is not on PATH; install Python 3 with pip, then `python3 -m pip install {spec}`"
+            );
+        }
+        let mut pip = Command::new("python3");
+        pip.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--root-user-action=ignore",
+            spec,
+        ]);
+        eprintln!("xtask: installing {spec}: {}", display(&pip));
+        run(&mut pip).with_context(|| format!("could not install {spec} with pip"))?;
+        if !present() {
+            bail!(
+                "`pip install {spec}` succeeded but `python3 {}` still fails",
+                check.join(" ")
+            );
+        }
     }
     Ok(())
 }

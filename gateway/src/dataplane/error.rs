@@ -36,6 +36,11 @@ pub(crate) enum ProxyError {
     /// 404: no route of the stage takes the request (connection kept).
     #[error("no route")]
     NoRoute,
+    /// A gRPC call on a route whose deployments speak HTTP/1.1: gRPC needs HTTP/2 to
+    /// the upstream (trailers, full-duplex streams), so it is answered by the gateway
+    /// with `grpc-status` 12 (UNIMPLEMENTED) rather than sent where it cannot work.
+    #[error("gRPC call to an HTTP/1.1 upstream")]
+    GrpcNeedsHttp2,
     /// 404: no route, and the request has a body or asks to close (connection closed).
     #[error("no route")]
     NoRouteClose,
@@ -111,6 +116,8 @@ impl ProxyError {
                 ParseError::BadResponse(_) => (502, "Bad Gateway"),
             },
             ProxyError::NoRoute | ProxyError::NoRouteClose => (404, "Not Found"),
+            // gRPC carries its failures in `grpc-status`, over HTTP 200.
+            ProxyError::GrpcNeedsHttp2 => (200, "OK"),
             ProxyError::HeadTimeout | ProxyError::ClientBodyTimeout => (408, "Request Timeout"),
             ProxyError::BodyTooLarge => (413, "Content Too Large"),
             ProxyError::Connect(_)
@@ -138,6 +145,9 @@ impl ProxyError {
             ProxyError::UpstreamClosed(why) | ProxyError::UpstreamTls(why) => why,
             ProxyError::HeadTimeout => "request head not received in time",
             ProxyError::NoRoute | ProxyError::NoRouteClose => "no route matches this host and path",
+            ProxyError::GrpcNeedsHttp2 => {
+                "canarygate: gRPC needs an HTTP/2 upstream, and this route's deployments speak HTTP/1.1"
+            }
             ProxyError::ClientBodyTimeout => "request body not received in time",
             ProxyError::BodyTooLarge => "request body exceeds the configured limit",
             ProxyError::ClientGone(_) => "client closed the connection",
@@ -163,6 +173,7 @@ impl ProxyError {
                 ParseError::BadResponse(_) => return None,
             },
             ProxyError::NoRoute | ProxyError::NoRouteClose => Reject::NoRoute,
+            ProxyError::GrpcNeedsHttp2 => Reject::Unsupported,
             ProxyError::HeadTimeout | ProxyError::ClientBodyTimeout => Reject::Timeout,
             ProxyError::BodyTooLarge => Reject::BodyTooLarge,
             _ => return None,

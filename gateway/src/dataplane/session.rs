@@ -23,8 +23,8 @@ use super::accesslog::Inline;
 use super::assign::assign;
 use super::error::ProxyError;
 use super::h1::ParseError;
-use super::h1::head::{BodyKind, Forwarding, MAX_HEADERS, Rewrite, parse, write_upstream};
-use super::h1::response::write_error_response;
+use super::h1::head::{BodyKind, Forwarding, MAX_HEADERS, Rewrite, is_grpc, parse, write_upstream};
+use super::h1::response::{write_error_response, write_grpc_error};
 use super::io::Stream;
 use super::io::buf::{InBuf, flush};
 use super::io::park::{PARK_AFTER, Park};
@@ -37,6 +37,9 @@ use super::worker::Worker;
 /// The first line of the HTTP/2 connection preface; an HTTP/1 parser would refuse it
 /// (`HTTP/2.0`) once it has these bytes, so they are looked for first.
 const PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// gRPC status code UNIMPLEMENTED: the call is not served here.
+const GRPC_UNIMPLEMENTED: u8 = 12;
 
 /// Initial capacity of the per-connection output buffer (heads and small bodies).
 const OUT_CAPACITY: usize = 32 * 1024;
@@ -263,6 +266,12 @@ fn route<S: Stream>(w: &Worker, c: &mut Client<S>) -> Result<Option<RequestCtx>,
             ProxyError::NoRoute
         });
     };
+    if is_grpc(req.headers) {
+        // No deployment speaks HTTP/2 to its upstream yet; the call, body and all, ends
+        // here and the connection (or HTTP/2 stream) with it.
+        c.buf.consume(req.head.head_len);
+        return Err(ProxyError::GrpcNeedsHttp2);
+    }
     let route = &stage.routes[route_idx];
     let chosen = assign(route, req.headers, c.ip, &mut w.picker.borrow_mut());
     let (plan, variant) = route.plan(chosen);
@@ -332,14 +341,24 @@ async fn answer_error<S: Stream>(
         .zip(variant)
         .map(|(name, v)| (name, v.as_str()));
     c.out.clear();
-    write_error_response(
-        &mut c.out,
-        status,
-        reason,
-        e.detail(),
-        close,
-        variant_header,
-    );
+    if matches!(e, ProxyError::GrpcNeedsHttp2) {
+        write_grpc_error(
+            &mut c.out,
+            GRPC_UNIMPLEMENTED,
+            e.detail(),
+            close,
+            variant_header,
+        );
+    } else {
+        write_error_response(
+            &mut c.out,
+            status,
+            reason,
+            e.detail(),
+            close,
+            variant_header,
+        );
+    }
     let n = c.out.len() as u64;
     if flush(&mut c.out, &mut c.stream).await.is_err() {
         return 0;

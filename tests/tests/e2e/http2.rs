@@ -453,3 +453,87 @@ fn rapid_reset_and_continuation_floods_end_the_connection_and_others_are_served(
     eprintln!("RSS grew by {grown} KiB over both attacks");
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
 }
+
+/// A gRPC client (Python `grpcio`) through an h2c stage to an HTTP/1.1 upstream: unary and
+/// bidirectional-streaming calls get UNIMPLEMENTED with a message naming the reason, as
+/// a trailers-only response the client understands; nothing reaches the upstream. gRPC-Web
+/// (ordinary HTTP) still passes, and an HTTP/1.1 client sending `application/grpc` gets
+/// the same refusal.
+#[test]
+fn grpc_to_an_http1_upstream_is_refused_with_unimplemented() {
+    let up = tests::TestUpstream::start("stable");
+    let gw = h2c_gateway(up.addr(), &[]);
+    let script = r"
+import sys, grpc
+ch = grpc.insecure_channel(sys.argv[1])
+try:
+    ch.unary_unary('/canary.Echo/Say')(b'hello', timeout=10)
+    print('unary OK')
+except grpc.RpcError as e:
+    print('unary', e.code().name, e.details())
+try:
+    for _ in ch.stream_stream('/canary.Echo/Chat')(iter([b'a', b'b']), timeout=10):
+        pass
+    print('stream OK')
+except grpc.RpcError as e:
+    print('stream', e.code().name, e.details())
+";
+    let out = Command::new("python3")
+        .args(["-c", script, &gw.addr().to_string()])
+        .output()
+        .expect("python3 with grpcio (cargo xtask test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "grpc client failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for call in ["unary", "stream"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(call))
+            .unwrap_or_else(|| panic!("no {call} line in {text}"));
+        assert!(
+            line.starts_with(&format!("{call} UNIMPLEMENTED "))
+                && line.contains("gRPC needs an HTTP/2 upstream"),
+            "{line}"
+        );
+    }
+    // HTTP/1.1 with a gRPC content type: the same answer, in headers.
+    let h1 = curl_ok(&[
+        "-s",
+        "-i",
+        "--http1.1",
+        "-H",
+        "content-type: application/grpc",
+        "--data-binary",
+        "x",
+        &h2c_url(&gw, "/canary.Echo/Say"),
+    ]);
+    assert!(h1.starts_with("HTTP/1.1 200"), "{h1}");
+    assert!(h1.contains("grpc-status: 12\r\n"), "{h1}");
+    // gRPC-Web is ordinary HTTP for the gateway.
+    let web = curl_ok(&[
+        "-s",
+        "--http2-prior-knowledge",
+        "-H",
+        "content-type: application/grpc-web+proto",
+        "--data-binary",
+        "x",
+        &h2c_url(&gw, "/"),
+    ]);
+    assert_eq!(web, "stable");
+    assert_eq!(
+        up.requests(),
+        1,
+        "only the gRPC-Web request reached the upstream"
+    );
+    let m = gw.scrape();
+    assert_eq!(
+        m.int(
+            "canarygate_rejected_requests_total",
+            &[("reason", "unsupported")]
+        ),
+        3
+    );
+}

@@ -414,6 +414,22 @@ impl<'h> RequestFacts<'h> {
     }
 }
 
+/// True when the request is a gRPC call: its content type is `application/grpc`, alone or
+/// with a `+format` or parameters (gRPC over HTTP/2, `PROTOCOL-HTTP2.md`). gRPC-Web
+/// (`application/grpc-web...`) is ordinary HTTP and is not one.
+pub fn is_grpc(headers: &[httparse::Header<'_>]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-type")
+            && h.value.len() >= GRPC.len()
+            && h.value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+            && matches!(
+                h.value.get(GRPC.len()),
+                None | Some(b'+' | b';' | b' ' | b'\t')
+            )
+    })
+}
+
 /// Headers the gateway never forwards as received: hop-by-hop ones (RFC 9110 §7.6.1)
 /// and every header named by a `Connection` header.
 pub fn is_hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {

@@ -266,9 +266,58 @@ pub fn write_error_response(
     let _ = write!(out, "\r\n{status} {reason}: {detail}\n");
 }
 
+/// Appends the gateway's own answer to a gRPC call it cannot serve: a trailers-only
+/// response (HTTP 200, `content-type: application/grpc`, `grpc-status` and
+/// `grpc-message`, no body), which is how gRPC says a call failed. `message` must be
+/// printable ASCII without `%` (sent as is, which its percent-encoding allows).
+pub fn write_grpc_error(
+    out: &mut Vec<u8>,
+    code: u8,
+    message: &str,
+    close: bool,
+    variant_header: Option<(&str, &str)>,
+) {
+    use std::io::Write as _;
+    debug_assert!(
+        message
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'%')
+    );
+    let _ = write!(
+        out,
+        "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: {code}\r\n\
+         grpc-message: {message}\r\ncontent-length: 0\r\n"
+    );
+    if let Some((name, value)) = variant_header {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_error_is_a_trailers_only_response() {
+        let mut out = Vec::new();
+        write_grpc_error(
+            &mut out,
+            12,
+            "no HTTP/2 upstream",
+            true,
+            Some(("x-v", "stable")),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: 12\r\n\
+             grpc-message: no HTTP/2 upstream\r\ncontent-length: 0\r\nx-v: stable\r\n\
+             connection: close\r\n\r\n"
+        );
+    }
 
     fn req(version: Version, keep_alive: bool, is_head: bool) -> RequestHead {
         RequestHead {

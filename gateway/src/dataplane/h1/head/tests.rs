@@ -352,3 +352,38 @@ fn http10_without_host_gets_the_upstream_as_host() {
         "{out}"
     );
 }
+
+#[test]
+fn grpc_is_told_by_its_content_type_and_grpc_web_is_not() {
+    let is = |ct: &str| {
+        is_grpc(&[
+            httparse::Header {
+                name: "te",
+                value: b"trailers",
+            },
+            httparse::Header {
+                name: "Content-Type",
+                value: ct.as_bytes(),
+            },
+        ])
+    };
+    for yes in [
+        "application/grpc",
+        "application/grpc+proto",
+        "Application/GRPC+json",
+        "application/grpc; charset=utf-8",
+    ] {
+        assert!(is(yes), "{yes}");
+    }
+    for no in [
+        "application/grpc-web",
+        "application/grpc-web+proto",
+        "application/grpcx",
+        "application/json",
+        "application/grp",
+        "",
+    ] {
+        assert!(!is(no), "{no}");
+    }
+    assert!(!is_grpc(&[]));
+}
