@@ -41,6 +41,10 @@ pub use config::{
 pub use control::health::Admin as EndpointAdmin;
 pub use control::state::Control;
 pub use dataplane::assign::bucket;
+pub use dataplane::h2::translate::{
+    Framing as H2Framing, request_framing as h2_request_framing,
+    write_request_head as h2_request_head,
+};
 pub use dataplane::route::split::{Picker, Split};
 pub use gateway_common::{PPM_MAX, Variant};
 pub use kernel::{Kernel, KernelStats, built as kernel_built};

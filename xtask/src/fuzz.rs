@@ -16,13 +16,14 @@ use anyhow::{Context as _, Result, bail};
 use crate::step::{display, run, succeeds};
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
-pub(crate) const TARGETS: [&str; 6] = [
+pub(crate) const TARGETS: [&str; 7] = [
     "request_head",
     "response_head",
     "chunked",
     "config_file",
     "admin_command",
     "request_differential",
+    "h2_request",
 ];
 
 /// Seconds per target in the `cargo xtask test` smoke.

@@ -9,7 +9,7 @@ use crate::dataplane::h1::head::{is_hop_by_hop, parse_content_length};
 
 /// How a message body is framed on the HTTP/1.1 side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     /// No body.
     None,
     /// `Content-Length` bytes.
@@ -20,7 +20,7 @@ pub(crate) enum Framing {
 
 /// The request's framing: its `content-length` when it has one (the h2 crate checks
 /// the DATA frames against it), none when HEADERS ended the stream, else chunked.
-pub(crate) fn request_framing(headers: &HeaderMap, end_stream: bool) -> Framing {
+pub fn request_framing(headers: &HeaderMap, end_stream: bool) -> Framing {
     if let Some(n) = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| parse_content_length(v.as_bytes()))
@@ -57,7 +57,7 @@ fn skipped_request_field(name: &HeaderName) -> bool {
 }
 
 /// Writes the HTTP/1.1 head of an HTTP/2 request into `out`.
-pub(crate) fn write_request_head(parts: &request::Parts, framing: Framing, out: &mut Vec<u8>) {
+pub fn write_request_head(parts: &request::Parts, framing: Framing, out: &mut Vec<u8>) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
