@@ -13,10 +13,12 @@
 //! crate answers abuse (resets before the gateway took a stream, too many streams it
 //! had to reset, a CONTINUATION flood, oversized header blocks) with GOAWAY
 //! ENHANCE_YOUR_CALM; on top, a client that resets more than [`MAX_CLIENT_RESETS`]
-//! streams and more than half of its streams is sent away the same way. Pings and
-//! SETTINGS are answered one at a time as the client reads, so floods of them are
-//! bounded by the socket's buffers.
+//! streams and more than half of its streams is sent away the same way, and so is one
+//! that floods PING, SETTINGS or empty DATA frames without asking for anything
+//! ([`flood`]; pings and SETTINGS are answered one at a time as the client reads, so a
+//! client that does not read is bounded by the socket's buffers anyway).
 
+pub(crate) mod flood;
 pub(crate) mod io;
 pub(crate) mod stream;
 pub(crate) mod translate;
@@ -25,6 +27,7 @@ use std::cell::Cell;
 use std::net::IpAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -68,7 +71,8 @@ pub(crate) async fn serve<S: Stream>(
         .max_send_buffer_size(256 * 1024)
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(Some(256));
-    let handshake = builder.handshake::<_, Bytes>(PollIo::new(stream, read));
+    let flood = Rc::new(Cell::new(false));
+    let handshake = builder.handshake::<_, Bytes>(PollIo::new(stream, read, Rc::clone(&flood)));
     let mut conn = match monoio::time::timeout(cfg.timeouts.header, handshake).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
@@ -92,15 +96,26 @@ pub(crate) async fn serve<S: Stream>(
     // go on), which bounds the work a rapid-reset client can cause.
     let max_tasks = u64::from(cfg.limits.h2_max_concurrent_streams) * 2;
     loop {
+        // Ready once the reader saw a control-frame flood (it stops reading and wakes
+        // this task), until the connection is closing.
+        let flooded = std::future::poll_fn(|_| {
+            if flood.get() && !closing {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
         let next = if state.tasks.get() < max_tasks {
             monoio::select! {
                 r = conn.accept() => Some(r),
                 () = &mut tick => None,
+                () = flooded => None,
             }
         } else {
             monoio::select! {
                 r = std::future::poll_fn(|cx| conn.poll_closed(cx)) => Some(r.err().map(Err)),
                 () = &mut tick => None,
+                () = flooded => None,
             }
         };
         match next {
@@ -132,6 +147,12 @@ pub(crate) async fn serve<S: Stream>(
                 break;
             }
             Some(None) => break,
+            None if flood.get() && !closing => {
+                log::debug!("HTTP/2 client {ip} flooded control frames");
+                m.h2_failures[H2Failure::Abuse as usize].inc();
+                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                closing = true;
+            }
             None => {
                 tick.as_mut().reset((Instant::now() + TICK).into());
                 if conn.has_streams() {

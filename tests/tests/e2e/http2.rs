@@ -339,6 +339,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const HEADERS: u8 = 1;
 const RST_STREAM: u8 = 3;
 const SETTINGS: u8 = 4;
+const PING: u8 = 6;
 const GOAWAY: u8 = 7;
 const CONTINUATION: u8 = 9;
 const END_STREAM: u8 = 1;
@@ -451,6 +452,82 @@ fn rapid_reset_and_continuation_floods_end_the_connection_and_others_are_served(
     );
     let grown = gw.rss_kib().saturating_sub(rss_before);
     eprintln!("RSS grew by {grown} KiB over both attacks");
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+}
+
+/// Control-frame floods (CVE-2019-9512 pings, CVE-2019-9515 SETTINGS, CVE-2019-9518
+/// empty DATA frames), from a client that reads every acknowledgement: each gets GOAWAY
+/// ENHANCE_YOUR_CALM and is counted as abuse; a few pings and settings between requests
+/// are fine, and others are served throughout.
+#[test]
+fn ping_settings_and_empty_data_floods_get_goaway_and_others_are_served() {
+    let nginx = Nginx::start();
+    let gw = h2c_gateway(nginx.addr(), &[]);
+    let rss_before = gw.rss_kib();
+    let ping = frame(PING, 0, 0, &[7; 8]);
+    let settings = frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    let floods: [(&str, Vec<u8>); 3] = [
+        ("ping", ping.repeat(100_000)),
+        ("settings", settings.repeat(100_000)),
+        ("empty data", {
+            // A stream left open (no END_STREAM), then empty DATA frames on it.
+            let mut f = frame(HEADERS, END_HEADERS, 1, GET_BLOCK);
+            f.extend(frame(0, 0, 1, &[]).repeat(100_000));
+            f
+        }),
+    ];
+    for (what, flood) in floods {
+        let mut s = raw_h2c(gw.addr());
+        let writer = write_all_async(&s, flood);
+        let code = goaway_within(&mut s, Duration::from_secs(10));
+        writer.join().unwrap();
+        assert_eq!(code, Some(ENHANCE_YOUR_CALM), "{what} flood");
+    }
+    let m = gw.scrape();
+    assert_eq!(
+        m.int(
+            "canarygate_h2_connection_errors_total",
+            &[("reason", "abuse")]
+        ),
+        3
+    );
+    // A client pinging and re-sending SETTINGS a few hundred times between its requests
+    // is no flood: every request is answered.
+    let mut s = raw_h2c(gw.addr());
+    let mut polite = Vec::new();
+    for i in 0..20u32 {
+        polite.extend(ping.repeat(300));
+        polite.extend(settings.repeat(100));
+        polite.extend(frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            2 * i + 1,
+            GET_BLOCK,
+        ));
+    }
+    polite.extend(frame(GOAWAY, 0, 0, &[0; 8]));
+    let writer = write_all_async(&s, polite);
+    let code = goaway_within(&mut s, Duration::from_secs(10));
+    writer.join().unwrap();
+    assert_ne!(code, Some(ENHANCE_YOUR_CALM), "polite client sent away");
+    let out = curl_ok(&[
+        "--http2-prior-knowledge",
+        "-w",
+        " %{http_code}",
+        &h2c_url(&gw, "/"),
+    ]);
+    assert_eq!(out, "nginx\n 200");
+    let m = gw.scrape();
+    assert_eq!(
+        m.int(
+            "canarygate_h2_connection_errors_total",
+            &[("reason", "abuse")]
+        ),
+        3
+    );
+    assert!(m.int("canarygate_h2_streams_total", &[]) >= 21);
+    let grown = gw.rss_kib().saturating_sub(rss_before);
+    eprintln!("RSS grew by {grown} KiB over the floods");
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
 }
 

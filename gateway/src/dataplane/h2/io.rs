@@ -4,9 +4,11 @@
 //! while frames go out: each half keeps at most one operation in flight, owning its
 //! buffer while the kernel fills or drains it.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 
 use monoio::BufResult;
@@ -15,6 +17,7 @@ use monoio::io::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::flood::FrameScan;
 use crate::dataplane::io::Stream;
 
 /// Bytes read from the socket at once.
@@ -46,12 +49,16 @@ pub(crate) struct PollIo<S: Stream> {
     pos: usize,
     writing: Writing<S>,
     shut: bool,
+    /// The frames handed to `h2`, followed for a control-frame flood.
+    scan: FrameScan,
+    /// Set on a flood (the connection's driver then ends it); reading stops.
+    flood: Rc<Cell<bool>>,
 }
 
 impl<S: Stream> PollIo<S> {
     /// Wraps `stream`; `read` holds bytes already read from it (an h2c preface the HTTP/1
-    /// reader saw), handed out first.
-    pub(crate) fn new(stream: S, read: &[u8]) -> Self {
+    /// reader saw), handed out first. `flood` is set if the client floods control frames.
+    pub(crate) fn new(stream: S, read: &[u8], flood: Rc<Cell<bool>>) -> Self {
         let (rd, wr) = stream.into_split();
         let mut buf = Vec::with_capacity(READ_BUF.max(read.len()));
         buf.extend_from_slice(read);
@@ -60,6 +67,8 @@ impl<S: Stream> PollIo<S> {
             pos: 0,
             writing: Writing::Idle(wr, Vec::with_capacity(WRITE_BUF)),
             shut: false,
+            scan: FrameScan::new(),
+            flood,
         }
     }
 
@@ -96,12 +105,22 @@ impl<S: Stream> AsyncRead for PollIo<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.flood.get() {
+            // Nothing more is read from a flooding client; its driver has been woken to
+            // end the connection.
+            return Poll::Pending;
+        }
         loop {
             match &mut this.reading {
                 Reading::Idle(_, buf) if this.pos < buf.len() => {
                     let n = (buf.len() - this.pos).min(out.remaining());
-                    out.put_slice(&buf[this.pos..this.pos + n]);
+                    let bytes = &buf[this.pos..this.pos + n];
+                    out.put_slice(bytes);
                     this.pos += n;
+                    if this.scan.feed(bytes) {
+                        this.flood.set(true);
+                        cx.waker().wake_by_ref();
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 Reading::Idle(..) => {
@@ -215,7 +234,7 @@ mod tests {
             (got, rest)
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut io = PollIo::new(tcp, b"head");
+        let mut io = PollIo::new(tcp, b"head", Rc::default());
         let mut first = [0u8; 4];
         io.read_exact(&mut first).await.unwrap();
         assert_eq!(&first, b"head");
