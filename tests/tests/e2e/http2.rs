@@ -401,35 +401,42 @@ fn write_all_async(s: &TcpStream, bytes: Vec<u8>) -> thread::JoinHandle<()> {
     })
 }
 
+/// Sends `bytes` on a new h2c connection while reading what comes back; the GOAWAY code
+/// the gateway answered with, or `None` if it just closed.
+fn goaway_after(gw: &GatewayProc, bytes: Vec<u8>) -> Option<u32> {
+    let mut s = raw_h2c(gw.addr());
+    let writer = write_all_async(&s, bytes);
+    let code = goaway_within(&mut s, Duration::from_secs(10));
+    writer.join().unwrap();
+    code
+}
+
 #[test]
 fn rapid_reset_and_continuation_floods_end_the_connection_and_others_are_served() {
     let nginx = Nginx::start();
     let gw = h2c_gateway(nginx.addr(), &[]);
     let rss_before = gw.rss_kib();
     // Rapid reset (CVE-2023-44487): 20,000 streams opened and cancelled at once.
-    let mut s = raw_h2c(gw.addr());
     let mut burst = Vec::new();
     for i in 0..20_000u32 {
         let id = 2 * i + 1;
         burst.extend(frame(HEADERS, END_STREAM | END_HEADERS, id, GET_BLOCK));
         burst.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
     }
-    let writer = write_all_async(&s, burst);
-    let code = goaway_within(&mut s, Duration::from_secs(10));
-    writer.join().unwrap();
-    assert_eq!(code, Some(ENHANCE_YOUR_CALM), "rapid reset");
+    assert_eq!(
+        goaway_after(&gw, burst),
+        Some(ENHANCE_YOUR_CALM),
+        "rapid reset"
+    );
 
     // CONTINUATION flood (2024): one header block that never ends.
-    let mut s = raw_h2c(gw.addr());
     let mut flood = frame(HEADERS, END_STREAM, 1, GET_BLOCK);
     // A literal field without indexing, new name: `x-f: vvvv`.
     let piece = [0x00, 0x03, b'x', b'-', b'f', 0x04, b'v', b'v', b'v', b'v'];
     for _ in 0..100_000 {
         flood.extend(frame(CONTINUATION, 0, 1, &piece));
     }
-    let writer = write_all_async(&s, flood);
-    let code = goaway_within(&mut s, Duration::from_secs(10));
-    writer.join().unwrap();
+    let code = goaway_after(&gw, flood);
     assert!(
         matches!(code, Some(ENHANCE_YOUR_CALM | 0x1) | None),
         "CONTINUATION flood: GOAWAY {code:?}"
@@ -477,11 +484,11 @@ fn ping_settings_and_empty_data_floods_get_goaway_and_others_are_served() {
         }),
     ];
     for (what, flood) in floods {
-        let mut s = raw_h2c(gw.addr());
-        let writer = write_all_async(&s, flood);
-        let code = goaway_within(&mut s, Duration::from_secs(10));
-        writer.join().unwrap();
-        assert_eq!(code, Some(ENHANCE_YOUR_CALM), "{what} flood");
+        assert_eq!(
+            goaway_after(&gw, flood),
+            Some(ENHANCE_YOUR_CALM),
+            "{what} flood"
+        );
     }
     let m = gw.scrape();
     assert_eq!(
@@ -493,7 +500,6 @@ fn ping_settings_and_empty_data_floods_get_goaway_and_others_are_served() {
     );
     // A client pinging and re-sending SETTINGS a few hundred times between its requests
     // is no flood: every request is answered.
-    let mut s = raw_h2c(gw.addr());
     let mut polite = Vec::new();
     for i in 0..20u32 {
         polite.extend(ping.repeat(300));
@@ -506,9 +512,7 @@ fn ping_settings_and_empty_data_floods_get_goaway_and_others_are_served() {
         ));
     }
     polite.extend(frame(GOAWAY, 0, 0, &[0; 8]));
-    let writer = write_all_async(&s, polite);
-    let code = goaway_within(&mut s, Duration::from_secs(10));
-    writer.join().unwrap();
+    let code = goaway_after(&gw, polite);
     assert_ne!(code, Some(ENHANCE_YOUR_CALM), "polite client sent away");
     let out = curl_ok(&[
         "--http2-prior-knowledge",
