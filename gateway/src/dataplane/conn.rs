@@ -83,15 +83,20 @@ pub(crate) async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAdd
                 m.tls_resumed.inc();
             }
             opened(&worker);
+            // The rest runs as a task of its own, so that the state of a TLS connection
+            // is not part of every plain connection's task (this one is as large as its
+            // largest branch).
             if stream.session().alpn_protocol() == Some(b"h2") {
                 // HTTP/2 by ALPN (RFC 9113 §3.2); h2 ends it with close_notify itself.
                 fresh.over();
-                h2::serve(&worker, stream, &[], peer.ip(), true, stage).await;
-                worker.metrics.open.dec();
+                monoio::spawn(async move {
+                    h2::serve(&worker, stream, &[], peer.ip(), true, stage).await;
+                    worker.metrics.open.dec();
+                });
                 return;
             }
             let client = Client::new(stream, peer.ip(), true, stage, max_header);
-            serve_client(worker, client, fresh).await;
+            monoio::spawn(serve_client(worker, client, fresh));
         }
         Err(why) => {
             log::debug!("TLS handshake from {peer} failed: {}", why.as_str());
