@@ -42,6 +42,88 @@ pub struct Deployment {
     pub health: health::HealthConfig,
     /// TLS toward its endpoints (`https://` endpoints); `None` = plain TCP.
     pub tls: Option<tls::UpstreamTls>,
+    /// The HTTP version its endpoints speak.
+    pub protocol: UpstreamProtocol,
+}
+
+/// A set of gRPC status codes (0 OK ..= 16 UNAUTHENTICATED), as a bit per code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcCodes(pub u32);
+
+/// gRPC's status code names, by code.
+pub(crate) const GRPC_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+impl GrpcCodes {
+    /// The codes given.
+    pub fn of(codes: &[u16]) -> GrpcCodes {
+        GrpcCodes(
+            codes
+                .iter()
+                .filter(|&&c| c < 32)
+                .fold(0, |m, &c| m | 1 << c),
+        )
+    }
+
+    /// Whether `code` is in the set.
+    pub fn contains(self, code: u16) -> bool {
+        code < 32 && self.0 & (1 << code) != 0
+    }
+}
+
+/// The default: the codes that mean the server failed, as a 5xx does (UNKNOWN,
+/// DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS); the codes that
+/// are the caller's business (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED...) are
+/// like a 4xx and do not count.
+impl Default for GrpcCodes {
+    fn default() -> GrpcCodes {
+        GrpcCodes::of(&[2, 4, 12, 13, 14, 15])
+    }
+}
+
+/// The HTTP version a deployment's endpoints speak.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS too, with ALPN `http/1.1`).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP (RFC 9113 §3.3).
+    H2c,
+    /// HTTP/2 over TLS, agreed by ALPN `h2`.
+    H2,
+}
+
+impl UpstreamProtocol {
+    /// The name in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::H2 => "h2",
+        }
+    }
+
+    /// HTTP/2, with or without TLS.
+    pub fn is_h2(self) -> bool {
+        self != UpstreamProtocol::Http1
+    }
 }
 
 /// The canary half of a route: its deployment and share.
@@ -150,6 +232,7 @@ impl RouteConfig {
                 variables: BTreeMap::new(),
                 health: health::HealthConfig::default(),
                 tls: None,
+                protocol: UpstreamProtocol::Http1,
             },
             canary: None,
             rollout: None,
@@ -280,6 +363,8 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// Limits.
     pub limits: Limits,
+    /// The `grpc-status` codes that count as errors (metrics, judge, kill switch).
+    pub grpc_error_codes: GrpcCodes,
     /// Fleet mode: the routing configuration is the fleet's, in etcd; `None` = this
     /// process's own.
     pub fleet: Option<FleetConfig>,
@@ -335,6 +420,7 @@ impl Config {
                     variables: BTreeMap::new(),
                     health: health::HealthConfig::default(),
                     tls: None,
+                    protocol: UpstreamProtocol::Http1,
                 },
                 ppm: canary_ppm,
             });

@@ -170,7 +170,9 @@ impl Sample {
         Sample {
             requests: after.requests.saturating_sub(before.requests),
             responses: responses(after).saturating_sub(responses(before)),
-            errors: after.responses[4].saturating_sub(before.responses[4]),
+            // A gRPC error comes in an HTTP 200, so the two never count one call twice.
+            errors: after.responses[4].saturating_sub(before.responses[4])
+                + after.grpc_errors.saturating_sub(before.grpc_errors),
             latency,
             ejections: after.ejections.saturating_sub(before.ejections),
         }
@@ -181,7 +183,7 @@ impl Sample {
         histogram_sample(&self.latency)
     }
 
-    /// Share of responses that were 5xx (0 without responses).
+    /// Share of responses that were 5xx or gRPC errors (0 without responses).
     pub(crate) fn error_rate(&self) -> f64 {
         if self.responses == 0 {
             0.0

@@ -34,14 +34,14 @@ pub use admin::protocol::parse as parse_admin_command;
 pub use cli::main;
 pub use config::file::parse as parse_config_file;
 pub use config::{
-    Assignment, Canary, Config, ConfigError, Deployment, DriverChoice, FleetConfig,
+    Assignment, Canary, Config, ConfigError, Deployment, DriverChoice, FleetConfig, GrpcCodes,
     KernelAccounting, Limits, LogFormat, RouteConfig, ServerConfig, StageConfig, StageTls,
-    StickyKey, Timeouts, TlsCert, TlsVersion, UpstreamTls,
+    StickyKey, Timeouts, TlsCert, TlsVersion, UpstreamProtocol, UpstreamTls,
 };
 pub use control::health::Admin as EndpointAdmin;
 pub use control::state::Control;
 pub use dataplane::assign::bucket;
-pub use dataplane::h2::translate::{
+pub use dataplane::h1::translate::{
     Framing as H2Framing, request_framing as h2_request_framing,
     write_request_head as h2_request_head,
 };

@@ -229,6 +229,9 @@ impl UpstreamFailure {
     }
 }
 
+/// gRPC status codes counted (0 OK ..= 16 UNAUTHENTICATED).
+pub(crate) const GRPC_CODES: usize = 17;
+
 /// One worker's figures for one variant.
 #[derive(Debug, Default)]
 pub struct VariantMetrics {
@@ -238,6 +241,11 @@ pub struct VariantMetrics {
     pub h2_requests: Counter,
     /// Responses sent to clients by status class (1xx..5xx).
     pub responses: [Counter; 5],
+    /// gRPC calls answered, by `grpc-status` (0 OK ..= 16), and those whose status is
+    /// one of `grpc_error_codes` (an error class of its own: judged and kill-switched
+    /// like a 5xx).
+    pub grpc: [Counter; GRPC_CODES],
+    pub grpc_errors: Counter,
     /// Upstream failures by kind.
     pub upstream_failures: [Counter; UPSTREAM_FAILURE_KINDS],
     /// Retries made after an upstream failure.
@@ -363,6 +371,8 @@ impl VariantMetrics {
             requests: self.requests.get(),
             h2_requests: self.h2_requests.get(),
             responses: self.responses.each_ref().map(Counter::get),
+            grpc: self.grpc.each_ref().map(Counter::get),
+            grpc_errors: self.grpc_errors.get(),
             upstream_failures: self.upstream_failures.each_ref().map(Counter::get),
             retries: self.retries.get(),
             stale_retries: self.stale_retries.get(),
@@ -390,6 +400,10 @@ pub struct VariantStats {
     pub h2_requests: u64,
     /// Responses by status class: index 0 is 1xx, 4 is 5xx.
     pub responses: [u64; 5],
+    /// gRPC calls by `grpc-status` code.
+    pub grpc: [u64; GRPC_CODES],
+    /// gRPC calls whose status counts as an error (`grpc_error_codes`).
+    pub grpc_errors: u64,
     /// Upstream failures by [`UpstreamFailure`] kind.
     pub upstream_failures: [u64; UPSTREAM_FAILURE_KINDS],
     /// Retries after an upstream failure.
@@ -421,6 +435,8 @@ impl Default for VariantStats {
             requests: 0,
             h2_requests: 0,
             responses: [0; 5],
+            grpc: [0; GRPC_CODES],
+            grpc_errors: 0,
             upstream_failures: [0; UPSTREAM_FAILURE_KINDS],
             retries: 0,
             stale_retries: 0,
@@ -451,6 +467,10 @@ impl VariantStats {
         for (a, b) in self.responses.iter_mut().zip(other.responses) {
             *a += b;
         }
+        for (a, b) in self.grpc.iter_mut().zip(other.grpc) {
+            *a += b;
+        }
+        self.grpc_errors += other.grpc_errors;
         for (a, b) in self
             .upstream_failures
             .iter_mut()

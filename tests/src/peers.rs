@@ -148,6 +148,35 @@ impl ServerProc {
         )
     }
 
+    /// An HTTP/2 cleartext upstream (Node's `http2`, `tests/peers/h2_upstream.js`)
+    /// answering as `name`: a full-duplex `/echo` with trailers, `/zeros?n=N`, and
+    /// `NAME METHOD PATH` elsewhere.
+    pub fn node_h2c(name: &str) -> Self {
+        let script = peers_dir().join("h2_upstream.js");
+        Self::start(
+            "node-h2c",
+            "node",
+            &[&script.to_string_lossy(), "{port}", name],
+        )
+    }
+
+    /// A real gRPC server (Python `grpcio`, h2c, `tests/peers/grpc_server.py`) whose
+    /// `canary.Echo` answers as `name`; with `fail` (a status code name such as
+    /// `UNAVAILABLE`) its unary `Say` fails with that status every time.
+    pub fn grpc(name: &str, fail: Option<&str>) -> Self {
+        let script = peers_dir().join("grpc_server.py");
+        let mut args = vec![
+            script.to_string_lossy().into_owned(),
+            "{port}".into(),
+            name.into(),
+        ];
+        if let Some(f) = fail {
+            args.push(f.to_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start("grpc", "python3", &args)
+    }
+
     /// Listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -12,7 +12,8 @@
 //! and rollback ([`promote`]), endpoint health ([`health`]), changes under load ([`hitless`]), Prometheus metrics
 //! ([`metrics`]), the live dashboard in a browser ([`dashboard`]), access logs
 //! ([`accesslog`]), progressive delivery ([`rollout`]) and TLS at the edge and to
-//! upstreams ([`tls`]). Last, how it is shipped: the Debian package, its systemd unit
+//! upstreams ([`tls`]), HTTP/2 from clients ([`http2`]) and to upstreams with gRPC
+//! canaries ([`grpc`]). Last, how it is shipped: the Debian package, its systemd unit
 //! and sd_notify ([`package`]), the
 //! Grafana dashboard and alert rules against a real scrape ([`deploy`]) and the process's
 //! log format ([`logs`]). Fleet mode, many gateways on one etcd, comes last ([`fleet`]).
@@ -45,6 +46,8 @@ mod faults;
 mod fleet;
 #[path = "e2e/framing.rs"]
 mod framing;
+#[path = "e2e/grpc.rs"]
+mod grpc;
 #[path = "e2e/health.rs"]
 mod health;
 #[path = "e2e/hitless.rs"]

@@ -30,8 +30,9 @@ use super::health::{FileHealthCheck, FileOutlier, HealthConfig};
 use super::tls::parse_server_name;
 use super::value::{parse_addr, parse_duration, parse_header_name};
 use super::{
-    Assignment, Canary, Config, Deployment, FleetConfig, RouteConfig, ServerConfig, StageConfig,
-    StageTls, StickyKey, TlsCert, TlsVersion, UpstreamTls,
+    Assignment, Canary, Config, Deployment, FleetConfig, GRPC_CODE_NAMES, GrpcCodes, RouteConfig,
+    ServerConfig, StageConfig, StageTls, StickyKey, TlsCert, TlsVersion, UpstreamProtocol,
+    UpstreamTls,
 };
 use crate::config::template::Template;
 use crate::config::value::parse_percent;
@@ -112,6 +113,15 @@ struct FileServer {
     tls_handshake_timeout: Option<Spanned<String>>,
     max_tls_handshakes: Option<usize>,
     h2_max_concurrent_streams: Option<u32>,
+    grpc_error_codes: Option<Spanned<Vec<GrpcCode>>>,
+}
+
+/// A gRPC status code in `grpc_error_codes`: its number or its name.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum GrpcCode {
+    Number(i64),
+    Name(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +198,7 @@ struct FileDeployment {
     health_check: Option<Spanned<FileHealthCheck>>,
     outlier: Option<Spanned<FileOutlier>>,
     tls: Option<Spanned<FileUpstreamTls>>,
+    protocol: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +213,7 @@ struct FileCanary {
     health_check: Option<Spanned<FileHealthCheck>>,
     outlier: Option<Spanned<FileOutlier>>,
     tls: Option<Spanned<FileUpstreamTls>>,
+    protocol: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -455,6 +467,28 @@ impl Cx<'_> {
         if let Some(n) = s.h2_max_concurrent_streams {
             c.limits.h2_max_concurrent_streams = n;
         }
+        if let Some(list) = &s.grpc_error_codes {
+            let mut codes = Vec::new();
+            for code in list.get_ref() {
+                let n = match code {
+                    GrpcCode::Number(n) => u16::try_from(*n).ok().filter(|&n| n <= 16),
+                    GrpcCode::Name(name) => GRPC_CODE_NAMES
+                        .iter()
+                        .position(|k| k.eq_ignore_ascii_case(name))
+                        .map(|i| i as u16),
+                };
+                let Some(n) = n else {
+                    return Err(self.invalid(
+                        list.span(),
+                        format!(
+                            "grpc_error_codes: {code:?} is not a gRPC status code (0..=16 or a name such as UNAVAILABLE)"
+                        ),
+                    ));
+                };
+                codes.push(n);
+            }
+            c.grpc_error_codes = GrpcCodes::of(&codes);
+        }
         if let Some(n) = s.pool_max_idle {
             c.limits.pool_max_idle = n;
         }
@@ -514,6 +548,34 @@ impl Cx<'_> {
             (true, t) => Some(self.upstream_tls(t, host_name, what)?),
         };
         Ok((addrs, tls))
+    }
+
+    /// A deployment's `protocol`: `http1` (the default), `h2c` (plain endpoints) or `h2`
+    /// (`https://` endpoints). `secure`: the endpoints are `https://`.
+    fn protocol(
+        &self,
+        value: Option<&Spanned<String>>,
+        secure: bool,
+        what: &str,
+    ) -> Result<UpstreamProtocol, FileError> {
+        let Some(v) = value else {
+            return Ok(UpstreamProtocol::Http1);
+        };
+        let bad = |m: &str| self.invalid(v.span(), format!("{what}: {m}"));
+        match (v.get_ref().as_str(), secure) {
+            ("http1" | "http/1.1", _) => Ok(UpstreamProtocol::Http1),
+            ("h2c", false) => Ok(UpstreamProtocol::H2c),
+            ("h2c", true) => Err(bad(
+                "h2c is HTTP/2 over plain TCP; with https:// endpoints use \"h2\"",
+            )),
+            ("h2", true) => Ok(UpstreamProtocol::H2),
+            ("h2", false) => Err(bad(
+                "h2 is HTTP/2 over TLS and needs https:// endpoints; plain ones use \"h2c\"",
+            )),
+            (other, _) => Err(bad(&format!(
+                "'{other}' is not http1, h2c (HTTP/2 over plain TCP) or h2 (HTTP/2 over TLS)"
+            ))),
+        }
     }
 
     fn upstream_tls(
@@ -667,6 +729,11 @@ impl Cx<'_> {
             &at("stable.endpoints"),
         )?;
         let mut route = RouteConfig::catch_all(&name, stable);
+        route.stable.protocol = self.protocol(
+            r.stable.protocol.as_ref(),
+            stable_tls.is_some(),
+            &at("stable.protocol"),
+        )?;
         route.stable.tls = stable_tls;
         route.stable.id.clone_from(&r.stable.id);
         route.stable.variables.clone_from(&r.stable.variables);
@@ -741,6 +808,8 @@ impl Cx<'_> {
         if let Some(c) = &r.canary {
             let (endpoints, tls) =
                 self.endpoints(&c.endpoints, c.tls.as_ref(), &at("canary.endpoints"))?;
+            let protocol =
+                self.protocol(c.protocol.as_ref(), tls.is_some(), &at("canary.protocol"))?;
             let ppm = match &c.percent {
                 None => 0,
                 Some(p) => {
@@ -765,6 +834,7 @@ impl Cx<'_> {
                         &at("canary"),
                     )?,
                     tls,
+                    protocol,
                 },
                 ppm,
             });

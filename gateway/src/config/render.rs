@@ -28,7 +28,7 @@ use super::killswitch::KillSwitchConfig;
 use super::value::{format_duration, format_percent};
 use super::{
     Assignment, Config, Deployment, RouteConfig, StageConfig, StageTls, StickyKey, TlsVersion,
-    UpstreamTls,
+    UpstreamProtocol, UpstreamTls,
 };
 use crate::rollout::Plan;
 use crate::rollout::plan::{JudgeKind, OnTimeout};
@@ -179,6 +179,9 @@ fn deployment(d: &Deployment) -> Table {
         t.insert("variables".into(), Value::Table(vars.collect()));
     }
     health(&d.health, &mut t);
+    if d.protocol != UpstreamProtocol::Http1 {
+        t.insert("protocol".into(), text(d.protocol.as_str()));
+    }
     if let Some(tls) = &d.tls {
         let tls = upstream_tls(tls);
         // `https://` endpoints alone mean TLS with every default.

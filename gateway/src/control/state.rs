@@ -415,6 +415,7 @@ impl Control {
                             // The same service: its endpoints are watched the same way.
                             health: r.stable.health.clone(),
                             tls: r.stable.tls.clone(),
+                            protocol: r.stable.protocol,
                         },
                         ppm: 0,
                     });

@@ -17,13 +17,17 @@ use crate::tls::certs::CertInfo;
 use crate::tls::server::{Resumption, ServerTls};
 use crate::tls::{TlsError, client, server};
 
+/// An upstream TLS setting and whether its endpoints speak HTTP/2 (ALPN `h2` rather
+/// than `http/1.1`): each pair has a client configuration of its own.
+type UpstreamKey = (UpstreamTls, bool);
+
 /// What every TLS configuration was built from, and the results.
 #[derive(Debug)]
 pub(crate) struct TlsState {
     resumption: Resumption,
     /// By stage index; `None` for plain-HTTP stages.
     stages: Vec<Option<Arc<ServerTls>>>,
-    upstreams: Vec<(UpstreamTls, Arc<rustls::ClientConfig>)>,
+    upstreams: Vec<(UpstreamKey, Arc<rustls::ClientConfig>)>,
     /// When the files were read (Unix seconds).
     pub(crate) loaded_at: u64,
 }
@@ -42,7 +46,7 @@ impl TlsState {
             None => Resumption::new().map_err(|e| e.to_string())?,
         };
         let mut stages = Vec::with_capacity(config.stages.len());
-        let mut upstreams: Vec<(UpstreamTls, Arc<rustls::ClientConfig>)> = Vec::new();
+        let mut upstreams: Vec<(UpstreamKey, Arc<rustls::ClientConfig>)> = Vec::new();
         for stage in &config.stages {
             stages.push(match &stage.tls {
                 Some(t) => Some(Arc::new(
@@ -55,16 +59,17 @@ impl TlsState {
                 let canary = route.canary.as_ref().map(|c| &c.deployment);
                 for d in std::iter::once(&route.stable).chain(canary) {
                     let Some(u) = &d.tls else { continue };
-                    if upstreams.iter().any(|(k, _)| k == u) {
+                    let key = (u.clone(), d.protocol.is_h2());
+                    if upstreams.iter().any(|(k, _)| *k == key) {
                         continue;
                     }
-                    let built = client::build(u).map_err(|e| {
+                    let built = client::build(u, key.1).map_err(|e| {
                         context(
                             &format!("route '{}' deployment '{}' tls", route.name, d.id),
                             &e,
                         )
                     })?;
-                    upstreams.push((u.clone(), built));
+                    upstreams.push((key, built));
                 }
             }
         }
@@ -90,14 +95,15 @@ impl TlsState {
     /// configuration loaded for its settings, and the name to verify. `None` for a plain
     /// deployment (or settings not loaded, which [`TlsState::load`] rules out).
     pub(crate) fn plan(&self, d: &Deployment) -> Option<Arc<UpTls>> {
-        let u = d.tls.as_ref()?;
+        let key = (d.tls.clone()?, d.protocol.is_h2());
         let config = self
             .upstreams
             .iter()
-            .find(|(k, _)| k == u)
+            .find(|(k, _)| *k == key)
             .map(|(_, c)| Arc::clone(c))?;
+        let u = &key.0;
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(u, &mut h);
+        std::hash::Hash::hash(&key, &mut h);
         Some(Arc::new(UpTls {
             id: std::hash::Hasher::finish(&h).max(1),
             config,

@@ -74,6 +74,8 @@ pub(crate) struct Record {
     pub h2: bool,
     /// Status sent to the client (0: none).
     pub status: u16,
+    /// The upstream's `grpc-status` for a gRPC call (`"grpc_status"`, only then).
+    pub grpc_status: Option<u16>,
     /// Upstream endpoint tried last.
     pub upstream: Option<SocketAddr>,
     /// Total latency, µs.
@@ -246,6 +248,9 @@ pub(crate) fn format_record(rec: &Record, out: &mut Vec<u8>) {
     field(out, "path", rec.path.as_bytes());
     field(out, "protocol", if rec.h2 { b"h2" } else { b"http1" });
     let _ = write!(out, ",\"status\":{}", rec.status);
+    if let Some(code) = rec.grpc_status {
+        let _ = write!(out, ",\"grpc_status\":{code}");
+    }
     match rec.upstream {
         Some(a) => {
             let _ = write!(out, ",\"upstream\":\"{a}\"");
@@ -303,6 +308,7 @@ mod tests {
             path: Inline::new(b"/a\"b\\c\x01"),
             h2: true,
             status: 200,
+            grpc_status: Some(14),
             upstream: Some("127.0.0.1:9000".parse().unwrap()),
             latency_us: 1234,
             upstream_latency_us: None,
@@ -316,6 +322,7 @@ mod tests {
         assert_eq!(v["variant"], "canary");
         assert_eq!(v["protocol"], "h2");
         assert_eq!(v["status"], 200);
+        assert_eq!(v["grpc_status"], 14);
         assert_eq!(v["time"], "2026-11-18T11:06:40.123456Z");
         assert!(out.ends_with(b"}\n"));
     }

@@ -2,13 +2,15 @@
 //!
 //! [`head`] parses and checks request heads and writes the upstream's version of them;
 //! [`response`] does the same for response heads toward the client and writes the
-//! gateway's own answers; [`chunked`] decodes and re-frames chunked bodies. Nothing here
+//! gateway's own answers; [`chunked`] decodes and re-frames chunked bodies; [`translate`] maps HTTP/2 messages to
+//! HTTP/1.1 bytes and back. Nothing here
 //! touches a socket, a clock or shared state, so everything is unit-tested and fuzzed
 //! without a network (`fuzz/`), and benchmarked as the server calls it (`benches/`).
 
 pub mod chunked;
 pub mod head;
 pub mod response;
+pub mod translate;
 
 /// A head the gateway will not relay, and why. The session turns it into the client's
 /// answer (400, 414, 417, 431, 501, 505, or a 502 for an upstream's response head).

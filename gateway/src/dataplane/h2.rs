@@ -2,7 +2,7 @@
 //! has the fixes for rapid reset, CVE-2023-44487, and the 2024 CONTINUATION flood, and
 //! is fuzzed upstream), driven on the worker through a poll adapter ([`io`]). Each
 //! stream is one request through the very phases of an HTTP/1.1 request: it is handed
-//! to [`session::run`] as an HTTP/1.1 exchange ([`stream`], [`translate`]), so routing,
+//! to [`session::run`] as an HTTP/1.1 exchange ([`stream`], [`crate::dataplane::h1::translate`]), so routing,
 //! assignment, stage variables, the upstream exchange (HTTP/1.1 upstreams, bodies
 //! streamed both ways), metrics, logs and the kill switch are the same code.
 //!
@@ -15,13 +15,10 @@
 //! ENHANCE_YOUR_CALM; on top, a client that resets more than [`MAX_CLIENT_RESETS`]
 //! streams and more than half of its streams is sent away the same way, and so is one
 //! that floods PING, SETTINGS or empty DATA frames without asking for anything
-//! ([`flood`]; pings and SETTINGS are answered one at a time as the client reads, so a
+//! ([`crate::dataplane::io::poll::flood`]; pings and SETTINGS are answered one at a time as the client reads, so a
 //! client that does not read is bounded by the socket's buffers anyway).
 
-pub(crate) mod flood;
-pub(crate) mod io;
 pub(crate) mod stream;
-pub(crate) mod translate;
 
 use std::cell::Cell;
 use std::net::IpAddr;
@@ -35,9 +32,9 @@ use h2::Reason;
 use h2::server::SendResponse;
 use http::Request;
 
-use self::io::PollIo;
 use self::stream::Exchange;
 use super::io::Stream;
+use super::io::poll::PollIo;
 use super::session::{self, Client};
 use super::worker::Worker;
 use crate::metrics::H2Failure;

@@ -1,6 +1,7 @@
 //! I/O helpers over monoio streams, above the codecs and below everything that talks to a
 //! peer: the read buffer each connection owns ([`buf`]), socket options and liveness
-//! probes ([`socket`]), waiting between requests without buffers ([`park`]), streaming a body or an upgraded connection from one peer to the
+//! probes ([`socket`]), waiting between requests without buffers ([`park`]), the poll-based view of a
+//! stream the `h2` crate drives ([`poll`]), streaming a body or an upgraded connection from one peer to the
 //! other ([`relay`]), and the wall clock ([`clock`]).
 //!
 //! Every function here is generic over the stream it reads or writes, so the same code
@@ -8,7 +9,9 @@
 
 pub(crate) mod buf;
 pub(crate) mod clock;
+pub(crate) mod halves;
 pub(crate) mod park;
+pub(crate) mod poll;
 pub(crate) mod relay;
 pub(crate) mod socket;
 

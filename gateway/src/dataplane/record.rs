@@ -13,6 +13,7 @@ use gateway_common::Variant;
 use super::accesslog::{Inline, Record};
 use super::io::clock::now_us;
 use super::request::{Outcome, RequestCtx, Tally};
+use super::route::killswitch::Answer;
 use super::route::snapshot::RouteSnap;
 use super::worker::Worker;
 use crate::metrics::Reject;
@@ -58,8 +59,11 @@ pub(crate) fn settle_attempts(w: &Worker, ctx: &RequestCtx, out: &mut Outcome) {
             w,
             route,
             Variant::Canary,
-            502,
-            f.connect_failed,
+            Answer {
+                status: 502,
+                connect_failed: f.connect_failed,
+                grpc_error: false,
+            },
             f.latency_us,
         );
     }
@@ -95,12 +99,25 @@ fn routed(w: &Worker, ctx: &RequestCtx, out: &mut Outcome) {
         vm.upstream_latency.record(us);
     }
     let total_us = ctx.start.elapsed().as_micros() as u64;
+    let grpc_error = out.grpc_status.is_some_and(|code| {
+        if let Some(n) = vm.grpc.get(usize::from(code)) {
+            n.inc();
+        }
+        let error = w.config.grpc_error_codes.contains(code);
+        if error {
+            vm.grpc_errors.inc();
+        }
+        error
+    });
     settle(
         w,
         route,
         ctx.variant,
-        out.status,
-        out.connect_failed,
+        Answer {
+            status: out.status,
+            connect_failed: out.connect_failed,
+            grpc_error,
+        },
         total_us,
     );
     if let (Some(queue), Some((method, path))) = (&w.log, &ctx.log) {
@@ -114,6 +131,7 @@ fn routed(w: &Worker, ctx: &RequestCtx, out: &mut Outcome) {
             path: *path,
             h2: ctx.h2,
             status: out.status,
+            grpc_status: out.grpc_status,
             upstream: out.upstream,
             latency_us: total_us,
             upstream_latency_us: upstream_us,
@@ -145,14 +163,8 @@ fn add_tally(vm: &VariantMetrics, t: &Tally) {
 
 /// Ends one attempt of `variant` on `route`: no longer in flight, its status class, its
 /// total latency, and (for the canary) the kill switch's window.
-fn settle(
-    w: &Worker,
-    route: &RouteSnap,
-    variant: Variant,
-    status: u16,
-    connect_failed: bool,
-    total_us: u64,
-) {
+fn settle(w: &Worker, route: &RouteSnap, variant: Variant, answer: Answer, total_us: u64) {
+    let status = answer.status;
     let vm = route.metrics.slot(w.id, variant);
     vm.in_flight.dec();
     if (100..600).contains(&status) {
@@ -160,8 +172,6 @@ fn settle(
     }
     vm.total_latency.record(total_us);
     if variant == Variant::Canary {
-        route
-            .kill
-            .record(w.id, &route.name, status, connect_failed, &route.split);
+        route.kill.record(w.id, &route.name, answer, &route.split);
     }
 }

@@ -90,6 +90,8 @@ pub(crate) struct Outcome {
     pub(crate) reject: Option<Reject>,
     /// The last attempt could not connect (the kill switch may count it).
     pub(crate) connect_failed: bool,
+    /// The `grpc-status` of the call, when an HTTP/2 upstream answered one.
+    pub(crate) grpc_status: Option<u16>,
     /// Per variant; only those whose bit is set in `touched` hold anything.
     tally: [Tally; VARIANT_COUNT],
     /// Bit `1 << variant.index()` for each variant whose tally changed.

@@ -266,15 +266,15 @@ fn route<S: Stream>(w: &Worker, c: &mut Client<S>) -> Result<Option<RequestCtx>,
             ProxyError::NoRoute
         });
     };
-    if is_grpc(req.headers) {
-        // No deployment speaks HTTP/2 to its upstream yet; the call, body and all, ends
-        // here and the connection (or HTTP/2 stream) with it.
-        c.buf.consume(req.head.head_len);
-        return Err(ProxyError::GrpcNeedsHttp2);
-    }
     let route = &stage.routes[route_idx];
     let chosen = assign(route, req.headers, c.ip, &mut w.picker.borrow_mut());
     let (plan, variant) = route.plan(chosen);
+    if !plan.protocol.is_h2() && is_grpc(req.headers) {
+        // gRPC needs HTTP/2 end to end; the call, body and all, ends here and the
+        // connection (or HTTP/2 stream) with it.
+        c.buf.consume(req.head.head_len);
+        return Err(ProxyError::GrpcNeedsHttp2);
+    }
     write_upstream(&req, &rewrite(route, plan), &c.fwd, &mut c.out);
     c.alt.clear();
     if variant == Variant::Canary

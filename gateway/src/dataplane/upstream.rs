@@ -4,6 +4,7 @@
 //! and variant a round-robin cursor. Endpoints themselves come from the routing snapshot.
 //! Nothing here is shared between workers, so nothing here locks.
 
+pub(crate) mod h2;
 pub(crate) mod health;
 pub(crate) mod pool;
 pub(crate) mod stream;
@@ -113,6 +114,8 @@ type PoolKey = (SocketAddr, Variant, u64);
 #[derive(Debug)]
 pub(crate) struct Upstreams {
     pools: RefCell<HashMap<PoolKey, Pool, BuildHasherDefault<AddrHasher>>>,
+    /// Multiplexed connections of deployments that speak HTTP/2.
+    h2: h2::H2Pools,
     cursors: RefCell<Vec<u32>>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -126,6 +129,7 @@ impl Upstreams {
     pub(crate) fn new(max_idle: usize, timeouts: &crate::config::Timeouts) -> Self {
         Upstreams {
             pools: RefCell::new(HashMap::default()),
+            h2: h2::H2Pools::default(),
             cursors: RefCell::new(Vec::new()),
             max_idle,
             idle_timeout: timeouts.pool_idle,
@@ -233,6 +237,45 @@ impl Upstreams {
         })
     }
 
+    /// A stream to `addr` for a deployment that speaks HTTP/2: on a pooled connection
+    /// with room for it (unless `fresh`), else on a new one (connected, TLS-checked for
+    /// ALPN `h2` and handshaken within the connect timeout) that later requests share.
+    /// The stream opens when the exchange writes the request head.
+    pub(crate) async fn h2_stream(
+        &self,
+        addr: SocketAddr,
+        variant: Variant,
+        tls: Option<&UpTls>,
+        fresh: bool,
+    ) -> Result<UpConn, ConnectError> {
+        let tls_id = tls.map_or(0, |t| t.id);
+        let key = (addr, variant, tls_id);
+        let pooled = if fresh { None } else { self.h2.with_room(key) };
+        let reused = pooled.is_some();
+        let conn = if let Some(c) = pooled {
+            c
+        } else {
+            let started = Instant::now();
+            let up = self.connect(addr, variant, tls).await?;
+            let left = self.connect_timeout.saturating_sub(started.elapsed());
+            self.h2.handshake(key, up.stream, left).await?
+        };
+        let busy = Busy::new(self.pool(addr, variant, tls_id).busy());
+        Ok(UpConn {
+            stream: UpStream::H2(Box::new(h2::stream::H2Stream::new(
+                conn,
+                tls.is_some(),
+                self.send_timeout,
+            ))),
+            buf: InBuf::new(UPSTREAM_BUF),
+            addr,
+            variant,
+            reused,
+            tls: tls_id,
+            busy,
+        })
+    }
+
     /// The pool of `addr` for `variant` (TLS or not), made when missing.
     fn pool(&self, addr: SocketAddr, variant: Variant, tls: u64) -> std::cell::RefMut<'_, Pool> {
         std::cell::RefMut::map(self.pools.borrow_mut(), |pools| {
@@ -252,7 +295,9 @@ impl Upstreams {
         upstream_timeout_s: Option<u32>,
     ) {
         conn.busy.release();
-        if !conn.buf.is_empty() || endpoint.state() == OUT {
+        if !conn.buf.is_empty() || endpoint.state() == OUT || matches!(conn.stream, UpStream::H2(_))
+        {
+            // (An HTTP/2 stream is done; its connection stays in the HTTP/2 pool.)
             // Bytes after the response: the upstream is out of step; never reuse.
             return;
         }
@@ -271,6 +316,7 @@ impl Upstreams {
         endpoints: impl Iterator<Item = (&'a Endpoint, Variant, u64)>,
     ) {
         let now = Instant::now();
+        self.h2.sweep(now, self.idle_timeout);
         let mut pools = self.pools.borrow_mut();
         for (e, variant, tls) in endpoints {
             let (busy, idle) = match pools.get_mut(&(e.addr, variant, tls)) {

@@ -132,6 +132,34 @@ pub(crate) fn render(stats: &Stats) -> String {
     }
     header(
         &mut out,
+        "canarygate_grpc_responses_total",
+        "gRPC calls answered, by grpc-status (codes seen only).",
+        "counter",
+    );
+    for r in &stats.routes {
+        for v in Variant::ALL {
+            for (code, n) in r.variants[v.index()].grpc.iter().enumerate() {
+                if *n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "canarygate_grpc_responses_total{{route=\"{}\",variant=\"{}\",code=\"{}\"}} {n}",
+                        esc(&r.name),
+                        v.as_str(),
+                        crate::config::GRPC_CODE_NAMES[code]
+                    );
+                }
+            }
+        }
+    }
+    per_variant(
+        &mut out,
+        "canarygate_grpc_errors_total",
+        "gRPC calls whose grpc-status is one of grpc_error_codes (judged and kill-switched like a 5xx).",
+        "counter",
+        &|s| s.grpc_errors,
+    );
+    header(
+        &mut out,
         "canarygate_upstream_errors_total",
         "Upstream failures, by kind.",
         "counter",

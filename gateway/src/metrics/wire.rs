@@ -26,6 +26,8 @@ pub(crate) fn variant_json(v: &VariantStats) -> Value {
         "requests": v.requests,
         "h2_requests": v.h2_requests,
         "responses": v.responses,
+        "grpc": v.grpc,
+        "grpc_errors": v.grpc_errors,
         "upstream_failures": v.upstream_failures,
         "retries": v.retries,
         "stale_retries": v.stale_retries,
@@ -51,6 +53,15 @@ pub(crate) fn variant_from_json(v: &Value) -> Result<VariantStats, String> {
             Some(_) => o.u64("h2_requests")?,
         },
         responses: o.u64_array("responses")?,
+        // Absent from gateways older than gRPC proxying.
+        grpc: match v.get("grpc") {
+            None => [0; super::GRPC_CODES],
+            Some(_) => o.u64_array("grpc")?,
+        },
+        grpc_errors: match v.get("grpc_errors") {
+            None => 0,
+            Some(_) => o.u64("grpc_errors")?,
+        },
         upstream_failures: o.u64_array("upstream_failures")?,
         retries: o.u64("retries")?,
         stale_retries: o.u64("stale_retries")?,
@@ -71,6 +82,8 @@ pub(crate) fn add_variant(into: &mut VariantStats, other: &VariantStats) {
         requests,
         h2_requests,
         responses,
+        grpc,
+        grpc_errors,
         upstream_failures,
         retries,
         stale_retries,
@@ -86,6 +99,8 @@ pub(crate) fn add_variant(into: &mut VariantStats, other: &VariantStats) {
     sat(&mut into.requests, *requests);
     sat(&mut into.h2_requests, *h2_requests);
     sat_all(&mut into.responses, responses);
+    sat_all(&mut into.grpc, grpc);
+    sat(&mut into.grpc_errors, *grpc_errors);
     sat_all(&mut into.upstream_failures, upstream_failures);
     sat(&mut into.retries, *retries);
     sat(&mut into.stale_retries, *stale_retries);

@@ -11,8 +11,9 @@ use super::certs::{read_chain, read_key};
 use super::{ALPN, TlsError};
 use crate::config::UpstreamTls;
 
-/// The client configuration for `u`.
-pub(crate) fn build(u: &UpstreamTls) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+/// The client configuration for `u`, offering ALPN `h2` alone when `h2` (the
+/// deployment speaks HTTP/2), else `http/1.1`.
+pub(crate) fn build(u: &UpstreamTls, h2: bool) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     if let Some(ca) = &u.ca_file {
         for cert in read_chain(ca)? {
@@ -50,6 +51,10 @@ pub(crate) fn build(u: &UpstreamTls) -> Result<Arc<rustls::ClientConfig>, TlsErr
             })?,
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = if h2 {
+        vec![b"h2".to_vec()]
+    } else {
+        ALPN.iter().map(|p| p.to_vec()).collect()
+    };
     Ok(Arc::new(config))
 }

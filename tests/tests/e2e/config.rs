@@ -143,6 +143,33 @@ fn bad_cases() -> Vec<BadCase> {
             mentions: "not an address",
         },
         BadCase {
+            what: "h2 (HTTP/2 over TLS) with plain endpoints",
+            text: minimal(
+                "",
+                "canary = { id = \"v2\", endpoints = [\"127.0.0.1:9002\"], protocol = \"h2\" }\n",
+            ),
+            line: 8,
+            mentions: "h2c",
+        },
+        BadCase {
+            what: "an upstream protocol that does not exist",
+            text: minimal(
+                "",
+                "canary = { id = \"v2\", endpoints = [\"127.0.0.1:9002\"], protocol = \"spdy\" }\n",
+            ),
+            line: 8,
+            mentions: "spdy",
+        },
+        BadCase {
+            what: "a gRPC status code that does not exist",
+            text: format!(
+                "[server]\ngrpc_error_codes = [14, \"BROKEN\"]\n{}",
+                minimal("", "")
+            ),
+            line: 2,
+            mentions: "grpc_error_codes",
+        },
+        BadCase {
             what: "duplicate route name",
             text: minimal(
                 "",

@@ -22,9 +22,9 @@ use monoio::BufResult;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 
-use super::translate::{self, Framing};
 use crate::dataplane::h1::chunked::{ChunkedDecoder, Piece};
 use crate::dataplane::h1::head::MAX_HEADERS;
+use crate::dataplane::h1::translate::{self, Framing};
 
 /// The request, as HTTP/1.1 bytes on their way to the session.
 enum Req {

@@ -98,21 +98,21 @@ impl KillSwitch {
     /// (the share goes to 0 in `split`) when the window holds too many failures. Runs on
     /// the data path for every canary request.
     #[inline]
-    pub fn record(
-        &self,
-        worker: usize,
-        route: &str,
-        status: u16,
-        connect_failed: bool,
-        split: &Split,
-    ) {
+    pub fn record(&self, worker: usize, route: &str, answer: Answer, split: &Split) {
+        let Answer {
+            status,
+            connect_failed,
+            grpc_error,
+        } = answer;
         let s = self.settings.load(Ordering::Acquire);
         let window = (s & 0xFFFF) as u32;
         if window == 0 {
             return;
         }
-        let failed =
-            (s & FLAG_5XX != 0 && status >= 500) || (s & FLAG_CONNECT != 0 && connect_failed);
+        // `count_5xx` counts server failures, and a gRPC error status is the 5xx of
+        // a call that HTTP answered with 200.
+        let failed = (s & FLAG_5XX != 0 && (status >= 500 || grpc_error))
+            || (s & FLAG_CONNECT != 0 && connect_failed);
         if status == 0 && !failed {
             // Nothing was answered (the client went away): not an outcome.
             return;
@@ -205,6 +205,29 @@ impl KillSwitch {
     }
 }
 
+/// What one canary request came to, as the kill switch judges it.
+#[derive(Clone, Copy, Debug)]
+pub struct Answer {
+    /// The status sent to the client (0: none was).
+    pub status: u16,
+    /// The last attempt could not connect.
+    pub connect_failed: bool,
+    /// The upstream answered a `grpc-status` that `grpc_error_codes` counts.
+    pub grpc_error: bool,
+}
+
+impl Answer {
+    /// An HTTP answer with `status`, no gRPC status.
+    #[cfg(test)]
+    pub(crate) fn http(status: u16, connect_failed: bool) -> Answer {
+        Answer {
+            status,
+            connect_failed,
+            grpc_error: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,18 +248,18 @@ mod tests {
         k.configure(Some(&config(20, 0.5)));
         assert_eq!(config(20, 0.5).threshold(), 11);
         for _ in 0..100 {
-            k.record(0, "r", 200, false, &split);
+            k.record(0, "r", Answer::http(200, false), &split);
         }
         for i in 0..10 {
-            k.record(0, "r", 503, false, &split);
-            k.record(1, "r", 502, true, &split);
+            k.record(0, "r", Answer::http(503, false), &split);
+            k.record(1, "r", Answer::http(502, true), &split);
             assert!(
                 !k.is_tripped(),
                 "tripped after {} failures per worker",
                 i + 1
             );
         }
-        k.record(1, "r", 500, false, &split);
+        k.record(1, "r", Answer::http(500, false), &split);
         assert!(k.is_tripped());
         assert_eq!(split.ppm(), 0);
         assert_eq!(k.trips(), 1);
@@ -245,7 +268,7 @@ mod tests {
             "worker 1: 11 of the last 20 canary requests failed"
         );
         // Further failures do not count as new trips until re-armed.
-        k.record(0, "r", 500, false, &split);
+        k.record(0, "r", Answer::http(500, false), &split);
         assert_eq!(k.trips(), 1);
         assert_eq!(k.acknowledge(), 1);
         assert_eq!(k.acknowledge(), 0);
@@ -258,11 +281,16 @@ mod tests {
         k.configure(Some(&config(10, 0.3)));
         // 3 failures in every 10: never more than 3 in any 10 consecutive outcomes.
         for i in 0..1000 {
-            k.record(0, "r", if i % 10 < 3 { 500 } else { 200 }, false, &split);
+            k.record(
+                0,
+                "r",
+                Answer::http(if i % 10 < 3 { 500 } else { 200 }, false),
+                &split,
+            );
         }
         assert!(!k.is_tripped());
         assert_eq!(split.ppm(), 500_000);
-        k.record(0, "r", 0, false, &split);
+        k.record(0, "r", Answer::http(0, false), &split);
         assert!(!k.is_tripped(), "no answer is not an outcome");
     }
 
@@ -272,16 +300,16 @@ mod tests {
         let k = KillSwitch::new(1);
         k.configure(Some(&config(4, 0.5)));
         for _ in 0..3 {
-            k.record(0, "r", 500, false, &split);
+            k.record(0, "r", Answer::http(500, false), &split);
         }
         assert!(k.is_tripped());
         split.set_ppm(100_000);
         k.arm();
         assert!(!k.is_tripped());
-        k.record(0, "r", 500, false, &split);
-        k.record(0, "r", 500, false, &split);
+        k.record(0, "r", Answer::http(500, false), &split);
+        k.record(0, "r", Answer::http(500, false), &split);
         assert!(!k.is_tripped(), "the window was cleared");
-        k.record(0, "r", 500, false, &split);
+        k.record(0, "r", Answer::http(500, false), &split);
         assert!(k.is_tripped());
         assert_eq!(k.trips(), 2);
     }
@@ -295,11 +323,11 @@ mod tests {
             ..config(4, 0.5)
         }));
         for _ in 0..10 {
-            k.record(0, "r", 503, false, &split);
+            k.record(0, "r", Answer::http(503, false), &split);
         }
         assert!(!k.is_tripped());
         for _ in 0..3 {
-            k.record(0, "r", 502, true, &split);
+            k.record(0, "r", Answer::http(502, true), &split);
         }
         assert!(k.is_tripped());
         k.configure(None);

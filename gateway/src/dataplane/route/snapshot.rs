@@ -65,6 +65,8 @@ pub struct Plan {
     pub outlier: Option<Outlier>,
     /// TLS toward the endpoints (`https://`); `None` = plain TCP.
     pub tls: Option<Arc<UpTls>>,
+    /// The HTTP version the endpoints speak.
+    pub protocol: crate::config::UpstreamProtocol,
     /// Rendered upstream path prefix.
     pub path_prefix: Vec<u8>,
     /// Rendered headers added toward the upstream (lower-case names).
@@ -245,6 +247,7 @@ fn plan(
         endpoints,
         outlier: d.health.outlier.clone(),
         tls,
+        protocol: d.protocol,
         path_prefix: render(&route.upstream_path_prefix, vars).into_bytes(),
         headers: route
             .request_headers
@@ -337,6 +340,7 @@ mod tests {
                 variables: [("v".to_owned(), "2".to_owned())].into(),
                 health: crate::config::health::HealthConfig::default(),
                 tls: None,
+                protocol: crate::config::UpstreamProtocol::Http1,
             },
             ppm: 0,
         });

@@ -27,6 +27,7 @@ fn route(canary_id: &str, plan: Option<Plan>, kill: Option<KillSwitchConfig>) ->
             variables: std::collections::BTreeMap::new(),
             health: crate::config::health::HealthConfig::default(),
             tls: None,
+            protocol: crate::config::UpstreamProtocol::Http1,
         },
         ppm: 10_000,
     });
@@ -201,7 +202,12 @@ fn kill_switch_trip_fails_the_rollout() {
     let snap = c.control().shared().load();
     let r = &snap.stages[0].routes[0];
     for _ in 0..6 {
-        r.kill.record(0, "api", 503, false, &r.split);
+        r.kill.record(
+            0,
+            "api",
+            crate::dataplane::route::killswitch::Answer::http(503, false),
+            &r.split,
+        );
     }
     assert_eq!(ppm(&c), 0, "the worker itself set the share to 0");
     c.tick(Instant::now());

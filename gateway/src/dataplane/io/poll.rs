@@ -1,4 +1,4 @@
-//! The client connection as the `h2` crate wants it: a poll-based byte stream (tokio's
+//! A connection as the `h2` crate wants it (a client's, or one to an HTTP/2 upstream): a poll-based byte stream (tokio's
 //! `AsyncRead`/`AsyncWrite`) over the worker's completion-based one (monoio's rent
 //! traits), plain TCP or TLS alike. The stream is split so a read can wait in the ring
 //! while frames go out: each half keeps at most one operation in flight, owning its
@@ -17,8 +17,10 @@ use monoio::io::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::flood::FrameScan;
-use crate::dataplane::io::Stream;
+pub(crate) mod flood;
+
+use self::flood::FrameScan;
+use super::Stream;
 
 /// Bytes read from the socket at once.
 const READ_BUF: usize = 16 * 1024;
