@@ -4,7 +4,7 @@
 // Usage: node h2_upstream.js PORT NAME
 //   /echo      streams every DATA frame back as it arrives (a full-duplex echo) and
 //              ends with trailers x-bytes (the bytes echoed) and x-served-by
-//   (/zeros?n=N: N zero bytes, then trailers; see the note in grpc.rs)
+//   /zeros?n=N N zero bytes, then trailers
 //   anything   "NAME METHOD PATH PROTOCOL" and the stream's id (to tell connections
 //              apart: ids grow on one connection)
 const http2 = require('http2');

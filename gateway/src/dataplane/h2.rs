@@ -69,7 +69,8 @@ pub(crate) async fn serve<S: Stream>(
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(Some(256));
     let flood = Rc::new(Cell::new(false));
-    let handshake = builder.handshake::<_, Bytes>(PollIo::new(stream, read, Rc::clone(&flood)));
+    let handshake =
+        builder.handshake::<_, Bytes>(PollIo::new(stream, read, Some(Rc::clone(&flood))));
     let mut conn = match monoio::time::timeout(cfg.timeouts.header, handshake).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {

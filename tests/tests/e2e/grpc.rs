@@ -132,6 +132,20 @@ fn h2c_upstreams_carry_http1_and_http2_clients_with_bodies_both_ways_and_trailer
             "{version}: {head}"
         );
     }
+    // A long streamed download (chunked to HTTP/1.1, DATA to HTTP/2), well past every
+    // window.
+    for version in ["--http1.1", "--http2-prior-knowledge"] {
+        let zeros = run(&[
+            "-s",
+            version,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            &url("/zeros?n=16777216"),
+        ]);
+        assert_eq!(zeros, "16777216", "{version}");
+    }
     let out = Command::new("h2load")
         .args(["-n", "20000", "-c", "10", "-m", "10", &url("/")])
         .output()

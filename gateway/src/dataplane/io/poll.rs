@@ -51,16 +51,18 @@ pub(crate) struct PollIo<S: Stream> {
     pos: usize,
     writing: Writing<S>,
     shut: bool,
-    /// The frames handed to `h2`, followed for a control-frame flood.
-    scan: FrameScan,
+    /// The frames handed to `h2`, followed for a control-frame flood (a client's
+    /// connection only: the scanner expects the client preface first).
+    scan: Option<FrameScan>,
     /// Set on a flood (the connection's driver then ends it); reading stops.
     flood: Rc<Cell<bool>>,
 }
 
 impl<S: Stream> PollIo<S> {
     /// Wraps `stream`; `read` holds bytes already read from it (an h2c preface the HTTP/1
-    /// reader saw), handed out first. `flood` is set if the client floods control frames.
-    pub(crate) fn new(stream: S, read: &[u8], flood: Rc<Cell<bool>>) -> Self {
+    /// reader saw), handed out first. `flood` is set if the client floods control frames;
+    /// `None` for a connection to an upstream, whose frames are not watched.
+    pub(crate) fn new(stream: S, read: &[u8], flood: Option<Rc<Cell<bool>>>) -> Self {
         let (rd, wr) = stream.into_split();
         let mut buf = Vec::with_capacity(READ_BUF.max(read.len()));
         buf.extend_from_slice(read);
@@ -69,8 +71,8 @@ impl<S: Stream> PollIo<S> {
             pos: 0,
             writing: Writing::Idle(wr, Vec::with_capacity(WRITE_BUF)),
             shut: false,
-            scan: FrameScan::new(),
-            flood,
+            scan: flood.as_ref().map(|_| FrameScan::new()),
+            flood: flood.unwrap_or_default(),
         }
     }
 
@@ -119,7 +121,7 @@ impl<S: Stream> AsyncRead for PollIo<S> {
                     let bytes = &buf[this.pos..this.pos + n];
                     out.put_slice(bytes);
                     this.pos += n;
-                    if this.scan.feed(bytes) {
+                    if this.scan.as_mut().is_some_and(|s| s.feed(bytes)) {
                         this.flood.set(true);
                         cx.waker().wake_by_ref();
                     }
@@ -236,7 +238,7 @@ mod tests {
             (got, rest)
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut io = PollIo::new(tcp, b"head", Rc::default());
+        let mut io = PollIo::new(tcp, b"head", None);
         let mut first = [0u8; 4];
         io.read_exact(&mut first).await.unwrap();
         assert_eq!(&first, b"head");

@@ -92,9 +92,8 @@ impl H2Pools {
             )));
         }
         let fd = stream.as_raw_fd();
-        // A flooding upstream is not the client-facing risk the flag guards against;
-        // it is followed all the same and simply never read.
-        let io = PollIo::new(stream, &[], Rc::new(Cell::new(false)));
+        // The control-frame flood watch is for clients (it expects a client's preface).
+        let io = PollIo::new(stream, &[], None);
         let handshake = h2::client::Builder::new()
             .enable_push(false)
             .initial_window_size(STREAM_WINDOW)
